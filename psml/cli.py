@@ -1,0 +1,149 @@
+"""The ``psml`` command line. Each subcommand is a small function; errors print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import PsmlError
+
+DEFAULT_ZOO = Path("model_repository/default")
+RUN_DIR = Path("runs")
+
+
+# ---- zoo -------------------------------------------------------------------------------------------------
+def zoo_build(a) -> None:
+    from zoo.build import build_zoo, get_profile
+    from zoo.manifest import load_manifest
+    from .tables import zoo_table
+
+    p = get_profile(a.profile)
+    if a.seed is not None:
+        from dataclasses import replace
+
+        p = replace(p, seed=a.seed)
+    if a.dataset:
+        from dataclasses import replace
+
+        p = replace(p, dataset=a.dataset)
+    out = build_zoo(p, Path(a.out), Path(a.data_root) if a.data_root else None)
+    m = load_manifest(out)
+    print(f"\nzoo {m.zoo.name!r} built in {m.zoo.build_seconds:.0f} s -> {out}\n")
+    print(zoo_table(m))
+
+
+def zoo_show(a) -> None:
+    from zoo.manifest import load_manifest
+    from .tables import zoo_table
+
+    print(zoo_table(load_manifest(Path(a.zoo))))
+
+
+# ---- triton ----------------------------------------------------------------------------------------------
+def _triton_state_path(a) -> Path:
+    return Path(a.state_dir) / "triton.json"
+
+
+def triton_start(a) -> None:
+    from .triton_server import ServerState, TritonServer, process_alive
+
+    state_path = _triton_state_path(a)
+    old = ServerState.load(state_path)
+    if old and process_alive(old.pid):
+        raise PsmlError(f"Triton is already running (pid {old.pid}, HTTP {old.host}:{old.http_port}); psml triton stop first")
+    repo = Path(a.zoo) / "embedded"
+    log_path = Path(a.state_dir) / "triton.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host,
+                          startup_timeout_s=a.timeout_s, log_path=log_path).start()
+    e = server.endpoints
+    ServerState(server.process.pid, str(repo), e.host, e.http_port, e.grpc_port, e.metrics_port, str(log_path)).save(state_path)
+    print(f"Triton ready: pid {server.process.pid}, HTTP {e.http_url}, gRPC {e.grpc_url}, metrics {e.host}:{e.metrics_port}")
+
+
+def triton_stop(a) -> None:
+    from .triton_server import ServerState, process_alive, stop_process_group
+
+    state_path = _triton_state_path(a)
+    s = ServerState.load(state_path)
+    if s is None:
+        print("Triton is not running (no state file)")
+        return
+    if process_alive(s.pid):
+        stop_process_group(s.pid)
+    state_path.unlink(missing_ok=True)
+    print(f"Triton stopped (pid {s.pid})")
+
+
+def triton_status(a) -> None:
+    from .triton_server import ServerState, is_ready, model_states, process_alive
+
+    s = ServerState.load(_triton_state_path(a))
+    if s is None or not process_alive(s.pid):
+        raise PsmlError("Triton is not running")
+    ready = is_ready(s.endpoints)
+    print(f"Triton pid {s.pid}, HTTP {s.endpoints.http_url}, gRPC {s.endpoints.grpc_url}: {'READY' if ready else 'NOT READY'}")
+    for name, st in sorted(model_states(s.endpoints).items()):
+        print(f"  {name:<12} {st['state']}{(' - ' + st['reason']) if st['reason'] else ''}")
+    if not ready:
+        raise PsmlError("Triton is running but not ready")
+
+
+# ---- parser ----------------------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="psml", description=__doc__)
+    sub = ap.add_subparsers(dest="group", required=True)
+
+    zoo = sub.add_parser("zoo", help="build and inspect model zoos").add_subparsers(dest="cmd", required=True)
+    b = zoo.add_parser("build", help="train, export, profile and write the zoo's Triton repository")
+    b.add_argument("--profile", default="default", help="zoo recipe: default or test")
+    b.add_argument("--out", default="model_repository", help="parent folder of the zoo (default: model_repository)")
+    b.add_argument("--dataset", help="override the recipe's data set: mnist1d, digits, mnist, cifar10")
+    b.add_argument("--data-root", help="folder holding MNIST/CIFAR-10 in torchvision's layout (never downloaded)")
+    b.add_argument("--seed", type=int, help="override the recipe's seed")
+    b.set_defaults(func=zoo_build)
+    s = zoo.add_parser("show", help="print a built zoo's table")
+    s.add_argument("--zoo", default=str(DEFAULT_ZOO))
+    s.set_defaults(func=zoo_show)
+
+    tri = sub.add_parser("triton", help="run the embedded Triton server").add_subparsers(dest="cmd", required=True)
+    for name, func in (("start", triton_start), ("stop", triton_stop), ("status", triton_status)):
+        t = tri.add_parser(name)
+        t.add_argument("--state-dir", default=str(RUN_DIR), help="where pid, ports and log are kept")
+        t.set_defaults(func=func)
+        if name == "start":
+            t.add_argument("--zoo", default=str(DEFAULT_ZOO))
+            t.add_argument("--host", default="127.0.0.1")
+            t.add_argument("--http-port", type=int, default=8000)
+            t.add_argument("--grpc-port", type=int, default=8001)
+            t.add_argument("--metrics-port", type=int, default=8002)
+            t.add_argument("--timeout-s", type=float, default=180.0, help="how long to wait for every model READY")
+
+    for register in _extensions():
+        register(sub)
+    return ap
+
+
+def _extensions():
+    """Subcommand groups that live beside their code (router, attacks, load tests, demo)."""
+    from . import cli_router
+
+    return [cli_router.register]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PsmlError as e:
+        print(f"psml: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("psml: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

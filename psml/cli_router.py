@@ -1,0 +1,99 @@
+"""``psml router start|stop|status|goodput``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import PsmlError
+
+STATE = "router.json"
+DEFAULT_SETTINGS = "router/settings.default.json"
+
+
+def start(a) -> None:
+    from router.settings import load_settings
+
+    from .router_process import RouterProcess
+    from .triton_server import process_alive
+
+    state_path = Path(a.state_dir) / STATE
+    old = _load_state(state_path)
+    if old and process_alive(old["pid"]):
+        raise PsmlError(f"the router is already running (pid {old['pid']}, {old['url']}); psml router stop first")
+    s = load_settings(a.settings)  # validate here, so a bad file fails with its reason before any process starts
+    r = RouterProcess(Path(a.settings), a.port if a.port is not None else s.port, host=s.host,
+                      log_path=Path(a.state_dir) / "router.log", triton_grpc_url=a.triton_grpc_url).start()
+    state_path.write_text(json.dumps({"pid": r.process.pid, "url": r.url, "settings": a.settings}))
+    print(f"router ready: pid {r.process.pid}, {r.url} (audit log {s.audit_log})")
+
+
+def stop(a) -> None:
+    from .triton_server import process_alive, stop_process_group
+
+    state_path = Path(a.state_dir) / STATE
+    st = _load_state(state_path)
+    if st is None:
+        print("the router is not running (no state file)")
+        return
+    if process_alive(st["pid"]):
+        stop_process_group(st["pid"], timeout_s=10)
+    state_path.unlink(missing_ok=True)
+    print(f"router stopped (pid {st['pid']})")
+
+
+def status(a) -> None:
+    import urllib.request
+
+    st = _load_state(Path(a.state_dir) / STATE)
+    if st is None:
+        raise PsmlError("the router is not running")
+    try:
+        with urllib.request.urlopen(f"{st['url']}/healthz", timeout=2) as r:
+            print(f"router pid {st['pid']}, {st['url']}: {r.read().decode()}")
+    except OSError as e:
+        raise PsmlError(f"the router at {st['url']} does not answer: {e}") from e
+
+
+def goodput(a) -> None:
+    from router.audit_log import read_audit_log
+    from router.goodput import goodput_by_client
+
+    from .tables import format_table
+
+    path = Path(a.audit_log)
+    if not path.is_file():
+        raise PsmlError(f"audit log {path} does not exist")
+    report = goodput_by_client(read_audit_log(path))
+    if a.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(format_table([{"client": c} | r for c, r in report.items()], GOODPUT_COLUMNS))
+
+
+GOODPUT_COLUMNS = [("client", "client"), ("requests", "requests"), ("served", "served"), ("good", "good"),
+                   ("goodput_share", "goodput"), ("goodput_rate_per_s", "good/s"), ("slo_attainment", "SLO met"),
+                   ("reject_rate", "rejected"), ("drop_rate", "dropped"), ("invalid", "invalid")]
+
+
+def _load_state(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def register(sub) -> None:
+    g = sub.add_parser("router", help="run the model-selecting router in front of Triton").add_subparsers(dest="cmd", required=True)
+    for name, func in (("start", start), ("stop", stop), ("status", status)):
+        p = g.add_parser(name)
+        p.add_argument("--state-dir", default="runs")
+        p.set_defaults(func=func)
+        if name == "start":
+            p.add_argument("--settings", default=DEFAULT_SETTINGS, help="router settings JSON")
+            p.add_argument("--port", type=int, help="override the settings' port")
+            p.add_argument("--triton-grpc-url", help="override the settings' Triton gRPC address")
+    p = g.add_parser("goodput", help="goodput, SLO attainment and reject/drop rates from the audit log")
+    p.add_argument("--audit-log", default="runs/audit.jsonl")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=goodput)

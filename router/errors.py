@@ -1,0 +1,47 @@
+"""Router errors: each maps to one HTTP status and a JSON body ``{"error": <kind>, "detail": <sentence>}``."""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    status = 500
+    kind = "internal_error"
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+    def body(self) -> dict:
+        return {"error": self.kind, "detail": self.detail}
+
+
+class InvalidRequest(RouterError):
+    status, kind = 422, "invalid_request"
+
+
+class MalformedJSON(RouterError):
+    status, kind = 400, "malformed_json"
+
+
+class Unauthorized(RouterError):
+    status, kind = 401, "unauthorized"
+
+
+class PayloadTooLarge(RouterError):
+    status, kind = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(RouterError):
+    status, kind = 415, "unsupported_media_type"
+
+
+class NoModelMeetsRequirements(RouterError):
+    status, kind = 422, "no_model_meets_requirements"
+
+
+class BackendUnavailable(RouterError):
+    status, kind = 503, "backend_unavailable"
+
+
+class BackendTimeout(RouterError):
+    status, kind = 504, "backend_timeout"

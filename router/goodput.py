@@ -1,0 +1,61 @@
+"""Goodput from audit records (pure functions; the same code serves /metrics, the CLI and the load tests).
+
+A request counts when it was authenticated and well formed (outcome served, no_model or unavailable).
+- good: answered (200) by a model whose profiled accuracy meets the client's ORIGINAL min_accuracy, and within
+  the client's ORIGINAL max_latency_ms measured end to end in the router (receipt to response);
+- SLO attained: answered within max_latency_ms, whatever the model's accuracy;
+- rejected: 422 because no model met the (possibly noised) requirements; dropped: 503/504 from the backend.
+goodput share = good / counted; goodput rate = good / span of the records in seconds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable
+
+COUNTED = ("served", "no_model", "unavailable")
+
+
+def accuracy_met(r: dict) -> bool:
+    return r["req_min_accuracy"] is None or (r["model_accuracy"] is not None and r["model_accuracy"] >= r["req_min_accuracy"])
+
+
+def latency_met(r: dict) -> bool:
+    return r["req_max_latency_ms"] is None or r["router_ms"] <= r["req_max_latency_ms"]
+
+
+def is_good(r: dict) -> bool:
+    return r["outcome"] == "served" and accuracy_met(r) and latency_met(r)
+
+
+def summarize(records: list[dict]) -> dict:
+    counted = [r for r in records if r["outcome"] in COUNTED]
+    n = len(counted)
+    good = sum(is_good(r) for r in counted)
+    slo = sum(r["outcome"] == "served" and latency_met(r) for r in counted)
+    if counted:
+        span_s = max(r["ts"] + r["router_ms"] / 1e3 for r in counted) - min(r["ts"] for r in counted)
+    else:
+        span_s = 0.0
+    share = lambda k: k / n if n else None
+    return {
+        "requests": n,
+        "served": sum(r["outcome"] == "served" for r in counted),
+        "good": good,
+        "goodput_share": share(good),
+        "goodput_rate_per_s": good / span_s if span_s > 0 else None,
+        "slo_attainment": share(slo),
+        "reject_rate": share(sum(r["outcome"] == "no_model" for r in counted)),
+        "drop_rate": share(sum(r["outcome"] == "unavailable" for r in counted)),
+        "invalid": sum(r["outcome"] in ("invalid", "unauthorized") for r in records),
+        "span_s": span_s,
+    }
+
+
+def goodput_by_client(records: Iterable[dict]) -> dict[str, dict]:
+    """{"overall": summary, "<client>": summary, ...}"""
+    records = list(records)
+    per: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        per[r["client"] or "(anonymous)"].append(r)
+    return {"overall": summarize(records)} | {c: summarize(rs) for c, rs in sorted(per.items())}

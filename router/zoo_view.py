@@ -1,0 +1,49 @@
+"""The router's read-only view of a zoo manifest: the models it may select and what it publishes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .requirements import ZooModel
+
+
+@dataclass(frozen=True)
+class ZooView:
+    models: tuple[ZooModel, ...]
+    input_dim: int
+    n_classes: int
+
+    @classmethod
+    def from_manifest(cls, manifest) -> "ZooView":
+        models = tuple(ZooModel(m.name, m.accuracy, m.selection_latency_ms, m.pareto) for m in manifest.models)
+        return cls(models, manifest.models[0].input.shape[1], manifest.models[0].output.shape[1])
+
+    @property
+    def pareto(self) -> tuple[ZooModel, ...]:
+        return tuple(m for m in self.models if m.pareto)
+
+    @property
+    def accuracy_span(self) -> float:
+        accs = [m.accuracy for m in self.models]
+        return max(accs) - min(accs)
+
+    @property
+    def latency_span_ms(self) -> float:
+        lats = [m.latency_ms for m in self.models]
+        return max(lats) - min(lats)
+
+    def public_info(self, max_batch_size: int) -> dict:
+        """What a real service publishes: the ranges one can ask for, never the models themselves."""
+        accs = [m.accuracy for m in self.models]
+        lats = [m.latency_ms for m in self.models]
+        return {
+            "accuracy_range": [round(min(accs), 4), round(max(accs), 4)],
+            "latency_range_ms": [round(min(lats), 3), round(max(lats), 3)],
+            "input_dim": self.input_dim,
+            "n_classes": self.n_classes,
+            "max_batch_size": max_batch_size,
+            "requirements": {
+                "min_accuracy": "fraction in [0, 1]; omit for no accuracy requirement",
+                "max_latency_ms": "milliseconds > 0; omit for no latency requirement",
+            },
+        }

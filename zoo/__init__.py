@@ -1,0 +1,1 @@
+"""Everything that builds psml's model zoo: data, architectures, training, ONNX export, profiles, manifest."""

@@ -1,0 +1,126 @@
+"""The zoo's architectures: from a linear model to a deep CNN and a GRU.
+
+Every model takes a flat float32 batch [B, D] (D = prod(sample_shape)) and returns logits [B, K], so all
+zoo models share one ONNX signature. Conv and recurrent models reshape to ``sample_shape`` themselves:
+(C, L) signals use 1-D layers, (C, H, W) images use 2-D layers, and the GRU reads an image row by row.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from psml.errors import ConfigError
+
+
+class Reshape(nn.Module):
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape((x.shape[0],) + self.shape)
+
+
+def _conv(shape, c_in, c_out, k):
+    layer = nn.Conv1d if len(shape) == 2 else nn.Conv2d
+    return layer(c_in, c_out, k, padding=k // 2)
+
+
+def _pool(shape):
+    return nn.MaxPool1d(2) if len(shape) == 2 else nn.MaxPool2d(2)
+
+
+def _gap(shape):
+    return nn.AdaptiveAvgPool1d(1) if len(shape) == 2 else nn.AdaptiveAvgPool2d(1)
+
+
+def logreg(shape, k):
+    return nn.Linear(_dim(shape), k)
+
+
+def mlp(hidden: list[int]):
+    def build(shape, k):
+        dims = [_dim(shape)] + hidden
+        layers = []
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(dims[-1], k))
+
+    return build
+
+
+def cnn(channels: list[int], pool_every: int = 1, kernel: int = 5):
+    """Conv blocks (conv-ReLU, max-pool after every ``pool_every`` blocks), global average pool, linear."""
+
+    def build(shape, k):
+        layers: list[nn.Module] = [Reshape(shape)]
+        c_in, pooled = shape[0], 0
+        for i, c in enumerate(channels):
+            layers += [_conv(shape, c_in, c, kernel), nn.ReLU()]
+            if (i + 1) % pool_every == 0 and min(shape[1:]) >> (pooled + 1) >= 2:
+                layers.append(_pool(shape))
+                pooled += 1
+            c_in = c
+        return nn.Sequential(*layers, _gap(shape), nn.Flatten(), nn.Linear(c_in, k))
+
+    return build
+
+
+class GRUClassifier(nn.Module):
+    """A GRU over the sample's last axis (time for signals, rows for images), classifying its final state."""
+
+    def __init__(self, shape, k, hidden: int):
+        super().__init__()
+        self.steps = shape[-1] if len(shape) == 2 else shape[1]
+        self.features = _dim(shape) // self.steps
+        self.shape = tuple(shape)
+        self.gru = nn.GRU(self.features, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, k)
+
+    def forward(self, x):
+        x = x.reshape((x.shape[0],) + self.shape)
+        if len(self.shape) == 2:  # (C, L) -> (L, C)
+            seq = x.transpose(1, 2)
+        else:  # (C, H, W) -> (H, C*W)
+            seq = x.permute(0, 2, 1, 3).reshape(x.shape[0], self.steps, self.features)
+        _, h = self.gru(seq)
+        return self.head(h[-1])
+
+
+def gru(hidden: int):
+    return lambda shape, k: GRUClassifier(shape, k, hidden)
+
+
+def _dim(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+# name -> builder(sample_shape, n_classes). Sizes chosen so the default zoo spans a real accuracy/latency
+# trade-off on MNIST-1D: tiny and fast at the top, deep and slow at the bottom; mlp_wide is deliberately
+# large for what it achieves (it should land off the Pareto front).
+ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
+    "logreg": logreg,
+    "mlp_small": mlp([32]),
+    "mlp_large": mlp([256, 256]),
+    "mlp_wide": mlp([2048, 2048]),
+    "cnn_small": cnn([16, 16], pool_every=1),
+    "cnn_large": cnn([64, 128, 128, 256], pool_every=2),
+    "gru": gru(256),
+}
+
+
+def build_model(arch: str, sample_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    torch.manual_seed(seed)  # initial weights depend only on the seed
+    return ARCHITECTURES[arch](tuple(sample_shape), n_classes)
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,74 @@
+"""Render the Triton model repository for a zoo, in both host variants, from one source of truth.
+
+The source of truth is the zoo's ONNX files plus :class:`RepositorySettings`; both variants are written by
+:func:`render` in one pass, so they cannot drift apart:
+
+- ``embedded/``: Triton from the nvidia-pytriton wheel. Each model is a Python-backend model whose
+  ``1/model.py`` (zoo/onnx_python_backend.py) runs ``1/model.onnx`` with onnxruntime.
+- ``gpu/``: NVIDIA's Triton image. Each model uses the native ``onnxruntime`` backend on ``KIND_GPU``.
+
+Inputs, outputs, batching and instance counts are identical in both.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from psml.errors import ConfigError
+
+from .export import INPUT_NAME, OUTPUT_NAME
+
+VARIANTS = ("embedded", "gpu")
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("onnx_python_backend.py")
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    max_batch_size: int = 256
+    instance_count: int = 1  # model instances per model (per GPU on the gpu variant)
+    max_queue_delay_us: int = 200  # dynamic batcher: how long to hold a request to grow a batch; 0 = no wait
+    intra_op_threads: int = 1  # onnxruntime threads per embedded instance; 1 avoids oversubscribing small CPUs
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "instance_count", "intra_op_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_queue_delay_us < 0:
+            raise ConfigError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+
+
+def config_pbtxt(name: str, input_dim: int, n_classes: int, variant: str, s: RepositorySettings) -> str:
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown repository variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    backend, kind = ("python", "KIND_CPU") if variant == "embedded" else ("onnxruntime", "KIND_GPU")
+    lines = [
+        f'name: "{name}"',
+        f'backend: "{backend}"',
+        f"max_batch_size: {s.max_batch_size}",
+        f'input [ {{ name: "{INPUT_NAME}" data_type: TYPE_FP32 dims: [ {input_dim} ] }} ]',
+        f'output [ {{ name: "{OUTPUT_NAME}" data_type: TYPE_FP32 dims: [ {n_classes} ] }} ]',
+        f"dynamic_batching {{ max_queue_delay_microseconds: {s.max_queue_delay_us} }}",
+        f"instance_group [ {{ count: {s.instance_count} kind: {kind} }} ]",
+    ]
+    if variant == "embedded":
+        lines += [
+            'parameters { key: "onnx_file" value: { string_value: "model.onnx" } }',
+            f'parameters {{ key: "intra_op_threads" value: {{ string_value: "{s.intra_op_threads}" }} }}',
+        ]
+    else:
+        lines.append('default_model_filename: "model.onnx"')
+    return "\n".join(lines) + "\n"
+
+
+def render(onnx_files: dict[str, Path], input_dim: int, n_classes: int, root: Path, s: RepositorySettings) -> None:
+    """Write ``root/embedded`` and ``root/gpu``, one folder per model, from the given ONNX files."""
+    for variant in VARIANTS:
+        for name, onnx_path in onnx_files.items():
+            version_dir = root / variant / name / "1"
+            version_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(onnx_path, version_dir / "model.onnx")
+            if variant == "embedded":
+                shutil.copyfile(PYTHON_MODEL_SOURCE, version_dir / "model.py")
+            (root / variant / name / "config.pbtxt").write_text(config_pbtxt(name, input_dim, n_classes, variant, s))
