@@ -1,0 +1,71 @@
+"""Shared fixtures: a small real zoo built once per session, a real Triton serving it, real router processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from psml.router_process import RouterProcess
+from psml.triton_server import TritonServer
+from zoo.build import build_zoo, get_profile
+from zoo.data import Dataset
+from zoo.manifest import load_manifest
+
+API_KEYS = {"k-benign": "benign", "k-attacker": "attacker"}
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory) -> Path:
+    """The 'test' zoo profile: all seven architectures, small data, a short profile (~15 s)."""
+    return build_zoo(get_profile("test"), tmp_path_factory.mktemp("zoo"), log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def manifest(zoo_dir):
+    return load_manifest(zoo_dir)
+
+
+@pytest.fixture(scope="session")
+def data(zoo_dir) -> Dataset:
+    return Dataset.load(zoo_dir / "data.npz")
+
+
+@pytest.fixture(scope="session")
+def triton(zoo_dir):
+    with TritonServer(zoo_dir / "embedded", log_path=zoo_dir.parent / "triton.log") as server:
+        yield server
+
+
+def write_settings(path: Path, zoo_dir: Path, grpc_url: str, **overrides) -> Path:
+    settings = {"zoo": str(zoo_dir), "triton_grpc_url": grpc_url, "api_keys": API_KEYS,
+                "audit_log": str(path.parent / "audit.jsonl"), "port": 0} | overrides
+    path.write_text(json.dumps(settings))
+    return path
+
+
+@pytest.fixture
+def start_router(tmp_path, zoo_dir, triton):
+    """start_router(**settings) -> RouterProcess running on a free loopback port; all stopped at teardown."""
+    started: list[RouterProcess] = []
+
+    def start(name: str = "router", grpc_url: str | None = None, **overrides) -> RouterProcess:
+        d = tmp_path / name
+        d.mkdir()
+        settings = write_settings(d / "settings.json", zoo_dir, grpc_url or triton.endpoints.grpc_url, **overrides)
+        r = RouterProcess(settings, log_path=d / "router.log").start()
+        r.audit_path = d / "audit.jsonl"
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+def infer(router: RouterProcess, x: np.ndarray, key: str = "k-benign", **requirements) -> requests.Response:
+    body = {"inputs": np.asarray(x).tolist()} | {k: v for k, v in requirements.items() if v is not None}
+    return requests.post(f"{router.url}/v1/infer", json=body, headers={"x-api-key": key}, timeout=30)

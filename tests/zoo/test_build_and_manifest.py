@@ -1,0 +1,71 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from psml.errors import ConfigError, ManifestError
+from zoo.build import PROFILES, build_zoo, get_profile, sha256
+from zoo.export import open_session, run_onnx
+from zoo.manifest import load_manifest
+from zoo.pareto import pareto_front
+
+
+def test_built_zoo_has_every_model_with_profiles(zoo_dir, manifest, data):
+    assert [m.name for m in manifest.models] == list(PROFILES["test"].epochs)
+    for m in manifest.models:
+        assert (zoo_dir / m.onnx_file).is_file() and sha256(zoo_dir / m.onnx_file) == m.onnx_sha256
+        for variant in ("embedded", "gpu"):
+            assert (zoo_dir / variant / m.name / "1" / "model.onnx").is_file()
+        assert m.parity.top1_mismatches == 0 and m.parity.n == len(data.y["test"])
+        assert [c.batch_size for c in m.latency.client] == [1, 32]
+        b1 = m.latency.client[0]
+        assert 0 < b1.p50_ms <= b1.p95_ms <= b1.p99_ms and m.selection_latency_ms == b1.p99_ms
+        assert m.latency.triton[0].compute_infer_us > 0
+    assert manifest.profile.software["nvidia-pytriton"] == "0.7.0"
+    assert manifest.zoo.dataset.split_sizes == data.sizes()
+
+
+def test_accuracy_in_manifest_is_the_onnx_accuracy_on_the_test_set(zoo_dir, manifest, data):
+    for m in manifest.models:
+        probs = run_onnx(open_session(zoo_dir / m.onnx_file), data.x["test"])
+        assert abs(float(np.mean(probs.argmax(1) == data.y["test"])) - m.accuracy) < 1e-9
+
+
+def test_pareto_flags_match_the_front(manifest):
+    front = pareto_front({m.name: (m.accuracy, m.selection_latency_ms) for m in manifest.models})
+    assert {m.name for m in manifest.models if m.pareto} == front
+    assert len(front) >= 1 and len(front) < len(manifest.models)
+
+
+def test_manifest_schema_rejects_bad_files(zoo_dir, tmp_path):
+    raw = json.loads((zoo_dir / "zoo.json").read_text())
+    cases = {
+        "extra": raw | {"surprise": 1},
+        "accuracy": raw | {"models": [raw["models"][0] | {"accuracy": 1.5}]},
+        "missing": {k: v for k, v in raw.items() if k != "profile"},
+        "empty": raw | {"models": []},
+    }
+    for name, bad in cases.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(bad))
+        with pytest.raises(ManifestError, match="is invalid at"):
+            load_manifest(tmp_path / f"{name}.json")
+    (tmp_path / "torn.json").write_text((zoo_dir / "zoo.json").read_text()[:100])
+    with pytest.raises(ManifestError):
+        load_manifest(tmp_path / "torn.json")
+    with pytest.raises(ManifestError, match="cannot be read"):
+        load_manifest(tmp_path / "absent")
+
+
+def test_failed_build_leaves_nothing_that_looks_complete(tmp_path):
+    from dataclasses import replace
+
+    p = replace(get_profile("test"), dataset="mnist")  # needs --data-root: fails after the partial folder exists
+    with pytest.raises(ConfigError):
+        build_zoo(p, tmp_path, log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_profile_is_a_clear_error():
+    with pytest.raises(ConfigError, match="choose from default, test"):
+        get_profile("huge")

@@ -1,0 +1,20 @@
+import pytest
+
+from psml.errors import ConfigError
+from zoo.repository import RepositorySettings, config_pbtxt
+
+
+def test_both_variants_share_signature_and_batching():
+    s = RepositorySettings(max_batch_size=64, instance_count=3, max_queue_delay_us=50)
+    emb, gpu = (config_pbtxt("m", 40, 10, v, s) for v in ("embedded", "gpu"))
+    shared = [l for l in emb.splitlines() if l.startswith(("input", "output", "max_batch", "dynamic_batching"))]
+    assert len(shared) == 4 and all(l in gpu.splitlines() for l in shared)
+    assert 'backend: "python"' in emb and "count: 3 kind: KIND_CPU" in emb
+    assert 'backend: "onnxruntime"' in gpu and "count: 3 kind: KIND_GPU" in gpu
+
+
+def test_bad_repository_settings_raise():
+    with pytest.raises(ConfigError, match="instance_count"):
+        RepositorySettings(instance_count=0)
+    with pytest.raises(ConfigError, match="variant"):
+        config_pbtxt("m", 40, 10, "tpu", RepositorySettings())
