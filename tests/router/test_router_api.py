@@ -1,0 +1,163 @@
+"""The real router process in front of a real Triton: selection, answers, bad input, metrics, recovery."""
+
+import itertools
+import json
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from psml.triton_server import TritonServer
+from router.audit_log import read_audit_log
+from router.goodput import goodput_by_client
+from tests.conftest import infer
+from zoo.export import open_session, run_onnx
+
+
+@pytest.fixture
+def router(start_router):
+    return start_router()
+
+
+def audit(router):
+    return list(read_audit_log(router.audit_path))
+
+
+def test_answer_has_probabilities_and_labels_and_never_the_model(router, manifest, zoo_dir, data):
+    x = data.x["test"][:5]
+    r = infer(router, x, min_accuracy=0.0)
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"request_id", "probabilities", "labels"}
+    assert not any(m.name in r.text for m in manifest.models)
+    served = audit(router)[-1]["model"]
+    direct = run_onnx(open_session(zoo_dir / manifest.model(served).onnx_file), x)
+    np.testing.assert_allclose(np.array(body["probabilities"]), direct, atol=1e-6)
+    assert body["labels"] == direct.argmax(1).tolist()
+
+
+def test_selection_respects_requirements_over_a_grid(router, manifest, data):
+    accs = sorted({m.accuracy for m in manifest.models})
+    lats = sorted({m.selection_latency_ms for m in manifest.models})
+    grid_acc = [None, 0.0] + [a - 1e-9 for a in accs] + [a + 1e-9 for a in accs[-2:]]
+    grid_lat = [None, lats[0] / 2] + [l + 1e-9 for l in lats]
+    x = data.x["test"][:1]
+    sent = []
+    for a, l in itertools.product(grid_acc, grid_lat):
+        for _ in range(2):
+            sent.append((a, l, infer(router, x, min_accuracy=a, max_latency_ms=l).status_code))
+    records = audit(router)
+    assert len(records) == len(sent)
+    front = manifest.pareto_models()
+    for (a, l, status), rec in zip(sent, records):
+        feasible = [m.name for m in front if (a is None or m.accuracy >= a) and (l is None or m.selection_latency_ms <= l)]
+        if feasible:
+            assert status == 200 and rec["model"] in feasible
+        else:
+            assert status == 422 and rec["outcome"] == "no_model"
+
+
+BAD = [
+    ("malformed json", b'{"inputs": [[1, 2', {}, 400, "malformed_json"),
+    ("wrong width", None, {"inputs": [[0.0] * 3]}, 422, "needs 40"),
+    ("ragged batch", None, {"inputs": [[0.0] * 40, [0.0] * 39]}, 422, "inputs[1]"),
+    ("strings", None, {"inputs": [["a"] * 40]}, 422, "inputs.0.0"),
+    ("not a list", None, {"inputs": 3}, 422, "inputs"),
+    ("nan", b'{"inputs": [[NaN' + b", 0.0" * 39 + b"]]}", {}, 422, "finite"),
+    ("float32 overflow", None, {"inputs": [[1e39] * 40]}, 422, "float32"),
+    ("empty batch", None, {"inputs": []}, 422, "empty"),
+    ("oversized batch", None, {"inputs": [[0.0] * 40] * 9}, 422, "exceeds the limit of 8"),
+    ("accuracy above 1", None, {"inputs": [[0.0] * 40], "min_accuracy": 1.5}, 422, "min_accuracy"),
+    ("negative latency", None, {"inputs": [[0.0] * 40], "max_latency_ms": -1}, 422, "max_latency_ms"),
+    ("unknown field", None, {"inputs": [[0.0] * 40], "model": "gru"}, 422, "model: Extra inputs"),
+    ("missing inputs", None, {"min_accuracy": 0.5}, 422, "inputs"),
+    ("oversized body", None, {"inputs": [[0.0] * 40], "pad": "x" * 5000}, 413, "exceeds the limit"),
+]
+
+
+def test_every_bad_input_gets_its_4xx_and_an_audit_record(start_router, data):
+    router = start_router(max_batch_size=8, max_body_bytes=4096)
+    url, key = f"{router.url}/v1/infer", {"x-api-key": "k-benign"}
+    for name, raw, body, status, text in BAD:
+        r = requests.post(url, data=raw if raw is not None else json.dumps(body), timeout=10,
+                          headers=key | {"content-type": "application/json"})
+        assert r.status_code == status, name
+        assert text in r.json()["detail"] or text == r.json()["error"], (name, r.json())
+    r = requests.post(url, data="x", headers=key | {"content-type": "text/plain"}, timeout=10)
+    assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
+    for headers in ({}, {"x-api-key": "stolen"}):
+        r = requests.post(url, json={"inputs": [[0.0] * 40]}, headers=headers, timeout=10)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+    assert infer(router, data.x["test"][:2]).status_code == 200  # still serving
+    records = audit(router)
+    assert len(records) == len(BAD) + 4
+    assert [r["status"] for r in records[: len(BAD)]] == [b[3] for b in BAD]
+    assert records[-2]["outcome"] == "unauthorized" and records[-1]["outcome"] == "served"
+
+
+def test_public_endpoints(router, manifest, data):
+    zoo = requests.get(f"{router.url}/v1/zoo", timeout=10)
+    assert zoo.status_code == 200 and not any(m.name in zoo.text for m in manifest.models)
+    assert zoo.json()["accuracy_range"] == [round(min(m.accuracy for m in manifest.models), 4),
+                                            round(max(m.accuracy for m in manifest.models), 4)]
+    assert requests.get(f"{router.url}/healthz", timeout=10).json() == {"status": "ok", "backend_ready": True}
+    spec = requests.get(f"{router.url}/openapi.json", timeout=10).json()
+    assert "/v1/infer" in spec["paths"] and "min_accuracy" in json.dumps(spec["paths"]["/v1/infer"])
+    infer(router, data.x["test"][:1], min_accuracy=0.0)
+    infer(router, data.x["test"][:1], min_accuracy=1.0)
+    metrics = requests.get(f"{router.url}/metrics", timeout=10).text
+    assert 'psml_requests_total{client="benign",outcome="served"} 1.0' in metrics
+    assert 'psml_requests_total{client="benign",outcome="no_model"} 1.0' in metrics
+    assert 'psml_goodput_ratio{client="benign"} 0.5' in metrics
+
+
+def _models_served(router, x, n=40):
+    for _ in range(n):
+        assert infer(router, x, min_accuracy=0.0).status_code == 200
+    return [r["model"] for r in audit(router)]
+
+
+def test_noise_defense_changes_selection_reproducibly(start_router, manifest, data):
+    # without noise, asking for exactly the most accurate model always reaches it
+    best = max(manifest.pareto_models(), key=lambda m: m.accuracy)
+    x = data.x["test"][:1]
+    plain = start_router("plain", policy="fastest_feasible")
+    for _ in range(10):
+        infer(plain, x, min_accuracy=best.accuracy)
+    assert {r["model"] for r in audit(plain)} == {best.name}
+    noise = [{"name": "metric_noise", "distribution": "laplace", "accuracy_scale": 0.2, "latency_scale_ms": 0.0}]
+    runs = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        r = start_router(name, policy="fastest_feasible", defenses=noise, seed=seed, on_no_model="closest")
+        for _ in range(30):
+            infer(r, x, min_accuracy=best.accuracy)
+        runs.append([(rec["model"], rec["eff_min_accuracy"]) for rec in audit(r)])
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    assert len({m for m, _ in runs[0]}) >= 2  # the noise moved some queries off the target
+
+
+def test_triton_down_gives_503_then_the_router_recovers(start_router, zoo_dir, data):
+    from psml.ports import free_port
+
+    ports = [free_port() for _ in range(3)]
+    server = TritonServer(zoo_dir / "embedded", *ports).start()
+    router = start_router("recover", grpc_url=server.endpoints.grpc_url, request_timeout_ms=2000)
+    x = data.x["test"][:2]
+    try:
+        assert infer(router, x).status_code == 200
+        server.stop()
+        down = infer(router, x)
+        assert down.status_code == 503 and down.json()["error"] == "backend_unavailable"
+        assert requests.get(f"{router.url}/healthz", timeout=10).json()["backend_ready"] is False
+        server = TritonServer(zoo_dir / "embedded", *ports).start()
+        deadline, status = time.monotonic() + 30, None
+        while time.monotonic() < deadline and status != 200:
+            status = infer(router, x).status_code
+            time.sleep(0.2)
+        assert status == 200
+    finally:
+        server.stop()
+    outcomes = [r["outcome"] for r in audit(router)]
+    assert outcomes[0] == "served" and "unavailable" in outcomes and outcomes[-1] == "served"
+    assert goodput_by_client(audit(router))["benign"]["drop_rate"] > 0
