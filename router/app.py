@@ -8,12 +8,13 @@ bad input maps to one 4xx with a JSON reason and every request, good or bad, lea
 
 from __future__ import annotations
 
-import json
+import itertools
+import os
 import time
-import uuid
 from contextlib import asynccontextmanager
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from zoo.manifest import load_manifest
 
 from .audit_log import AuditLog
-from .backend import InferenceBackend, TritonGrpcBackend
+from .backend import InferenceBackend, NullBackend, TritonGrpcBackend
 from .defenses import make_defense
 from .errors import (InvalidRequest, MalformedJSON, PayloadTooLarge, RouterError, Unauthorized,
                      UnsupportedMediaType)
@@ -70,6 +71,8 @@ class Router:
         self.backend = backend
         self.audit = AuditLog(settings.audit_log, settings.audit_fsync)
         self.metrics = RouterMetrics()
+        # request ids: unique per router process and cheap (uuid4 costs a syscall per request)
+        self._id_prefix, self._ids = f"{os.getpid():x}{int(time.time()):x}", itertools.count(1)
 
     def client_of(self, request: Request) -> str:
         key = request.headers.get(API_KEY_HEADER)
@@ -120,7 +123,7 @@ class Router:
 
     async def infer(self, request: Request) -> Response:
         t0 = time.perf_counter()
-        rec: dict = {"ts": time.time(), "request_id": uuid.uuid4().hex, "client": None}
+        rec: dict = {"ts": time.time(), "request_id": f"{self._id_prefix}-{next(self._ids)}", "client": None}
         try:
             rec["client"] = self.client_of(request)
             x, req = self.parse(await self.read_body(request))
@@ -131,8 +134,8 @@ class Router:
             t1 = time.perf_counter()
             probs = await self.backend.infer(sel.model.name, x)
             rec["triton_ms"] = (time.perf_counter() - t1) * 1e3
-            body = json.dumps({"request_id": rec["request_id"], "probabilities": probs.tolist(),
-                               "labels": probs.argmax(1).tolist()}, separators=(",", ":"))
+            body = orjson.dumps({"request_id": rec["request_id"], "probabilities": probs,
+                                 "labels": probs.argmax(1)}, option=orjson.OPT_SERIALIZE_NUMPY)
             response = Response(body, media_type="application/json")
             rec |= {"status": 200, "outcome": "served"}
         except RouterError as e:
@@ -163,6 +166,8 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if router.backend is None and settings.backend == "null":
+            router.backend = NullBackend(router.zoo.n_classes)
         if router.backend is None:
             router.backend = TritonGrpcBackend(settings.triton_grpc_url, settings.request_timeout_ms)
         yield

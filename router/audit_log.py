@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+
+import orjson
 from pathlib import Path
 from typing import Iterator
 
@@ -28,7 +30,7 @@ class AuditLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: dict) -> None:
-        line = (json.dumps({k: record.get(k) for k in FIELDS}, separators=(",", ":")) + "\n").encode()
+        line = orjson.dumps({k: record.get(k) for k in FIELDS}) + b"\n"
         os.write(self._fd, line)
         if self.fsync:
             os.fsync(self._fd)

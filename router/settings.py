@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -14,6 +15,7 @@ class RouterSettings(BaseModel):
 
     zoo: str = "model_repository/default"  # folder holding the zoo's manifest (zoo.json)
     triton_grpc_url: str = "127.0.0.1:8001"
+    backend: Literal["triton", "null"] = "triton"  # null: answer uniform probabilities without Triton (overhead runs)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)  # 0 = pick a free port
     api_keys: dict[str, str] = Field(min_length=1)  # API key -> client name (recorded in the audit log)

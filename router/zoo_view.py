@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .requirements import ZooModel
 
@@ -18,7 +19,7 @@ class ZooView:
         models = tuple(ZooModel(m.name, m.accuracy, m.selection_latency_ms, m.pareto) for m in manifest.models)
         return cls(models, manifest.models[0].input.shape[1], manifest.models[0].output.shape[1])
 
-    @property
+    @cached_property
     def pareto(self) -> tuple[ZooModel, ...]:
         return tuple(m for m in self.models if m.pareto)
 

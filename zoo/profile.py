@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from psml.stats import percentile_summary
+
 from .export import INPUT_NAME, OUTPUT_NAME
 
 
@@ -31,15 +33,6 @@ def _stats(client, model: str) -> dict[str, int]:
     s = client.get_inference_statistics(model)["model_stats"][0]["inference_stats"]
     return {k: int(s[k]["ns"]) for k in ("queue", "compute_input", "compute_infer", "compute_output")} | {
         "count": int(s["success"]["count"])
-    }
-
-
-def percentile_summary(latencies_ms: np.ndarray) -> dict[str, float]:
-    return {
-        "p50_ms": float(np.percentile(latencies_ms, 50)),
-        "p95_ms": float(np.percentile(latencies_ms, 95)),
-        "p99_ms": float(np.percentile(latencies_ms, 99)),
-        "mean_ms": float(np.mean(latencies_ms)),
     }
 
 

@@ -1,0 +1,99 @@
+"""``psml demo``: the whole story on the embedded default, end to end, printing its results.
+
+1. build the default zoo (train, export, parity, profile) unless it is already built;
+2. start a real Triton and the real router on free loopback ports;
+3. run every zoo model once through Triton and print the zoo table;
+4. send benign queries through the router and print what they got and the goodput from the audit log.
+Later steps (attacks, load) register themselves in STEPS.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .stack import DEMO_KEYS, router_for, triton_for
+from .sut import DirectTriton, RouterClient, RouterRejected
+from .tables import format_table, zoo_table
+
+
+def ensure_zoo(zoo_root: Path, profile: str, rebuild: bool) -> Path:
+    from zoo.build import build_zoo, get_profile
+
+    zoo_dir = zoo_root / profile
+    if (zoo_dir / "zoo.json").is_file() and not rebuild:
+        print(f"[1] zoo {zoo_dir} is already built (psml demo --rebuild to train it again)")
+        return zoo_dir
+    print(f"[1] building zoo {profile!r} ...")
+    t0 = time.perf_counter()
+    build_zoo(get_profile(profile), zoo_root)
+    print(f"    built in {time.perf_counter() - t0:.0f} s")
+    return zoo_dir
+
+
+def run_every_model_once(triton, manifest, x: np.ndarray) -> None:
+    for m in manifest.models:
+        sut = DirectTriton(triton.endpoints.http_url, m.name)
+        try:
+            probs = sut.infer(x[:4])
+        finally:
+            sut.close()
+        if probs.shape != (4, manifest.zoo.dataset.n_classes):
+            raise RuntimeError(f"model {m.name} answered shape {probs.shape}")
+
+
+BENIGN_QUERIES = [  # (min_accuracy, max_latency_ms) as a client would state them
+    (None, None), (0.5, None), (0.9, None), (None, 1.2), (0.7, 5.0), (0.99, None), (0.95, 0.5),
+]
+
+
+def benign_queries(router, data) -> None:
+    client = RouterClient(router.url, next(k for k, v in DEMO_KEYS.items() if v == "benign"))
+    rows = []
+    for i, (acc, lat) in enumerate(BENIGN_QUERIES):
+        x, y = data.x["test"][i * 8 : (i + 1) * 8], data.y["test"][i * 8 : (i + 1) * 8]
+        t0 = time.perf_counter()
+        try:
+            probs = client.infer(x, acc, lat)
+            answer = f"200, {np.mean(probs.argmax(1) == y):.0%} of 8 correct"
+        except RouterRejected as e:
+            answer = f"{e.status} {e.body.get('error')}"
+        rows.append(dict(min_accuracy=acc if acc is not None else "-", max_latency_ms=lat if lat is not None else "-",
+                         answer=answer, client_ms=(time.perf_counter() - t0) * 1e3))
+    client.close()
+    print(format_table(rows, [("min_accuracy", "min_accuracy"), ("max_latency_ms", "max_latency_ms"),
+                              ("answer", "answer"), ("client_ms", "client ms")]))
+
+
+def goodput_table(audit_path: Path) -> str:
+    from router.audit_log import read_audit_log
+    from router.goodput import goodput_by_client
+
+    from .cli_router import GOODPUT_COLUMNS
+
+    report = goodput_by_client(read_audit_log(audit_path))
+    return format_table([{"client": c} | r for c, r in report.items()], GOODPUT_COLUMNS)
+
+
+def run_demo(zoo_root: Path, profile: str, run_dir: Path, rebuild: bool, steps) -> None:
+    from zoo.data import Dataset
+    from zoo.manifest import load_manifest
+
+    zoo_dir = ensure_zoo(zoo_root, profile, rebuild)
+    manifest = load_manifest(zoo_dir)
+    data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print("[2] starting Triton and the router on loopback ...")
+    with triton_for(zoo_dir, run_dir) as triton, router_for(zoo_dir, run_dir, triton, "router") as router:
+        print(f"    Triton gRPC {triton.endpoints.grpc_url}, router {router.url}, audit log {router.audit_path}")
+        run_every_model_once(triton, manifest, data.x["test"])
+        print(f"[3] every model answered through Triton; the zoo (latencies profiled at build time on this machine):\n")
+        print(zoo_table(manifest) + "\n")
+        print("[4] benign queries through the router:\n")
+        benign_queries(router, data)
+        print("\n    goodput from the router's audit log:\n")
+        print(goodput_table(router.audit_path) + "\n")
+        for step in steps:
+            step(zoo_dir=zoo_dir, manifest=manifest, data=data, triton=triton, router=router, run_dir=run_dir)

@@ -1,0 +1,103 @@
+"""Systems under test: one tiny interface, ``infer(x, min_accuracy, max_latency_ms) -> probabilities``.
+
+The router, Triton called directly and a null system all satisfy it, so benchmarks and attacks are written
+once, and the harness's own overhead can be measured against the null system.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Protocol
+
+import numpy as np
+
+from .errors import PsmlError
+
+
+class SystemUnderTest(Protocol):
+    def infer(self, x: np.ndarray, min_accuracy: float | None = None, max_latency_ms: float | None = None) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class RouterRejected(PsmlError):
+    """The router answered a 4xx/5xx; ``status`` and ``body`` say why."""
+
+    def __init__(self, status: int, body: dict):
+        super().__init__(f"router answered {status}: {body.get('detail', body)}")
+        self.status, self.body = status, body
+
+
+class RouterClient:
+    """The router's public API over one keep-alive HTTP/1.1 connection (one per thread)."""
+
+    def __init__(self, url: str, api_key: str, timeout_s: float = 30.0):
+        host_port = url.split("://", 1)[-1].rstrip("/")
+        self.host, port = host_port.rsplit(":", 1)
+        self.port, self.api_key, self.timeout_s = int(port), api_key, timeout_s
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"x-api-key": self.api_key, "content-type": "application/json"}
+        try:
+            self.conn.request(method, path, body=payload, headers=headers)
+            r = self.conn.getresponse()
+            return r.status, json.loads(r.read() or b"null")
+        except (http.client.HTTPException, OSError):
+            self.conn.close()  # reconnect once on a dropped keep-alive connection
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            self.conn.request(method, path, body=payload, headers=headers)
+            r = self.conn.getresponse()
+            return r.status, json.loads(r.read() or b"null")
+
+    def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:
+        body = {"inputs": np.asarray(x, dtype=np.float32).tolist()}
+        if min_accuracy is not None:
+            body["min_accuracy"] = float(min_accuracy)
+        if max_latency_ms is not None:
+            body["max_latency_ms"] = float(max_latency_ms)
+        status, answer = self.request("POST", "/v1/infer", body)
+        if status != 200:
+            raise RouterRejected(status, answer or {})
+        return np.asarray(answer["probabilities"], dtype=np.float32)
+
+    def zoo(self) -> dict:
+        return self.request("GET", "/v1/zoo")[1]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class DirectTriton:
+    """One zoo model called straight through tritonclient HTTP (binary tensors); requirements are ignored."""
+
+    def __init__(self, http_url: str, model: str):
+        import tritonclient.http as httpclient
+
+        self._mod, self.model = httpclient, model
+        self.client = httpclient.InferenceServerClient(http_url)
+        self.outputs = [httpclient.InferRequestedOutput("PROBS", binary_data=True)]
+
+    def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        inp = self._mod.InferInput("INPUT", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        return self.client.infer(self.model, [inp], outputs=self.outputs).as_numpy("PROBS")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class NullSystem:
+    """Answers uniform probabilities at once: what the harness costs by itself."""
+
+    def __init__(self, n_classes: int = 10):
+        self.n_classes = n_classes
+
+    def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:
+        return np.full((len(x), self.n_classes), 1.0 / self.n_classes, dtype=np.float32)
+
+    def close(self) -> None:
+        return None
