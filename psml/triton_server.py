@@ -139,6 +139,8 @@ class TritonServer:
         # The Python-backend stub must import onnxruntime and numpy from this interpreter's environment.
         site = [p for p in sys.path if p.endswith("site-packages")]
         env["PYTHONPATH"] = os.pathsep.join(filter(None, site + [env.get("PYTHONPATH", "")]))
+        # ...and it finds its Python through PATH, so this interpreter's bin/ (the virtualenv's) must come first.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
