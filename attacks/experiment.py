@@ -1,0 +1,102 @@
+"""The attack harness: runs fingerprinting and extraction against a live stack and scores them.
+
+Attacks see only the router's public API. The harness alone reads the router's audit log (which model really
+served each query) and the zoo (the victim's true labels), to score them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from psml.stats import mean_and_std
+from psml.sut import DirectTriton, RouterClient, RouterRejected
+from router.audit_log import read_audit_log
+from zoo.export import open_session, run_onnx
+
+from .fingerprint import FingerprintSettings, staircase
+from .grid_scan import GridScanSettings, grid_scan
+from .knockoff import KnockoffSettings, collect, score, train_surrogate
+from .oracle import SpecOracle
+
+SETTINGS = ("explicit", "fingerprinted", "naive")
+# naive: an attacker without fingerprinting states no requirements and takes whatever model answers.
+PSML_CLAIMS = {
+    "fingerprinted_vs_explicit": "within 1% accuracy and fidelity (PSML, arXiv 2307.01292)",
+    "fingerprinted_vs_naive": "up to +14.6% accuracy and +7.7% fidelity (PSML)",
+}
+
+
+def front_by_accuracy(manifest) -> list:
+    """Pareto models from most to least accurate: rank k of a fingerprinting target is index k-1."""
+    return sorted(manifest.pareto_models(), key=lambda m: (-m.accuracy, m.selection_latency_ms))
+
+
+def _audit_len(path) -> int:
+    return sum(1 for _ in read_audit_log(path)) if path.exists() else 0
+
+
+def consistency(router_url: str, api_key: str, audit_path, spec: dict | None, inputs: np.ndarray, target: str) -> dict:
+    """Send one query per input with ``spec``; the share of them the target model served, from the audit log."""
+    if spec is None:
+        return {"consistency": 0.0, "queries": 0}
+    start = _audit_len(audit_path)
+    client = RouterClient(router_url, api_key)
+    for i in range(len(inputs)):
+        try:
+            client.infer(inputs[i : i + 1], **spec)
+        except RouterRejected:
+            pass
+    client.close()
+    records = list(read_audit_log(audit_path))[start:]
+    served = [r["model"] for r in records if r["outcome"] == "served"]
+    return {"consistency": sum(m == target for m in served) / len(inputs), "queries": len(inputs),
+            "served_by": {m: served.count(m) for m in sorted(set(served))}}
+
+
+def run_fingerprint(method: str, router_url: str, api_key: str, probe: np.ndarray, target_rank: int,
+                    grid_size: int = 25, repeats: int = 3):
+    client = RouterClient(router_url, api_key)
+    oracle = SpecOracle(client, probe)
+    info = client.zoo()
+    if method == "staircase":
+        result = staircase(oracle, info, FingerprintSettings(target_rank=target_rank))
+    else:
+        result = grid_scan(oracle, info, GridScanSettings(target_rank=target_rank, grid_size=grid_size, repeats=repeats))
+    client.close()
+    return result
+
+
+def victim_labels(zoo_dir, victim, x_test: np.ndarray) -> np.ndarray:
+    return run_onnx(open_session(zoo_dir / victim.onnx_file), x_test).argmax(1)
+
+
+def run_extraction(setting: str, router_url: str, api_key: str, triton_http_url: str, victim, spec: dict | None,
+                   pool: np.ndarray, data, labels: np.ndarray, s: KnockoffSettings) -> dict:
+    if setting == "explicit":
+        sut, req = DirectTriton(triton_http_url, victim.name), {}
+    elif setting == "fingerprinted":
+        sut, req = RouterClient(router_url, api_key), dict(spec or {})
+    else:
+        sut, req = RouterClient(router_url, api_key), {}
+    try:
+        t = collect(sut, pool, s, req)
+    finally:
+        sut.close()
+    surrogate = train_surrogate(t, tuple(data.sample_shape), data.n_classes, s)
+    return score(surrogate, data.x["test"], data.y["test"], labels) | {
+        "answers": int(len(t.x)), "requests": t.requests, "rejected_requests": t.rejected_requests}
+
+
+def summarize_extraction(runs: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds per (budget, setting)."""
+    rows = []
+    for budget in dict.fromkeys(r["budget"] for r in runs):
+        for setting in SETTINGS:
+            sel = [r for r in runs if r["budget"] == budget and r["setting"] == setting]
+            if not sel:
+                continue
+            acc, acc_sd = mean_and_std([r["accuracy"] for r in sel])
+            fid, fid_sd = mean_and_std([r["fidelity"] for r in sel])
+            rows.append({"budget": budget, "setting": setting, "seeds": len(sel), "accuracy": acc,
+                         "accuracy_std": acc_sd, "fidelity": fid, "fidelity_std": fid_sd})
+    return rows

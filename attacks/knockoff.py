@@ -1,0 +1,86 @@
+"""Knockoff-style model extraction through a serving API.
+
+Paper: Orekondy et al., "Knockoff Nets: Stealing Functionality of Black-Box Models", CVPR 2019.
+The attacker sends ``budget`` samples from its query pool (in batches of ``batch_size`` per request), keeps
+the returned probabilities (or only the top-1 labels), and trains a surrogate of its own architecture on them.
+Scored on the held-out test set: accuracy against the true labels, and fidelity = agreement with the
+victim's top-1 labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from psml.errors import ConfigError
+from psml.sut import RouterRejected, SystemUnderTest
+from zoo.architectures import ARCHITECTURES, build_model
+from zoo.train import TrainSettings, predict_proba, train
+
+# Query budgets in samples (the attacker pool of the default zoo holds 3,600).
+BUDGETS = {"small": 250, "medium": 1000, "large": 3000}
+
+
+@dataclass(frozen=True)
+class KnockoffSettings:
+    budget: int = BUDGETS["medium"]  # samples sent to the victim
+    batch_size: int = 25  # samples per request
+    surrogate: str = "cnn_large"  # the attacker's architecture (any of zoo.architectures)
+    epochs: int = 40
+    learning_rate: float = 3e-3
+    labels_only: bool = False  # True: train on top-1 labels only, as against an output-perturbation defense
+    seed: int = 0  # which pool samples are sent, and the surrogate's initialisation and shuffling
+
+    def __post_init__(self):
+        if self.budget < 1 or self.batch_size < 1 or self.epochs < 1:
+            raise ConfigError("budget, batch_size and epochs must all be >= 1")
+        if self.surrogate not in ARCHITECTURES:
+            raise ConfigError(f"unknown surrogate architecture {self.surrogate!r}; choose from {', '.join(ARCHITECTURES)}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Transcript:
+    """What the attacker collected: inputs it sent and answers it got (rejected requests spend budget too)."""
+
+    x: np.ndarray
+    probs: np.ndarray
+    requests: int
+    rejected_requests: int
+
+
+def collect(sut: SystemUnderTest, pool: np.ndarray, s: KnockoffSettings, requirements: dict | None = None) -> Transcript:
+    if s.budget > len(pool):
+        raise ConfigError(f"budget of {s.budget} samples exceeds the query pool of {len(pool)}")
+    idx = np.random.default_rng(s.seed).choice(len(pool), s.budget, replace=False)
+    xs, ps, requests, rejected = [], [], 0, 0
+    for start in range(0, s.budget, s.batch_size):
+        x = pool[idx[start : start + s.batch_size]]
+        requests += 1
+        try:
+            ps.append(sut.infer(x, **(requirements or {})))
+            xs.append(x)
+        except RouterRejected:
+            rejected += 1
+    n_classes = ps[0].shape[1] if ps else 0
+    return Transcript(np.concatenate(xs) if xs else np.zeros((0, pool.shape[1]), np.float32),
+                      np.concatenate(ps) if ps else np.zeros((0, n_classes), np.float32), requests, rejected)
+
+
+def train_surrogate(t: Transcript, sample_shape, n_classes: int, s: KnockoffSettings) -> torch.nn.Module:
+    if len(t.x) == 0:
+        raise ConfigError("the attacker collected no answers: every request was rejected")
+    model = build_model(s.surrogate, sample_shape, n_classes, seed=s.seed)
+    targets = t.probs.argmax(1).astype(np.int64) if s.labels_only else t.probs.astype(np.float32)
+    train(model, t.x.astype(np.float32), targets,
+          TrainSettings(epochs=s.epochs, batch_size=64, learning_rate=s.learning_rate, seed=s.seed))
+    return model
+
+
+def score(surrogate: torch.nn.Module, x_test: np.ndarray, y_test: np.ndarray, victim_labels: np.ndarray) -> dict:
+    pred = predict_proba(surrogate, x_test).argmax(1)
+    return {"accuracy": float(np.mean(pred == y_test)), "fidelity": float(np.mean(pred == victim_labels))}

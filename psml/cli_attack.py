@@ -1,0 +1,170 @@
+"""``psml attack fingerprint|extract``: each starts its own Triton and router (from a zoo and a router settings
+file, so defenses can be switched on), runs the attack through the public API, scores it, prints a table and
+writes a JSON result with seeds, settings and software versions."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .atomic import write_json_atomic
+from .errors import ConfigError
+from .stack import DEMO_KEYS, router_for, triton_for
+from .tables import format_table
+from .versions import hardware, software_versions
+
+ATTACKER_KEY = next(k for k, v in DEMO_KEYS.items() if v == "attacker")
+SELECTION_KEYS = ("policy", "defenses", "on_no_model", "seed")
+
+
+def router_overrides(settings_path: str) -> dict:
+    """The deployment choices (policy, defenses, no-model behaviour, seed) of a router settings file."""
+    from router.settings import load_settings
+
+    s = load_settings(settings_path)
+    return {k: getattr(s, k) for k in SELECTION_KEYS}
+
+
+def _load(zoo: str):
+    from zoo.data import Dataset
+    from zoo.manifest import load_manifest
+
+    manifest = load_manifest(zoo)
+    return manifest, Dataset.load(Path(zoo) / manifest.zoo.dataset.data_file)
+
+
+def fingerprint_rows(results: dict) -> list[dict]:
+    rows = []
+    for method, r in results.items():
+        spec = r["spec"] or {}
+        rows.append({"method": method, "queries": r["queries"], "min_accuracy": spec.get("min_accuracy", "-"),
+                     "max_latency_ms": spec.get("max_latency_ms", "-"), "consistency": r["consistency"]["consistency"]})
+    return rows
+
+
+FINGERPRINT_COLUMNS = [("method", "method"), ("queries", "queries spent"), ("min_accuracy", "min_accuracy"),
+                       ("max_latency_ms", "max_latency_ms"), ("consistency", "consistency")]
+
+
+def fingerprint_and_score(router, manifest, data, methods, target_rank: int, consistency_queries: int,
+                          grid_size: int, repeats: int) -> dict:
+    from attacks.experiment import consistency, front_by_accuracy, run_fingerprint
+
+    front = front_by_accuracy(manifest)
+    if target_rank > len(front):
+        raise ConfigError(f"target rank {target_rank} exceeds the {len(front)} models on the zoo's Pareto front")
+    target = front[target_rank - 1]
+    probe = data.x["attacker_pool"][:1]
+    results = {}
+    for method in methods:
+        r = run_fingerprint(method, router.url, ATTACKER_KEY, probe, target_rank, grid_size, repeats).as_dict()
+        later = data.x["attacker_pool"][1 : 1 + consistency_queries]
+        r["consistency"] = consistency(router.url, ATTACKER_KEY, router.audit_path, r["spec"], later, target.name)
+        results[method] = r
+    return {"target": target.name, "target_rank": target_rank, "results": results}
+
+
+def fingerprint(a) -> None:
+    manifest, data = _load(a.zoo)
+    methods = ["staircase", "grid_scan"] if a.method == "both" else [a.method]
+    with tempfile.TemporaryDirectory(prefix="psml-attack-") as tmp, triton_for(a.zoo, tmp) as triton, \
+            router_for(a.zoo, tmp, triton, **router_overrides(a.settings)) as router:
+        out = fingerprint_and_score(router, manifest, data, methods, a.target_rank, a.consistency_queries,
+                                    a.grid_size, a.repeats)
+    print(f"fingerprinting target: rank {a.target_rank} along the accuracy axis = {out['target']} (harness view)\n")
+    print(format_table(fingerprint_rows(out["results"]), FINGERPRINT_COLUMNS))
+    _write(a.out, "fingerprint", vars(a), out | {"router": router_overrides(a.settings)})
+
+
+EXTRACTION_COLUMNS = [("budget", "budget"), ("setting", "setting"), ("seeds", "seeds"), ("accuracy", "accuracy"),
+                      ("accuracy_std", "+/-"), ("fidelity", "fidelity"), ("fidelity_std", "+/-")]
+
+
+def extraction_table(rows: list[dict]) -> str:
+    from attacks.experiment import PSML_CLAIMS
+
+    lines = [format_table(rows, EXTRACTION_COLUMNS), ""]
+    by = {(r["budget"], r["setting"]): r for r in rows}
+    for budget in dict.fromkeys(r["budget"] for r in rows):
+        f, e, n = (by.get((budget, s)) for s in ("fingerprinted", "explicit", "naive"))
+        if f and e and n:
+            lines.append(f"{budget}: fingerprinted - explicit = {f['accuracy'] - e['accuracy']:+.3f} acc, "
+                         f"{f['fidelity'] - e['fidelity']:+.3f} fid (PSML: {PSML_CLAIMS['fingerprinted_vs_explicit']}); "
+                         f"fingerprinted - naive = {f['accuracy'] - n['accuracy']:+.3f} acc, "
+                         f"{f['fidelity'] - n['fidelity']:+.3f} fid (PSML: {PSML_CLAIMS['fingerprinted_vs_naive']})")
+    return "\n".join(lines)
+
+
+def extract_and_score(zoo_dir, manifest, data, triton, router, budgets, seeds, pool_name, base, log=print) -> dict:
+    from attacks.experiment import SETTINGS, front_by_accuracy, run_extraction, summarize_extraction, victim_labels
+    from attacks.knockoff import BUDGETS
+    from attacks.query_pools import query_pool
+
+    fp = fingerprint_and_score(router, manifest, data, ["staircase"], 1, 50, 0, 0)
+    spec = fp["results"]["staircase"]["spec"]
+    victim = front_by_accuracy(manifest)[0]
+    labels = victim_labels(Path(zoo_dir), victim, data.x["test"])
+    runs = []
+    for budget in budgets:
+        if budget not in BUDGETS:
+            raise ConfigError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+        for seed in seeds:
+            pool = query_pool(pool_name, data, seed)
+            for setting in SETTINGS:
+                s = replace(base, budget=BUDGETS[budget], seed=seed)
+                r = run_extraction(setting, router.url, ATTACKER_KEY, triton.endpoints.http_url, victim, spec, pool,
+                                   data, labels, s)
+                runs.append({"budget": budget, "budget_samples": s.budget, "setting": setting, "seed": seed} | r)
+                log(f"  {budget:<6} seed {seed} {setting:<13} acc {r['accuracy']:.3f} fid {r['fidelity']:.3f}")
+    return {"victim": victim.name, "fingerprint": fp, "runs": runs, "summary": summarize_extraction(runs)}
+
+
+def extract(a) -> None:
+    from attacks.knockoff import KnockoffSettings
+
+    manifest, data = _load(a.zoo)
+    base = KnockoffSettings(surrogate=a.surrogate, epochs=a.epochs, labels_only=a.labels_only, batch_size=a.batch_size)
+    with tempfile.TemporaryDirectory(prefix="psml-attack-") as tmp, triton_for(a.zoo, tmp) as triton, \
+            router_for(a.zoo, tmp, triton, **router_overrides(a.settings)) as router:
+        out = extract_and_score(Path(a.zoo), manifest, data, triton, router, a.budgets, a.seeds, a.pool, base)
+    print(f"\nextraction of {out['victim']} (most accurate model), pool {a.pool}, "
+          f"{'top-1 labels' if a.labels_only else 'probabilities'}, surrogate {a.surrogate}:\n")
+    print(extraction_table(out["summary"]))
+    _write(a.out, "extraction", vars(a), out | {"knockoff": base.as_dict(), "router": router_overrides(a.settings)})
+
+
+def _write(path: str, kind: str, args: dict, payload: dict) -> None:
+    settings = {k: v for k, v in args.items() if k != "func"}
+    write_json_atomic(Path(path), {"kind": kind, "created_unix": time.time(), "settings": settings,
+                                   "seeds": settings.get("seeds", []), "software": software_versions(),
+                                   "hardware": hardware()} | payload)
+    print(f"\nresult: {path}")
+
+
+def register(sub) -> None:
+    g = sub.add_parser("attack", help="fingerprint the zoo and extract a victim through the router").add_subparsers(
+        dest="cmd", required=True)
+    for name, func in (("fingerprint", fingerprint), ("extract", extract)):
+        p = g.add_parser(name)
+        p.add_argument("--zoo", default="model_repository/default")
+        p.add_argument("--settings", default="router/settings.default.json",
+                       help="router settings whose policy, defenses, on_no_model and seed the attacked router uses")
+        p.add_argument("--out", default=f"results/{name}.json")
+        p.set_defaults(func=func)
+        if name == "fingerprint":
+            p.add_argument("--method", choices=["staircase", "grid_scan", "both"], default="both")
+            p.add_argument("--target-rank", type=int, default=1, help="1 = most accurate Pareto model")
+            p.add_argument("--consistency-queries", type=int, default=200)
+            p.add_argument("--grid-size", type=int, default=25, help="grid scan: cells per axis")
+            p.add_argument("--repeats", type=int, default=3, help="grid scan: queries per cell")
+        else:
+            p.add_argument("--budgets", nargs="+", default=["small", "medium", "large"])
+            p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+            p.add_argument("--pool", default="attacker_pool", choices=["attacker_pool", "ood_noise"])
+            p.add_argument("--labels-only", action="store_true")
+            p.add_argument("--surrogate", default="cnn_large")
+            p.add_argument("--epochs", type=int, default=40)
+            p.add_argument("--batch-size", type=int, default=25, help="samples per request")
