@@ -127,9 +127,9 @@ def parser() -> argparse.ArgumentParser:
 
 def _extensions():
     """Subcommand groups that live beside their code (router, attacks, load tests, demo)."""
-    from . import cli_attack, cli_demo, cli_router
+    from . import cli_attack, cli_demo, cli_loadtest, cli_router
 
-    return [cli_router.register, cli_attack.register, cli_demo.register]
+    return [cli_router.register, cli_attack.register, cli_loadtest.register, cli_demo.register]
 
 
 def main(argv: list[str] | None = None) -> int:

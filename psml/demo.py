@@ -97,3 +97,34 @@ def run_demo(zoo_root: Path, profile: str, run_dir: Path, rebuild: bool, steps) 
         print(goodput_table(router.audit_path) + "\n")
         for step in steps:
             step(zoo_dir=zoo_dir, manifest=manifest, data=data, triton=triton, router=router, run_dir=run_dir)
+
+
+DEMO_NOISE = {"name": "metric_noise", "distribution": "laplace", "accuracy_scale": 0.02, "latency_scale_ms": 0.1}
+
+
+def attack_step(zoo_dir, manifest, data, triton, router, run_dir, **_) -> None:
+    """[5] fingerprinting (staircase vs grid scan) without and with the noise defense; [6] extraction."""
+    from attacks.knockoff import KnockoffSettings
+
+    from .atomic import write_json_atomic
+    from .versions import software_versions
+    from .cli_attack import (FINGERPRINT_COLUMNS, extract_and_score, extraction_table, fingerprint_and_score,
+                             fingerprint_rows)
+
+    print("[5] fingerprinting the most accurate model through the router's public API:\n")
+    plain = fingerprint_and_score(router, manifest, data, ["staircase", "grid_scan"], 1, 200, 25, 3)
+    rows = [r | {"router": "no defense"} for r in fingerprint_rows(plain["results"])]
+    with router_for(zoo_dir, run_dir, triton, "router_noise", defenses=[DEMO_NOISE], on_no_model="closest") as noisy:
+        defended = fingerprint_and_score(noisy, manifest, data, ["staircase"], 1, 200, 25, 3)
+    rows += [r | {"router": f"metric noise (laplace, {DEMO_NOISE['accuracy_scale']} acc, "
+                            f"{DEMO_NOISE['latency_scale_ms']} ms)"} for r in fingerprint_rows(defended["results"])]
+    print(format_table(rows, [("router", "router")] + FINGERPRINT_COLUMNS))
+    print(f"    target (harness view): {plain['target']}; consistency = share of 200 later queries it served\n")
+    print("[6] Knockoff extraction of that model: explicit (served alone), fingerprinted, naive (no requirements):\n")
+    out = extract_and_score(zoo_dir, manifest, data, triton, router, ["small", "medium"], [0, 1, 2], "attacker_pool",
+                            KnockoffSettings(), log=lambda *_: None)
+    print(extraction_table(out["summary"]) + "\n")
+    write_json_atomic(run_dir / "attacks.json", {"fingerprint": plain, "fingerprint_defended": defended,
+                                                 "defense": DEMO_NOISE, "extraction": out,
+                                                 "knockoff": KnockoffSettings().as_dict(),
+                                                 "software": software_versions()})

@@ -1,0 +1,124 @@
+"""``psml loadtest``: a headless Locust run of benign and attacker users against a real router and Triton,
+with Locust's CSV and HTML reports and the psml summary (JSON plus a printed table)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .atomic import write_json_atomic
+from .errors import PsmlError
+from .tables import format_table
+from .versions import hardware, software_versions
+
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
+
+
+def run_locust(router_url: str, settings, out_dir: Path, processes: int = 0) -> Path:
+    """Run Locust headless to the end of the load shape; returns the CSV prefix."""
+    prefix = out_dir / "locust"
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", router_url,
+           "--csv", str(prefix), "--html", str(out_dir / "locust.html"), "--exit-code-on-error", "0",
+           "--loglevel", "WARNING", "--only-summary"]
+    if processes:
+        cmd += ["--processes", str(processes)]
+    env = dict(os.environ) | settings.to_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LOCUSTFILE.parent.parent), env.get("PYTHONPATH")]))
+    with open(out_dir / "locust.log", "wb") as log:
+        r = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=settings.total_s + 180)
+    if r.returncode != 0 or not Path(f"{prefix}_stats.csv").is_file():
+        tail = (out_dir / "locust.log").read_text(errors="replace").strip().splitlines()[-1:] or ["(empty)"]
+        raise PsmlError(f"locust failed with code {r.returncode}: {tail[0]} (see {out_dir / 'locust.log'})")
+    return prefix
+
+
+def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, settings, knockoff) -> dict:
+    from attacks.experiment import front_by_accuracy, victim_labels
+    from router.audit_log import read_audit_log
+    from zoo.data import Dataset
+    from zoo.manifest import load_manifest
+
+    from loadtests.summary import attacker_success, audit_summary, locust_stats
+
+    manifest = load_manifest(zoo_dir)
+    data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
+    victim = front_by_accuracy(manifest)[0]
+    stats = locust_stats(prefix)
+    audit = audit_summary(list(read_audit_log(audit_path)), victim.name)
+    transcripts = sorted(Path(settings.out_dir).glob("attacker-*.npz"))
+    attackers = attacker_success(transcripts, data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
+    return {"victim": victim.name, "locust": stats, "audit": audit, "attackers": attackers}
+
+
+def print_summary(summary: dict) -> None:
+    rows = [{"name": n} | s for n, s in summary["locust"].items()]
+    print(format_table(rows, [("name", "requests by class"), ("requests", "requests"), ("failures", "non-200"),
+                              ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("rps", "req/s")]))
+    from .cli_router import GOODPUT_COLUMNS
+
+    g = summary["audit"]["goodput"]
+    print("\n" + format_table([{"client": c} | r for c, r in g.items()], GOODPUT_COLUMNS))
+    if summary["attackers"]:
+        print("\n" + format_table(summary["attackers"], [("transcript", "attacker"), ("fingerprint_queries", "fingerprint queries"),
+                                                        ("answers", "answers"), ("accuracy", "surrogate acc"),
+                                                        ("fidelity", "fidelity")]))
+    share = summary["audit"]["attacker_victim_share"]
+    if share is not None:
+        print(f"\nattacker queries served by the victim ({summary['victim']}): {share:.1%}")
+
+
+def loadtest(a) -> None:
+    from attacks.knockoff import KnockoffSettings
+    from loadtests.config import LoadSettings
+    from loadtests.summary import check_goals
+
+    from .cli_attack import router_overrides
+    from .stack import router_for, triton_for
+
+    out_dir = Path(a.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("attacker-*.npz"):
+        old.unlink()
+    zoo_dir = Path(a.zoo)
+    settings = LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out_dir), benign_users=a.benign_users,
+                            attackers=a.attackers, warmup_s=a.warmup_s, attack_s=a.attack_s, cooldown_s=a.cooldown_s,
+                            spawn_rate_per_s=a.spawn_rate, attack_budget=a.attack_budget, seed=a.seed)
+    knockoff = KnockoffSettings(seed=a.seed)
+    started = time.time()
+    with triton_for(zoo_dir, out_dir) as triton, router_for(zoo_dir, out_dir, triton, **router_overrides(a.settings)) as router:
+        prefix = run_locust(router.url, settings, out_dir, a.processes)
+        audit_path = router.audit_path
+    summary = summarize_run(out_dir, prefix, audit_path, zoo_dir, settings, knockoff)
+    goals = check_goals(summary["locust"], summary["audit"]["goodput"], a.max_p99_ms, a.min_goodput)
+    print_summary(summary)
+    for line in goals:
+        print(line)
+    write_json_atomic(out_dir / "summary.json", {
+        "kind": "loadtest", "created_unix": started, "seed": a.seed, "settings": settings.__dict__,
+        "router": router_overrides(a.settings), "processes": a.processes, "knockoff": knockoff.as_dict(),
+        "goals": goals, "software": software_versions(), "hardware": hardware()} | summary)
+    print(f"\nreports: {out_dir}/locust_stats.csv, {out_dir}/locust.html, {out_dir}/summary.json")
+    if any(line.startswith("INVALID") for line in goals):
+        raise PsmlError("a load-test goal was missed (see the INVALID lines above)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("loadtest", help="headless Locust run: benign and attacker users against a real stack")
+    p.add_argument("--zoo", default="model_repository/default")
+    p.add_argument("--settings", default="router/settings.default.json", help="router settings (policy, defenses)")
+    p.add_argument("--out-dir", default="runs/loadtest")
+    p.add_argument("--benign-users", type=int, default=8)
+    p.add_argument("--attackers", type=int, default=1)
+    p.add_argument("--warmup-s", type=float, default=10.0)
+    p.add_argument("--attack-s", type=float, default=30.0)
+    p.add_argument("--cooldown-s", type=float, default=10.0)
+    p.add_argument("--spawn-rate", type=float, default=8.0, help="users started per second")
+    p.add_argument("--attack-budget", type=int, default=1000, help="samples each attacker sends")
+    p.add_argument("--processes", type=int, default=0, help="Locust worker processes on this machine (0: one process)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-p99-ms", type=float, help="goal: benign p99 latency; exit non-zero when missed")
+    p.add_argument("--min-goodput", type=float, help="goal: benign goodput share; exit non-zero when missed")
+    p.set_defaults(func=loadtest)

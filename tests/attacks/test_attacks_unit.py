@@ -1,0 +1,122 @@
+"""Attack logic against an in-process oracle of the router's selection (no server): fast, exact checks."""
+
+import numpy as np
+import pytest
+
+from attacks.fingerprint import FingerprintSettings, staircase
+from attacks.grid_scan import GridScanSettings, grid_scan
+from attacks.knockoff import KnockoffSettings, Transcript, collect, train_surrogate
+from attacks.query_pools import ood_noise, query_pool
+from psml.errors import ConfigError
+from psml.sut import RouterRejected
+from router.errors import NoModelMeetsRequirements
+from router.policies import make_policy
+from router.requirements import Requirements, ZooModel
+from router.selection import Selector
+from router.zoo_view import ZooView
+
+ZOO = ZooView((ZooModel("a", 0.30, 1.0), ZooModel("b", 0.60, 1.4), ZooModel("c", 0.85, 2.2),
+               ZooModel("d", 0.97, 3.9), ZooModel("off", 0.5, 3.0, False)), 40, 10)
+
+
+class SelectorOracle:
+    """Mimics SpecOracle on a Selector in process: the model's name stands in for its output signature."""
+
+    def __init__(self, selector):
+        self.selector, self.queries = selector, 0
+
+    def ask(self, a, l):
+        self.queries += 1
+        try:
+            return self.selector.choose(Requirements(a, l)).model.name
+        except NoModelMeetsRequirements:
+            return None
+
+
+INFO = {"accuracy_range": [0.30, 0.97], "latency_range_ms": [1.0, 3.9]}
+
+
+@pytest.mark.parametrize("rank, target", [(1, "d"), (2, "c"), (3, "b"), (4, "a")])
+def test_staircase_finds_each_front_model_with_few_queries(rank, target):
+    o = SelectorOracle(Selector(ZOO, make_policy("pareto_uniform"), [], seed=0))
+    r = staircase(o, INFO, FingerprintSettings(target_rank=rank))
+    assert r.target_signature == target and r.verified_share == 1.0
+    sel = Selector(ZOO, make_policy("pareto_uniform"), [], seed=1)
+    assert {sel.choose(Requirements(**r.spec)).model.name for _ in range(50)} == {target}
+    assert r.queries <= 50 * rank
+
+
+def test_grid_scan_baseline_finds_the_target_with_many_more_queries():
+    o = SelectorOracle(Selector(ZOO, make_policy("pareto_uniform"), [], seed=0))
+    r = grid_scan(o, INFO, GridScanSettings(target_rank=1, grid_size=20, repeats=3))
+    assert r.target_signature == "d" and r.queries == 1200
+    s = staircase(SelectorOracle(Selector(ZOO, make_policy("pareto_uniform"), [], seed=0)), INFO, FingerprintSettings())
+    assert s.queries <= 0.05 * r.queries
+
+
+def test_staircase_reports_a_missing_rank():
+    o = SelectorOracle(Selector(ZOO, make_policy("pareto_uniform"), [], seed=0))
+    r = staircase(o, INFO, FingerprintSettings(target_rank=6))
+    assert r.spec is None and r.target_signature is None
+
+
+def test_attack_parameters_are_validated():
+    with pytest.raises(ConfigError, match="target_rank"):
+        FingerprintSettings(target_rank=0)
+    with pytest.raises(ConfigError, match="grid_size"):
+        GridScanSettings(grid_size=1)
+    with pytest.raises(ConfigError, match="surrogate"):
+        KnockoffSettings(surrogate="transformer")
+    with pytest.raises(ConfigError, match=">= 1"):
+        KnockoffSettings(budget=0)
+    with pytest.raises(ConfigError, match="unknown query pool"):
+        query_pool("imagenet", None, 0)
+
+
+class TeacherSUT:
+    """A fixed linear 'victim' answering probabilities; rejects every third request when asked to."""
+
+    def __init__(self, w, reject_every=0):
+        self.w, self.reject_every, self.calls = w, reject_every, 0
+
+    def infer(self, x, min_accuracy=None, max_latency_ms=None):
+        self.calls += 1
+        if self.reject_every and self.calls % self.reject_every == 0:
+            raise RouterRejected(422, {"error": "no_model_meets_requirements"})
+        z = x @ self.w
+        e = np.exp(z - z.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+    def close(self):
+        pass
+
+
+def test_knockoff_collects_the_budget_and_learns_the_victim():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(40, 10)).astype(np.float32)
+    pool = rng.normal(size=(2000, 40)).astype(np.float32)
+    s = KnockoffSettings(budget=1500, batch_size=50, surrogate="logreg", epochs=60, seed=0)
+    t = collect(TeacherSUT(w), pool, s)
+    assert t.x.shape == (1500, 40) and t.requests == 30 and t.rejected_requests == 0
+    model = train_surrogate(t, (1, 40), 10, s)
+    test = rng.normal(size=(500, 40)).astype(np.float32)
+    from zoo.train import predict_proba
+
+    fidelity = np.mean(predict_proba(model, test).argmax(1) == (test @ w).argmax(1))
+    assert fidelity > 0.8  # chance is 0.1
+
+
+def test_rejected_requests_spend_budget():
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(300, 40)).astype(np.float32)
+    t = collect(TeacherSUT(rng.normal(size=(40, 10)), reject_every=3), pool, KnockoffSettings(budget=300, batch_size=10))
+    assert t.requests == 30 and t.rejected_requests == 10 and len(t.x) == 200
+    with pytest.raises(ConfigError, match="exceeds the query pool"):
+        collect(TeacherSUT(None), pool, KnockoffSettings(budget=301))
+
+
+def test_ood_pool_is_seeded_and_matches_moments():
+    like = np.random.default_rng(0).normal(2.0, 3.0, size=(1000, 40)).astype(np.float32)
+    a, b = ood_noise(like, 500, 1), ood_noise(like, 500, 1)
+    assert np.array_equal(a, b) and not np.array_equal(a, ood_noise(like, 500, 2))
+    np.testing.assert_allclose(a.mean(), 2.0, atol=0.5)
