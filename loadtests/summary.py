@@ -69,8 +69,10 @@ def check_goals(stats: dict, goodput: dict, max_p99_ms: float | None, min_goodpu
     return lines
 
 
-def audit_summary(records: list[dict], victim: str) -> dict:
-    attacker_served = [r["model"] for r in records if r["client"] == "attacker" and r["outcome"] == "served"]
+def audit_summary(records: list[dict], victim: str, attack_batch: int) -> dict:
+    # extraction requests carry attack_batch samples; the attacker's batch-1 requests are its fingerprinting probes
+    attacker_served = [r["model"] for r in records if r["client"] == "attacker" and r["outcome"] == "served"
+                       and r["batch_size"] == attack_batch]
     return {
         "goodput": goodput_by_client(records),
         "records": len(records),

@@ -96,7 +96,6 @@ class AttackerUser(PsmlUser):
     label = "attacker"
     api_key = SETTINGS.attacker_key
     wait_time = constant(0)
-    fixed_count = SETTINGS.attackers
 
     def on_start(self):
         super().on_start()

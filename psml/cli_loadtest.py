@@ -22,7 +22,8 @@ def run_locust(router_url: str, settings, out_dir: Path, processes: int = 0) -> 
     prefix = out_dir / "locust"
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", router_url,
            "--csv", str(prefix), "--html", str(out_dir / "locust.html"), "--exit-code-on-error", "0",
-           "--loglevel", "WARNING", "--only-summary"]
+           "--loglevel", "WARNING", "--only-summary",
+           "--stop-timeout", "10"]  # stopped users finish their request, so Locust's counts match the audit log
     if processes:
         cmd += ["--processes", str(processes)]
     env = dict(os.environ) | settings.to_env()
@@ -47,7 +48,7 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
     victim = front_by_accuracy(manifest)[0]
     stats = locust_stats(prefix)
-    audit = audit_summary(list(read_audit_log(audit_path)), victim.name)
+    audit = audit_summary(list(read_audit_log(audit_path)), victim.name, settings.attack_batch)
     transcripts = sorted(Path(settings.out_dir).glob("attacker-*.npz"))
     attackers = attacker_success(transcripts, data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
     return {"victim": victim.name, "locust": stats, "audit": audit, "attackers": attackers}
@@ -67,7 +68,7 @@ def print_summary(summary: dict) -> None:
                                                         ("fidelity", "fidelity")]))
     share = summary["audit"]["attacker_victim_share"]
     if share is not None:
-        print(f"\nattacker queries served by the victim ({summary['victim']}): {share:.1%}")
+        print(f"\nattacker extraction queries served by the victim ({summary['victim']}): {share:.1%}")
 
 
 def loadtest(a) -> None:
