@@ -22,9 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, help="override the settings' port")
     ap.add_argument("--triton-grpc-url", help="override the settings' Triton gRPC address")
     ap.add_argument("--audit-log", help="override the settings' audit log path")
+    ap.add_argument("--host", help="override the settings' bind address (127.0.0.1 unless told otherwise)")
     a = ap.parse_args(argv)
     try:
-        s = load_settings(a.settings, port=a.port, triton_grpc_url=a.triton_grpc_url, audit_log=a.audit_log)
+        s = load_settings(a.settings, port=a.port, triton_grpc_url=a.triton_grpc_url, audit_log=a.audit_log,
+                          host=a.host)
         app = create_app(s)
     except PsmlError as e:
         print(f"router: error: {e}", file=sys.stderr)

@@ -1,0 +1,59 @@
+"""A short headless Locust run against a real router and Triton; its counts must match the audit log."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from loadtests.config import LoadSettings
+from loadtests.summary import check_goals
+from psml.errors import ConfigError
+from router.audit_log import read_audit_log
+
+
+def test_headless_run_reports_and_matches_the_audit_log(zoo_dir, tmp_path):
+    out = tmp_path / "lt"
+    r = subprocess.run([sys.executable, "-m", "psml.cli", "loadtest", "--zoo", str(zoo_dir), "--out-dir", str(out),
+                        "--benign-users", "3", "--attackers", "1", "--warmup-s", "3", "--attack-s", "8",
+                        "--cooldown-s", "3", "--attack-budget", "200"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for f in ("locust_stats.csv", "locust.html", "summary.json", "router.audit.jsonl"):
+        assert (out / f).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    audit = list(read_audit_log(out / "router.audit.jsonl"))
+    locust = summary["locust"]
+    infer_requests = locust["benign /v1/infer"]["requests"] + locust["attacker /v1/infer"]["requests"]
+    assert infer_requests == len(audit) == summary["audit"]["records"]
+    for client in ("benign", "attacker"):
+        assert locust[f"{client} /v1/infer"]["requests"] == sum(a["client"] == client for a in audit)
+        assert locust[f"{client} /v1/infer"]["failures"] == sum(a["client"] == client and a["status"] != 200 for a in audit)
+    assert summary["attackers"][0]["answers"] > 0 and 0 <= summary["attackers"][0]["fidelity"] <= 1
+    assert summary["audit"]["goodput"]["benign"]["requests"] > 0
+    assert summary["seed"] == 0 and "locust" in summary["software"]
+
+
+def test_goals_are_checked_line_by_line():
+    stats = {"benign /v1/infer": {"p99_ms": 12.0}}
+    good = {"benign": {"goodput_share": 0.8}}
+    assert check_goals(stats, good, 20.0, 0.7) == ["VALID: benign p99 12.0 ms <= goal 20.0 ms",
+                                                    "VALID: benign goodput 0.8 >= goal 0.7"]
+    lines = check_goals(stats, good, 10.0, 0.9)
+    assert all(l.startswith("INVALID") for l in lines) and len(lines) == 2
+
+
+def test_missed_goal_exits_nonzero(zoo_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "psml.cli", "loadtest", "--zoo", str(zoo_dir), "--out-dir",
+                        str(tmp_path), "--benign-users", "2", "--attackers", "0", "--warmup-s", "2", "--attack-s", "0",
+                        "--cooldown-s", "0", "--min-goodput", "1.01"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "INVALID: benign goodput" in r.stdout and "goal was missed" in r.stderr
+    assert (tmp_path / "summary.json").is_file()
+
+
+def test_load_settings_roundtrip_and_validation():
+    s = LoadSettings(benign_users=5, think_max_s=0.5, seed=3)
+    assert LoadSettings.from_env(s.to_env()) == s
+    with pytest.raises(ConfigError, match="think"):
+        LoadSettings(think_min_s=1.0, think_max_s=0.5)
+    with pytest.raises(ConfigError, match="PSML_BENIGN_USERS"):
+        LoadSettings.from_env({"PSML_BENIGN_USERS": "many"})
