@@ -6,9 +6,9 @@ from pathlib import Path
 
 
 def demo(a) -> None:
-    from .demo import attack_step, run_demo
+    from .demo import attack_step, load_step, run_demo
 
-    run_demo(Path(a.zoo_root), a.profile, Path(a.run_dir), a.rebuild, steps=[attack_step])
+    run_demo(Path(a.zoo_root), a.profile, Path(a.run_dir), a.rebuild, steps=[attack_step, load_step])
 
 
 def register(sub) -> None:

@@ -114,7 +114,7 @@ def attack_step(zoo_dir, manifest, data, triton, router, run_dir, **_) -> None:
     print("[5] fingerprinting the most accurate model through the router's public API:\n")
     plain = fingerprint_and_score(router, manifest, data, ["staircase", "grid_scan"], 1, 200, 25, 3)
     rows = [r | {"router": "no defense"} for r in fingerprint_rows(plain["results"])]
-    with router_for(zoo_dir, run_dir, triton, "router_noise", defenses=[DEMO_NOISE], on_no_model="closest") as noisy:
+    with router_for(zoo_dir, run_dir, triton, "router_noise", defenses=[DEMO_NOISE]) as noisy:
         defended = fingerprint_and_score(noisy, manifest, data, ["staircase"], 1, 200, 25, 3)
     rows += [r | {"router": f"metric noise (laplace, {DEMO_NOISE['accuracy_scale']} acc, "
                             f"{DEMO_NOISE['latency_scale_ms']} ms)"} for r in fingerprint_rows(defended["results"])]
@@ -128,3 +128,29 @@ def attack_step(zoo_dir, manifest, data, triton, router, run_dir, **_) -> None:
                                                  "defense": DEMO_NOISE, "extraction": out,
                                                  "knockoff": KnockoffSettings().as_dict(),
                                                  "software": software_versions()})
+
+
+def load_step(zoo_dir, manifest, data, triton, router, run_dir, **_) -> None:
+    """[7] a short mixed load with Locust (benign warm-up, attack, cool-down) against a fresh router."""
+    from attacks.knockoff import KnockoffSettings
+    from loadtests.config import LoadSettings
+
+    from .atomic import write_json_atomic
+    from .cli_loadtest import print_summary, run_locust, summarize_run
+    from .versions import software_versions
+
+    out_dir = run_dir / "loadtest"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("attacker-*.npz"):
+        old.unlink()
+    s = LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out_dir), benign_users=8, attackers=1,
+                     warmup_s=10, attack_s=40, cooldown_s=10, attack_budget=1000)
+    print(f"[7] mixed load with Locust: {s.benign_users} benign users throughout, {s.attackers} attacker in the "
+          f"middle {s.attack_s:.0f} s ({s.total_s:.0f} s in all) ...\n")
+    with router_for(zoo_dir, out_dir, triton, "router_load") as load_router:
+        prefix = run_locust(load_router.url, s, out_dir)
+    summary = summarize_run(out_dir, prefix, load_router.audit_path, zoo_dir, s, KnockoffSettings())
+    print_summary(summary)
+    write_json_atomic(out_dir / "summary.json", {"kind": "loadtest", "settings": s.__dict__, "seed": s.seed,
+                                                 "software": software_versions()} | summary)
+    print(f"\n    reports: {out_dir}/locust.html, {out_dir}/locust_stats.csv, {out_dir}/summary.json")
