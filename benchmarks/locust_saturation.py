@@ -90,7 +90,13 @@ def main(argv=None) -> int:
         print(f"saturates at {saturation['users']} users ({saturation['rps']:.0f} req/s); busiest process there: "
               f"{busiest} ({saturation[busiest + '_cores']:.2f} of {os.cpu_count()} cores)")
     else:
-        print("no saturation within the steps run")
+        print("no step grew by less than 10%: no saturation by that rule within the steps run")
+    for r in rows:
+        used = r["router_cores"] + r["triton_cores"] + r["locust_cores"]
+        if used >= 0.9 * os.cpu_count():
+            print(f"from {r['users']} users the three processes use {used:.2f} of {os.cpu_count()} cores: "
+                  "the machine itself is CPU-bound")
+            break
     write_json_atomic(Path(a.out), {"benchmark": "locust_saturation", "created_unix": time.time(), "seed": a.seed,
                                     "settings": vars(a), "steps": rows, "saturation": saturation,
                                     "hardware": hardware(), "software": software_versions()})
