@@ -1,10 +1,8 @@
 """Locust users. ``PsmlUser`` owns the router client and reports every call through Locust's request event
 (as Locust's custom-client examples do); the concrete users only decide what to send.
 
-Benign distribution (documented in the README): each request carries 1..benign_max_batch real test samples;
-min_accuracy is uniform over the published accuracy range and max_latency_ms uniform over
-[published min, benign_latency_slack x published max]; each is omitted with probability
-benign_unconstrained_share. Think time is uniform in [think_min_s, think_max_s].
+Benign users send what loadtests/benign.py draws (documented in the README), with think time uniform in
+[think_min_s, think_max_s].
 """
 
 from __future__ import annotations
@@ -13,15 +11,43 @@ import time
 from pathlib import Path
 
 import numpy as np
-from locust import User, between, constant, task
+import gevent
+from locust import User, between, constant, events, task
+from locust.exception import StopUser
 
 from attacks.fingerprint import FingerprintSettings, staircase
 from psml.sut import RouterClient, RouterRejected
 from zoo.data import Dataset
 
+from .benign import benign_batch, benign_requirements
 from .config import LoadSettings
 
 SETTINGS = LoadSettings.from_env()
+
+
+class _InFlight:
+    """Requests on the wire, so that a stopping test waits for them: a request the router answered but Locust
+    never counted would make Locust's totals disagree with the router's audit log."""
+
+    count = 0
+    stopping = False
+
+
+@events.test_start.add_listener
+def _on_test_start(**_):
+    _InFlight.stopping = False
+
+
+@events.test_stopping.add_listener
+def _on_test_stopping(**_):
+    _InFlight.stopping = True  # no new request starts once the test is stopping
+
+
+@events.test_stop.add_listener
+def _on_test_stop(**_):
+    deadline = time.monotonic() + 10.0
+    while _InFlight.count and time.monotonic() < deadline:
+        gevent.sleep(0.01)
 
 
 class ReportingRouterClient(RouterClient):
@@ -32,14 +58,19 @@ class ReportingRouterClient(RouterClient):
         self.events, self.label = events, label
 
     def request(self, method, path, body=None):
+        if _InFlight.stopping:
+            raise StopUser()
         t0 = time.perf_counter()
         status, answer, exc = 0, None, None
+        _InFlight.count += 1
         try:
             status, answer = super().request(method, path, body)
             if status != 200:
                 exc = RouterRejected(status, answer or {})
         except Exception as e:  # reported to Locust as a failure; the user carries on
             exc = e
+        finally:
+            _InFlight.count -= 1
         self.events.request.fire(request_type=method, name=f"{self.label} {path}",
                                  response_time=(time.perf_counter() - t0) * 1e3, response_length=0,
                                  exception=exc, context={})
@@ -73,19 +104,11 @@ class BenignUser(PsmlUser):
     api_key = SETTINGS.benign_key
     wait_time = between(SETTINGS.think_min_s, SETTINGS.think_max_s)
 
-    def requirements(self) -> tuple[float | None, float | None]:
-        (a_lo, a_hi), (l_lo, l_hi) = self.info["accuracy_range"], self.info["latency_range_ms"]
-        skip = SETTINGS.benign_unconstrained_share
-        acc = None if self.rng.random() < skip else float(self.rng.uniform(a_lo, a_hi))
-        lat = None if self.rng.random() < skip else float(self.rng.uniform(l_lo, SETTINGS.benign_latency_slack * l_hi))
-        return acc, lat
-
     @task
     def classify(self):
-        x = self.data().x["test"]
-        batch = x[self.rng.integers(0, len(x), int(self.rng.integers(1, SETTINGS.benign_max_batch + 1)))]
+        batch = benign_batch(self.rng, self.data().x["test"], SETTINGS)
         try:
-            self.client.infer(batch, *self.requirements())
+            self.client.infer(batch, *benign_requirements(self.rng, self.info, SETTINGS))
         except RouterRejected:
             pass  # already reported to Locust as a failure; the audit log says why
 

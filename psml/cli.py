@@ -18,15 +18,13 @@ def zoo_build(a) -> None:
     from zoo.manifest import load_manifest
     from .tables import zoo_table
 
+    from dataclasses import replace
+
     p = get_profile(a.profile)
-    if a.seed is not None:
-        from dataclasses import replace
-
-        p = replace(p, seed=a.seed)
-    if a.dataset:
-        from dataclasses import replace
-
-        p = replace(p, dataset=a.dataset)
+    p = replace(p, seed=p.seed if a.seed is None else a.seed, dataset=a.dataset or p.dataset,
+                repository=replace(p.repository, instance_count=a.instances or p.repository.instance_count,
+                                   max_queue_delay_us=p.repository.max_queue_delay_us if a.max_queue_delay_us is None
+                                   else a.max_queue_delay_us))
     out = build_zoo(p, Path(a.out), Path(a.data_root) if a.data_root else None)
     m = load_manifest(out)
     print(f"\nzoo {m.zoo.name!r} built in {m.zoo.build_seconds:.0f} s -> {out}\n")
@@ -102,6 +100,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dataset", help="override the recipe's data set: mnist1d, digits, mnist, cifar10")
     b.add_argument("--data-root", help="folder holding MNIST/CIFAR-10 in torchvision's layout (never downloaded)")
     b.add_argument("--seed", type=int, help="override the recipe's seed")
+    b.add_argument("--instances", type=int, help="Triton model instances per model (both repository variants)")
+    b.add_argument("--max-queue-delay-us", type=int, help="dynamic batcher delay in microseconds (0: no wait)")
     b.set_defaults(func=zoo_build)
     s = zoo.add_parser("show", help="print a built zoo's table")
     s.add_argument("--zoo", default=str(DEFAULT_ZOO))

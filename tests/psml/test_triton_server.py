@@ -116,3 +116,11 @@ def test_cli_start_status_stop(zoo_dir, tmp_path):
         assert subprocess.run(base + ["stop"] + state, capture_output=True, text=True).returncode == 0
     st = subprocess.run(base + ["status"] + state, capture_output=True, text=True)
     assert st.returncode == 1 and "not running" in st.stderr
+
+
+def test_missing_triton_binary_is_a_clear_error(monkeypatch, tmp_path):
+    import psml.triton_server as ts
+
+    monkeypatch.setattr(ts, "_pytriton_dir", lambda: tmp_path)
+    with pytest.raises(TritonError, match="the Triton binary is missing"):
+        ts.triton_binary()

@@ -161,3 +161,27 @@ def test_triton_down_gives_503_then_the_router_recovers(start_router, zoo_dir, d
     outcomes = [r["outcome"] for r in audit(router)]
     assert outcomes[0] == "served" and "unavailable" in outcomes and outcomes[-1] == "served"
     assert goodput_by_client(audit(router))["benign"]["drop_rate"] > 0
+
+
+@pytest.mark.parametrize("mechanism", ["exponential_mechanism", "permute_and_flip"])
+def test_dp_selection_frequencies_on_the_live_router_match_the_mechanism(start_router, manifest, data, mechanism):
+    from scipy.stats import chisquare
+
+    from router.requirements import Requirements
+    from router.zoo_view import ZooView
+    from tests.router.test_selection import _permute_and_flip_exact
+    from router.defenses.exponential_mechanism import exponential_probabilities, utilities
+
+    eps, n = 4.0, 400
+    target = max(manifest.pareto_models(), key=lambda m: m.accuracy)
+    req = Requirements(target.accuracy, None)
+    r = start_router(mechanism, defenses=[{"name": mechanism, "epsilon": eps}], seed=11)
+    for _ in range(n):
+        assert infer(r, data.x["test"][:1], min_accuracy=target.accuracy).status_code == 200
+    zoo = ZooView.from_manifest(manifest)
+    u = utilities(zoo, req)
+    p = exponential_probabilities(u, eps) if mechanism == "exponential_mechanism" else _permute_and_flip_exact(u, eps)
+    served = [rec["model"] for rec in audit(r)]
+    counts = np.array([served.count(m.name) for m in zoo.pareto])
+    assert counts.sum() == n
+    assert chisquare(counts, n * p).pvalue > 1e-3
