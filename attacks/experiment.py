@@ -54,12 +54,13 @@ def consistency(router_url: str, api_key: str, audit_path, spec: dict | None, in
 
 
 def run_fingerprint(method: str, router_url: str, api_key: str, probe: np.ndarray, target_rank: int,
-                    grid_size: int = 25, repeats: int = 3):
+                    grid_size: int = 25, repeats: int = 3, votes: int = 1, backoff: tuple[float, float] = (0.0, 0.0)):
     client = RouterClient(router_url, api_key)
     oracle = SpecOracle(client, probe)
     info = client.zoo()
     if method == "staircase":
-        result = staircase(oracle, info, FingerprintSettings(target_rank=target_rank))
+        result = staircase(oracle, info, FingerprintSettings(target_rank=target_rank, votes=votes,
+                                                             accuracy_backoff=backoff[0], latency_backoff_ms=backoff[1]))
     else:
         result = grid_scan(oracle, info, GridScanSettings(target_rank=target_rank, grid_size=grid_size, repeats=repeats))
     client.close()

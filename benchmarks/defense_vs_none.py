@@ -5,7 +5,9 @@ For every router configuration (no defense; PSML metric noise at three scales; D
 Triton: benign goodput over the benign client population (loadtests/benign.py, one client, back to back),
 then the attacker's staircase fingerprinting (queries, consistency over 100 later queries) and a Knockoff
 extraction through the specification it found (medium budget, several seeds; an attacker whose
-fingerprinting found nothing sends no requirements). Ratios and differences are against "none".
+fingerprinting found nothing sends no requirements). The attacker adapts to randomised selection: each
+bisection query is repeated --votes times and the majority decides, and it steps back from each boundary it
+finds (--accuracy-backoff, --latency-backoff-ms), where noise makes the answer a coin flip. Ratios and differences are against "none".
 PSML reports, for its noise defense, up to -9.8% accuracy / -4.8% fidelity of a medium extraction while
 goodput stays above 80%.
 
@@ -66,6 +68,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", default="medium", choices=list(BUDGETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--router-seed", type=int, default=0)
+    ap.add_argument("--votes", type=int, default=5, help="the attacker repeats each bisection query and follows the majority")
+    ap.add_argument("--accuracy-backoff", type=float, default=0.01, help="the attacker steps back from found boundaries")
+    ap.add_argument("--latency-backoff-ms", type=float, default=0.05)
     ap.add_argument("--out", default="results/defense_vs_none.json")
     a = ap.parse_args(argv)
 
@@ -78,7 +83,8 @@ def main(argv=None) -> int:
         for i, (name, defenses) in enumerate(CONFIGS.items()):
             with router_for(a.zoo, tmp, triton, f"r{i}", defenses=defenses, seed=a.router_seed) as router:
                 g = benign_goodput(router, data, a.benign_requests, a.router_seed)
-                fp = run_fingerprint("staircase", router.url, ATTACKER, data.x["attacker_pool"][:1], 1)
+                fp = run_fingerprint("staircase", router.url, ATTACKER, data.x["attacker_pool"][:1], 1, votes=a.votes,
+                                     backoff=(a.accuracy_backoff, a.latency_backoff_ms))
                 c = consistency(router.url, ATTACKER, router.audit_path, fp.spec, data.x["attacker_pool"][1:101],
                                 victim.name)
                 ex = [run_extraction("fingerprinted", router.url, ATTACKER, triton.endpoints.http_url, victim, fp.spec,

@@ -120,3 +120,16 @@ def test_ood_pool_is_seeded_and_matches_moments():
     a, b = ood_noise(like, 500, 1), ood_noise(like, 500, 1)
     assert np.array_equal(a, b) and not np.array_equal(a, ood_noise(like, 500, 2))
     np.testing.assert_allclose(a.mean(), 2.0, atol=0.5)
+
+
+def test_majority_votes_recover_the_target_through_mild_noise():
+    from router.defenses.metric_noise import MetricNoise
+
+    noisy = Selector(ZOO, make_policy("pareto_uniform"), [MetricNoise("gaussian", 0.005, 0.02)], seed=3)
+    plain = staircase(SelectorOracle(noisy), INFO, FingerprintSettings(accuracy_tolerance=1e-3, latency_tolerance_ms=1e-2))
+    assert plain.spec is None  # a single noisy answer at the boundary derails the plain bisection
+    r = staircase(SelectorOracle(noisy), INFO, FingerprintSettings(votes=7, accuracy_tolerance=1e-3, latency_tolerance_ms=1e-2,
+                                                                   accuracy_backoff=0.02, latency_backoff_ms=0.1))
+    assert r.target_signature == "d" and r.spec is not None and r.verified_share >= 0.8
+    with pytest.raises(ConfigError, match="odd"):
+        FingerprintSettings(votes=2)
