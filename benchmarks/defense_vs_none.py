@@ -5,9 +5,10 @@ For every router configuration (no defense; PSML metric noise at three scales; D
 Triton: benign goodput over the benign client population (loadtests/benign.py, one client, back to back),
 then the attacker's staircase fingerprinting (queries, consistency over 100 later queries) and a Knockoff
 extraction through the specification it found (medium budget, several seeds; an attacker whose
-fingerprinting found nothing sends no requirements). The attacker adapts to randomised selection: each
-bisection query is repeated --votes times and the majority decides, and it steps back from each boundary it
-finds (--accuracy-backoff, --latency-backoff-ms), where noise makes the answer a coin flip. Ratios and differences are against "none".
+fingerprinting found nothing sends no requirements). Two attackers: "plain" (one query per bisection step) and
+"adaptive", which repeats each bisection query --votes times and follows the majority, and steps back from
+each boundary it finds (--accuracy-backoff, --latency-backoff-ms), where noise makes the answer a coin flip.
+Ratios and differences are against "none" for the same attacker.
 PSML reports, for its noise defense, up to -9.8% accuracy / -4.8% fidelity of a medium extraction while
 goodput stays above 80%.
 
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--router-seed", type=int, default=0)
     ap.add_argument("--votes", type=int, default=5, help="the attacker repeats each bisection query and follows the majority")
-    ap.add_argument("--accuracy-backoff", type=float, default=0.01, help="the attacker steps back from found boundaries")
+    ap.add_argument("--accuracy-backoff", type=float, default=0.0, help="the attacker steps back from found boundaries")
     ap.add_argument("--latency-backoff-ms", type=float, default=0.05)
     ap.add_argument("--out", default="results/defense_vs_none.json")
     a = ap.parse_args(argv)
@@ -78,30 +79,33 @@ def main(argv=None) -> int:
     data = Dataset.load(Path(a.zoo) / manifest.zoo.dataset.data_file)
     victim = front_by_accuracy(manifest)[0]
     labels = victim_labels(Path(a.zoo), victim, data.x["test"])
+    attackers = {"plain": (1, 0.0, 0.0), "adaptive": (a.votes, a.accuracy_backoff, a.latency_backoff_ms)}
     rows = []
     with tempfile.TemporaryDirectory(prefix="psml-defense-") as tmp, triton_for(a.zoo, tmp) as triton:
         for i, (name, defenses) in enumerate(CONFIGS.items()):
             with router_for(a.zoo, tmp, triton, f"r{i}", defenses=defenses, seed=a.router_seed) as router:
                 g = benign_goodput(router, data, a.benign_requests, a.router_seed)
-                fp = run_fingerprint("staircase", router.url, ATTACKER, data.x["attacker_pool"][:1], 1, votes=a.votes,
-                                     backoff=(a.accuracy_backoff, a.latency_backoff_ms))
-                c = consistency(router.url, ATTACKER, router.audit_path, fp.spec, data.x["attacker_pool"][1:101],
-                                victim.name)
-                ex = [run_extraction("fingerprinted", router.url, ATTACKER, triton.endpoints.http_url, victim, fp.spec,
-                                     data.x["attacker_pool"], data, labels,
-                                     KnockoffSettings(budget=BUDGETS[a.budget], seed=seed)) for seed in a.seeds]
-            acc, acc_sd = mean_and_std([e["accuracy"] for e in ex])
-            fid, fid_sd = mean_and_std([e["fidelity"] for e in ex])
-            rows.append(dict(defense=name, goodput=g["goodput_share"], slo=g["slo_attainment"],
-                             rejected=g["reject_rate"], fp_queries=fp.queries, consistency=c["consistency"],
-                             accuracy=acc, accuracy_std=acc_sd, fidelity=fid, fidelity_std=fid_sd, defenses=defenses))
-            print(f"  {name}: goodput {g['goodput_share']:.3f}, consistency {c['consistency']:.2f}, "
-                  f"extraction acc {acc:.3f} fid {fid:.3f}", flush=True)
-    base = rows[0]
+                for who, (votes, acc_back, lat_back) in attackers.items():
+                    fp = run_fingerprint("staircase", router.url, ATTACKER, data.x["attacker_pool"][:1], 1,
+                                         votes=votes, backoff=(acc_back, lat_back))
+                    c = consistency(router.url, ATTACKER, router.audit_path, fp.spec, data.x["attacker_pool"][1:101],
+                                    victim.name)
+                    ex = [run_extraction("fingerprinted", router.url, ATTACKER, triton.endpoints.http_url, victim,
+                                         fp.spec, data.x["attacker_pool"], data, labels,
+                                         KnockoffSettings(budget=BUDGETS[a.budget], seed=seed)) for seed in a.seeds]
+                    acc, acc_sd = mean_and_std([e["accuracy"] for e in ex])
+                    fid, fid_sd = mean_and_std([e["fidelity"] for e in ex])
+                    rows.append(dict(defense=name, attacker=who, goodput=g["goodput_share"], slo=g["slo_attainment"],
+                                     rejected=g["reject_rate"], fp_queries=fp.queries, spec=fp.spec,
+                                     consistency=c["consistency"], accuracy=acc, accuracy_std=acc_sd, fidelity=fid,
+                                     fidelity_std=fid_sd, defenses=defenses))
+                    print(f"  {name} / {who} attacker: goodput {g['goodput_share']:.3f}, consistency "
+                          f"{c['consistency']:.2f}, extraction acc {acc:.3f} fid {fid:.3f}", flush=True)
     for r in rows:
+        base = next(b for b in rows if b["defense"] == "none" and b["attacker"] == r["attacker"])
         r["goodput_ratio"] = r["goodput"] / base["goodput"] if base["goodput"] else None
         r["d_accuracy"], r["d_fidelity"] = r["accuracy"] - base["accuracy"], r["fidelity"] - base["fidelity"]
-    print(format_table(rows, [("defense", "defense"), ("goodput", "benign goodput"), ("goodput_ratio", "vs none"),
+    print(format_table(rows, [("defense", "defense"), ("attacker", "attacker"), ("goodput", "benign goodput"), ("goodput_ratio", "vs none"),
                               ("slo", "SLO met"), ("rejected", "rejected"), ("fp_queries", "fp queries"),
                               ("consistency", "consistency"), ("accuracy", "extr. acc"), ("d_accuracy", "d acc"),
                               ("fidelity", "extr. fid"), ("d_fidelity", "d fid")]))
@@ -109,6 +113,8 @@ def main(argv=None) -> int:
           "up to -9.8% acc / -4.8% fid with goodput above 80%.")
     write_json_atomic(Path(a.out), {"benchmark": "defense_vs_none", "created_unix": time.time(), "seeds": a.seeds,
                                     "settings": vars(a), "victim": victim.name, "rows": rows,
+                                    "attackers": {k: dict(zip(("votes", "accuracy_backoff", "latency_backoff_ms"), v))
+                                                  for k, v in attackers.items()},
                                     "knockoff": KnockoffSettings().as_dict(), "hardware": hardware(),
                                     "software": software_versions()})
     print(f"result: {a.out}")
