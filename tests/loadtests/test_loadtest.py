@@ -33,6 +33,17 @@ def test_headless_run_reports_and_matches_the_audit_log(zoo_dir, tmp_path):
     assert summary["seed"] == 0 and "locust" in summary["software"]
 
 
+def test_distributed_run_with_local_workers_matches_the_audit_log(zoo_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "psml.cli", "loadtest", "--zoo", str(zoo_dir), "--out-dir", str(tmp_path),
+                        "--processes", "2", "--benign-users", "4", "--attackers", "0", "--warmup-s", "4",
+                        "--attack-s", "0", "--cooldown-s", "0"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    audit = list(read_audit_log(tmp_path / "router.audit.jsonl"))
+    assert summary["locust"]["benign /v1/infer"]["requests"] == len(audit) > 0
+    assert summary["processes"] == 2
+
+
 def test_goals_are_checked_line_by_line():
     stats = {"benign /v1/infer": {"p99_ms": 12.0}}
     good = {"benign": {"goodput_share": 0.8}}
