@@ -29,6 +29,11 @@ class RouterProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def audit_path(self) -> Path:
+        """The audit log this router writes (its settings' ``audit_log`` unless overridden)."""
+        return Path(self.audit_log or json.loads(self.settings_path.read_text())["audit_log"])
+
     def start(self) -> "RouterProcess":
         check_free(self.host, self.port, "router")
         cmd = [sys.executable, "-m", "router.server", "--settings", str(self.settings_path), "--port", str(self.port)]

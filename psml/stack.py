@@ -35,8 +35,6 @@ def router_for(zoo_dir: Path, run_dir: Path, triton: TritonServer, name: str = "
     """A router process with its own settings file and audit log (``<run_dir>/<name>.audit.jsonl``)."""
     run_dir = Path(run_dir)
     path = write_router_settings(run_dir, Path(zoo_dir), triton.endpoints.grpc_url, name, **overrides)
-    audit = run_dir / f"{name}.audit.jsonl"
-    audit.unlink(missing_ok=True)
+    (run_dir / f"{name}.audit.jsonl").unlink(missing_ok=True)  # a rerun in the same folder starts a fresh log
     with RouterProcess(path, log_path=run_dir / f"{name}.log") as router:
-        router.audit_path = audit
         yield router

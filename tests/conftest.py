@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import requests
 
 from psml.router_process import RouterProcess
+from psml.stack import write_router_settings
 from psml.triton_server import TritonServer
 from zoo.build import build_zoo, get_profile
 from zoo.data import Dataset
@@ -40,13 +40,6 @@ def triton(zoo_dir):
         yield server
 
 
-def write_settings(path: Path, zoo_dir: Path, grpc_url: str, **overrides) -> Path:
-    settings = {"zoo": str(zoo_dir), "triton_grpc_url": grpc_url, "api_keys": API_KEYS,
-                "audit_log": str(path.parent / "audit.jsonl"), "port": 0} | overrides
-    path.write_text(json.dumps(settings))
-    return path
-
-
 @pytest.fixture
 def start_router(tmp_path, zoo_dir, triton):
     """start_router(**settings) -> RouterProcess running on a free loopback port; all stopped at teardown."""
@@ -54,10 +47,9 @@ def start_router(tmp_path, zoo_dir, triton):
 
     def start(name: str = "router", grpc_url: str | None = None, **overrides) -> RouterProcess:
         d = tmp_path / name
-        d.mkdir()
-        settings = write_settings(d / "settings.json", zoo_dir, grpc_url or triton.endpoints.grpc_url, **overrides)
+        settings = write_router_settings(d, zoo_dir, grpc_url or triton.endpoints.grpc_url, "router",
+                                         **({"api_keys": API_KEYS} | overrides))
         r = RouterProcess(settings, log_path=d / "router.log").start()
-        r.audit_path = d / "audit.jsonl"
         started.append(r)
         return r
 
