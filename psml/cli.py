@@ -40,7 +40,7 @@ def zoo_show(a) -> None:
 
 # ---- triton ----------------------------------------------------------------------------------------------
 def _triton_state_path(a) -> Path:
-    return Path(a.state_dir) / "triton.json"
+    return Path(a.state_dir) / "triton.state.json"
 
 
 def triton_start(a) -> None:

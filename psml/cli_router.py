@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .errors import PsmlError
 
-STATE = "router.json"
+STATE = "router.state.json"
 DEFAULT_SETTINGS = "router/settings.default.json"
 
 
@@ -78,9 +78,10 @@ GOODPUT_COLUMNS = [("client", "client"), ("requests", "requests"), ("served", "s
 
 def _load_state(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return state if isinstance(state, dict) and {"pid", "url"} <= set(state) else None
 
 
 def register(sub) -> None:

@@ -4,12 +4,15 @@
 2. start a real Triton and the real router on free loopback ports;
 3. run every zoo model once through Triton and print the zoo table;
 4. send benign queries through the router and print what they got and the goodput from the audit log.
-Later steps (attacks, load) register themselves in STEPS.
+5. fingerprinting without and with the noise defense, and extraction in the three settings;
+6. a short mixed Locust load.
+``DemoSettings`` holds the sizes; ``--quick`` shrinks them for a smoke run.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,23 @@ import numpy as np
 from .stack import DEMO_KEYS, router_for, triton_for
 from .sut import DirectTriton, RouterClient, RouterRejected
 from .tables import format_table, zoo_table
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    budgets: tuple[str, ...] = ("small", "medium")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    surrogate_epochs: int = 40
+    consistency_queries: int = 200
+    benign_users: int = 8
+    warmup_s: float = 10.0
+    attack_s: float = 40.0
+    cooldown_s: float = 10.0
+    attack_budget: int = 1000
+
+
+QUICK = DemoSettings(budgets=("small",), seeds=(0, 1, 2), surrogate_epochs=10, consistency_queries=50,
+                     benign_users=3, warmup_s=3.0, attack_s=8.0, cooldown_s=3.0, attack_budget=250)
 
 
 def ensure_zoo(zoo_root: Path, profile: str, rebuild: bool) -> Path:
@@ -77,7 +97,7 @@ def goodput_table(audit_path: Path) -> str:
     return format_table([{"client": c} | r for c, r in report.items()], GOODPUT_COLUMNS)
 
 
-def run_demo(zoo_root: Path, profile: str, run_dir: Path, rebuild: bool, steps) -> None:
+def run_demo(zoo_root: Path, profile: str, run_dir: Path, rebuild: bool, steps, demo: DemoSettings = DemoSettings()) -> None:
     from zoo.data import Dataset
     from zoo.manifest import load_manifest
 
@@ -96,13 +116,13 @@ def run_demo(zoo_root: Path, profile: str, run_dir: Path, rebuild: bool, steps) 
         print("\n    goodput from the router's audit log:\n")
         print(goodput_table(router.audit_path) + "\n")
         for step in steps:
-            step(zoo_dir=zoo_dir, manifest=manifest, data=data, triton=triton, router=router, run_dir=run_dir)
+            step(zoo_dir=zoo_dir, manifest=manifest, data=data, triton=triton, router=router, run_dir=run_dir, demo=demo)
 
 
 DEMO_NOISE = {"name": "metric_noise", "distribution": "laplace", "accuracy_scale": 0.02, "latency_scale_ms": 0.1}
 
 
-def attack_step(zoo_dir, manifest, data, triton, router, run_dir, **_) -> None:
+def attack_step(zoo_dir, manifest, data, triton, router, run_dir, demo: DemoSettings, **_) -> None:
     """[5] fingerprinting (staircase vs grid scan) without and with the noise defense; [6] extraction."""
     from attacks.knockoff import KnockoffSettings
 
@@ -112,25 +132,27 @@ def attack_step(zoo_dir, manifest, data, triton, router, run_dir, **_) -> None:
                              fingerprint_rows)
 
     print("[5] fingerprinting the most accurate model through the router's public API:\n")
-    plain = fingerprint_and_score(router, manifest, data, ["staircase", "grid_scan"], 1, 200, 25, 3)
+    n = demo.consistency_queries
+    plain = fingerprint_and_score(router, manifest, data, ["staircase", "grid_scan"], 1, n, 25, 3)
     rows = [r | {"router": "no defense"} for r in fingerprint_rows(plain["results"])]
     with router_for(zoo_dir, run_dir, triton, "router_noise", defenses=[DEMO_NOISE]) as noisy:
-        defended = fingerprint_and_score(noisy, manifest, data, ["staircase"], 1, 200, 25, 3)
+        defended = fingerprint_and_score(noisy, manifest, data, ["staircase"], 1, n, 25, 3)
     rows += [r | {"router": f"metric noise (laplace, {DEMO_NOISE['accuracy_scale']} acc, "
                             f"{DEMO_NOISE['latency_scale_ms']} ms)"} for r in fingerprint_rows(defended["results"])]
     print(format_table(rows, [("router", "router")] + FINGERPRINT_COLUMNS))
-    print(f"    target (harness view): {plain['target']}; consistency = share of 200 later queries it served\n")
+    print(f"    target (harness view): {plain['target']}; consistency = share of {n} later queries it served\n")
     print("[6] Knockoff extraction of that model: explicit (served alone), fingerprinted, naive (no requirements):\n")
-    out = extract_and_score(zoo_dir, manifest, data, triton, router, ["small", "medium"], [0, 1, 2], "attacker_pool",
-                            KnockoffSettings(), log=lambda *_: None)
+    knockoff = KnockoffSettings(epochs=demo.surrogate_epochs)
+    out = extract_and_score(zoo_dir, manifest, data, triton, router, list(demo.budgets), list(demo.seeds),
+                            "attacker_pool", knockoff, log=lambda *_: None)
     print(extraction_table(out["summary"]) + "\n")
     write_json_atomic(run_dir / "attacks.json", {"fingerprint": plain, "fingerprint_defended": defended,
                                                  "defense": DEMO_NOISE, "extraction": out,
-                                                 "knockoff": KnockoffSettings().as_dict(),
+                                                 "knockoff": knockoff.as_dict(), "demo": demo.__dict__,
                                                  "software": software_versions()})
 
 
-def load_step(zoo_dir, manifest, data, triton, router, run_dir, **_) -> None:
+def load_step(zoo_dir, manifest, data, triton, router, run_dir, demo: DemoSettings, **_) -> None:
     """[7] a short mixed load with Locust (benign warm-up, attack, cool-down) against a fresh router."""
     from attacks.knockoff import KnockoffSettings
     from loadtests.config import LoadSettings
@@ -143,13 +165,15 @@ def load_step(zoo_dir, manifest, data, triton, router, run_dir, **_) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("attacker-*.npz"):
         old.unlink()
-    s = LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out_dir), benign_users=8, attackers=1,
-                     warmup_s=10, attack_s=40, cooldown_s=10, attack_budget=1000)
+    s = LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out_dir), benign_users=demo.benign_users,
+                     attackers=1, warmup_s=demo.warmup_s, attack_s=demo.attack_s, cooldown_s=demo.cooldown_s,
+                     attack_budget=demo.attack_budget)
     print(f"[7] mixed load with Locust: {s.benign_users} benign users throughout, {s.attackers} attacker in the "
           f"middle {s.attack_s:.0f} s ({s.total_s:.0f} s in all) ...\n")
     with router_for(zoo_dir, out_dir, triton, "router_load") as load_router:
         prefix = run_locust(load_router.url, s, out_dir)
-    summary = summarize_run(out_dir, prefix, load_router.audit_path, zoo_dir, s, KnockoffSettings())
+    summary = summarize_run(out_dir, prefix, load_router.audit_path, zoo_dir, s,
+                            KnockoffSettings(epochs=demo.surrogate_epochs))
     print_summary(summary)
     write_json_atomic(out_dir / "summary.json", {"kind": "loadtest", "settings": s.__dict__, "seed": s.seed,
                                                  "software": software_versions()} | summary)

@@ -97,7 +97,7 @@ def test_cli_start_on_busy_port_prints_one_line_and_exits_nonzero(zoo_dir, tmp_p
                             "--http-port", str(port), "--state-dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0 and "already in use" in r.stderr
-    assert not (tmp_path / "triton.json").exists()
+    assert not (tmp_path / "triton.state.json").exists()
 
 
 def test_cli_start_status_stop(zoo_dir, tmp_path):

@@ -1,0 +1,61 @@
+"""The psml command line end to end: the router lifecycle and the demo's smoke run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from psml.ports import free_port
+from psml.sut import RouterClient
+from tests.conftest import API_KEYS
+
+PSML = [sys.executable, "-m", "psml.cli"]
+
+
+def run(*args, timeout=300):
+    return subprocess.run(PSML + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def test_router_start_status_goodput_stop(zoo_dir, triton, data, tmp_path):
+    settings = tmp_path / "router.json"
+    settings.write_text(json.dumps({"zoo": str(zoo_dir), "triton_grpc_url": triton.endpoints.grpc_url,
+                                    "api_keys": API_KEYS, "audit_log": str(tmp_path / "audit.jsonl"),
+                                    "port": free_port()}))
+    state = ["--state-dir", str(tmp_path)]
+    r = run("router", "start", "--settings", str(settings), *state)
+    assert r.returncode == 0, r.stderr
+    try:
+        again = run("router", "start", "--settings", str(settings), *state)
+        assert again.returncode == 1 and "already running" in again.stderr
+        st = run("router", "status", *state)
+        assert st.returncode == 0 and '"backend_ready":true' in st.stdout
+        url = json.loads((tmp_path / "router.state.json").read_text())["url"]
+        client = RouterClient(url, "k-benign")
+        client.infer(data.x["test"][:3], min_accuracy=0.0)
+        client.close()
+    finally:
+        assert run("router", "stop", *state).returncode == 0
+    g = run("router", "goodput", "--audit-log", str(tmp_path / "audit.jsonl"), "--json")
+    report = json.loads(g.stdout)
+    assert report["benign"]["requests"] == 1 and report["benign"]["good"] == 1
+    assert run("router", "status", *state).returncode == 1
+
+
+def test_router_start_with_bad_settings_is_one_line(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"api_keys": {"k": "a"}, "polcy": "x"}))
+    r = run("router", "start", "--settings", str(tmp_path / "bad.json"), "--state-dir", str(tmp_path))
+    assert r.returncode == 1 and "polcy" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_demo_quick_runs_every_step(zoo_dir, tmp_path):
+    r = run("demo", "--profile", zoo_dir.name, "--zoo-root", str(zoo_dir.parent), "--run-dir", str(tmp_path),
+            "--quick", timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for marker in ("[1]", "[2]", "[3]", "[4]", "[5]", "[6]", "[7]", "staircase", "fingerprinted", "attacker"):
+        assert marker in r.stdout
+    attacks = json.loads((tmp_path / "attacks.json").read_text())
+    assert attacks["fingerprint"]["results"]["staircase"]["consistency"]["consistency"] >= 0.99
+    summary = json.loads((tmp_path / "loadtest" / "summary.json").read_text())
+    assert summary["audit"]["records"] == sum(v["requests"] for k, v in summary["locust"].items() if k.endswith("/v1/infer"))
+    assert np.isfinite(summary["audit"]["goodput"]["benign"]["goodput_share"])
