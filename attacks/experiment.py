@@ -53,6 +53,17 @@ def consistency(router_url: str, api_key: str, audit_path, spec: dict | None, in
             "served_by": {m: served.count(m) for m in sorted(set(served))}}
 
 
+def signature_consistency(router_url: str, api_key: str, probe: np.ndarray, spec: dict | None,
+                          target_signature: str | None, n: int) -> dict:
+    """Without an audit log: the share of ``n`` probe queries with ``spec`` answered with the target's signature."""
+    if spec is None or target_signature is None:
+        return {"consistency": 0.0, "queries": 0, "scored_by": "signature"}
+    oracle = SpecOracle(RouterClient(router_url, api_key), probe)
+    hits = sum(oracle.ask(spec["min_accuracy"], spec["max_latency_ms"]) == target_signature for _ in range(n))
+    oracle.client.close()
+    return {"consistency": hits / n, "queries": n, "scored_by": "signature"}
+
+
 def run_fingerprint(method: str, router_url: str, api_key: str, probe: np.ndarray, target_rank: int,
                     grid_size: int = 25, repeats: int = 3, votes: int = 1, backoff: tuple[float, float] = (0.0, 0.0)):
     client = RouterClient(router_url, api_key)

@@ -50,8 +50,9 @@ FINGERPRINT_COLUMNS = [("method", "method"), ("queries", "queries spent"), ("min
 
 
 def fingerprint_and_score(router, manifest, data, methods, target_rank: int, consistency_queries: int,
-                          grid_size: int, repeats: int) -> dict:
-    from attacks.experiment import consistency, front_by_accuracy, run_fingerprint
+                          grid_size: int, repeats: int, api_key: str = ATTACKER_KEY) -> dict:
+    """``router``: anything with ``url`` and ``audit_path`` (None: score from answer signatures only)."""
+    from attacks.experiment import consistency, front_by_accuracy, run_fingerprint, signature_consistency
 
     front = front_by_accuracy(manifest)
     if target_rank > len(front):
@@ -60,23 +61,35 @@ def fingerprint_and_score(router, manifest, data, methods, target_rank: int, con
     probe = data.x["attacker_pool"][:1]
     results = {}
     for method in methods:
-        r = run_fingerprint(method, router.url, ATTACKER_KEY, probe, target_rank, grid_size, repeats).as_dict()
+        r = run_fingerprint(method, router.url, api_key, probe, target_rank, grid_size, repeats).as_dict()
         later = data.x["attacker_pool"][1 : 1 + consistency_queries]
-        r["consistency"] = consistency(router.url, ATTACKER_KEY, router.audit_path, r["spec"], later, target.name)
+        if router.audit_path is not None:
+            r["consistency"] = consistency(router.url, api_key, router.audit_path, r["spec"], later, target.name)
+        else:  # no audit log: the share of repeated probe answers that carry the target's signature
+            r["consistency"] = signature_consistency(router.url, api_key, probe, r["spec"], r["target_signature"],
+                                                     consistency_queries)
         results[method] = r
     return {"target": target.name, "target_rank": target_rank, "results": results}
 
 
 def fingerprint(a) -> None:
+    from types import SimpleNamespace
+
     manifest, data = _load(a.zoo)
     methods = ["staircase", "grid_scan"] if a.method == "both" else [a.method]
-    with tempfile.TemporaryDirectory(prefix="psml-attack-") as tmp, triton_for(a.zoo, tmp) as triton, \
-            router_for(a.zoo, tmp, triton, **router_overrides(a.settings)) as router:
-        out = fingerprint_and_score(router, manifest, data, methods, a.target_rank, a.consistency_queries,
-                                    a.grid_size, a.repeats)
+    args = (manifest, data, methods, a.target_rank, a.consistency_queries, a.grid_size, a.repeats)
+    if a.router_url:  # a router that is already running (e.g. the compose deployment)
+        external = SimpleNamespace(url=a.router_url, audit_path=Path(a.audit_log) if a.audit_log else None)
+        out = fingerprint_and_score(external, *args, api_key=a.api_key)
+        router_info = {"external": a.router_url, "audit_log": a.audit_log}
+    else:
+        with tempfile.TemporaryDirectory(prefix="psml-attack-") as tmp, triton_for(a.zoo, tmp) as triton, \
+                router_for(a.zoo, tmp, triton, **router_overrides(a.settings)) as router:
+            out = fingerprint_and_score(router, *args)
+        router_info = router_overrides(a.settings)
     print(f"fingerprinting target: rank {a.target_rank} along the accuracy axis = {out['target']} (harness view)\n")
     print(format_table(fingerprint_rows(out["results"]), FINGERPRINT_COLUMNS))
-    _write(a.out, "fingerprint", vars(a), out | {"router": router_overrides(a.settings)})
+    _write(a.out, "fingerprint", vars(a), out | {"router": router_info})
 
 
 EXTRACTION_COLUMNS = [("budget", "budget"), ("setting", "setting"), ("seeds", "seeds"), ("accuracy", "accuracy"),
@@ -160,6 +173,10 @@ def register(sub) -> None:
             p.add_argument("--consistency-queries", type=int, default=200)
             p.add_argument("--grid-size", type=int, default=25, help="grid scan: cells per axis")
             p.add_argument("--repeats", type=int, default=3, help="grid scan: queries per cell")
+            p.add_argument("--router-url", help="attack this running router instead of starting a stack")
+            p.add_argument("--api-key", default=ATTACKER_KEY, help="with --router-url: the attacker's API key")
+            p.add_argument("--audit-log", help="with --router-url: its audit log, to score consistency by the model "
+                                               "that really answered (else: by answer signatures)")
         else:
             p.add_argument("--budgets", nargs="+", default=["small", "medium", "large"])
             p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

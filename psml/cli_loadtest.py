@@ -36,7 +36,9 @@ def run_locust(router_url: str, settings, out_dir: Path, processes: int = 0) -> 
     return prefix
 
 
-def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, settings, knockoff) -> dict:
+def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, settings, knockoff,
+                  since_ts: float = 0.0) -> dict:
+    """``since_ts``: ignore audit records of requests that started before this run (a shared router's log)."""
     from attacks.experiment import front_by_accuracy, victim_labels
     from router.audit_log import read_audit_log
     from zoo.data import Dataset
@@ -48,7 +50,8 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
     victim = front_by_accuracy(manifest)[0]
     stats = locust_stats(prefix)
-    audit = audit_summary(list(read_audit_log(audit_path)), victim.name, settings.attack_batch)
+    records = [r for r in read_audit_log(audit_path) if r["ts"] >= since_ts]
+    audit = audit_summary(records, victim.name, settings.attack_batch)
     transcripts = sorted(Path(settings.out_dir).glob("attacker-*.npz"))
     attackers = attacker_success(transcripts, data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
     return {"victim": victim.name, "locust": stats, "audit": audit, "attackers": attackers}
@@ -86,20 +89,29 @@ def loadtest(a) -> None:
     zoo_dir = Path(a.zoo)
     settings = LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out_dir), benign_users=a.benign_users,
                             attackers=a.attackers, warmup_s=a.warmup_s, attack_s=a.attack_s, cooldown_s=a.cooldown_s,
-                            spawn_rate_per_s=a.spawn_rate, attack_budget=a.attack_budget, seed=a.seed)
+                            spawn_rate_per_s=a.spawn_rate, attack_budget=a.attack_budget, seed=a.seed,
+                            benign_key=a.benign_key, attacker_key=a.attacker_key)
     knockoff = KnockoffSettings(seed=a.seed)
     started = time.time()
-    with triton_for(zoo_dir, out_dir) as triton, router_for(zoo_dir, out_dir, triton, **router_overrides(a.settings)) as router:
-        prefix = run_locust(router.url, settings, out_dir, a.processes)
-        audit_path = router.audit_path
-    summary = summarize_run(out_dir, prefix, audit_path, zoo_dir, settings, knockoff)
+    if a.router_url:  # a router that is already running: only its audit records from this run count
+        if not a.audit_log:
+            raise PsmlError("--router-url needs --audit-log: goodput and the count check come from the router's audit log")
+        prefix, audit_path, router_info = run_locust(a.router_url, settings, out_dir, a.processes), Path(a.audit_log), \
+            {"external": a.router_url}
+    else:
+        with triton_for(zoo_dir, out_dir) as triton, \
+                router_for(zoo_dir, out_dir, triton, **router_overrides(a.settings)) as router:
+            prefix = run_locust(router.url, settings, out_dir, a.processes)
+            audit_path = router.audit_path
+        router_info = router_overrides(a.settings)
+    summary = summarize_run(out_dir, prefix, audit_path, zoo_dir, settings, knockoff, since_ts=started)
     goals = check_goals(summary["locust"], summary["audit"]["goodput"], a.max_p99_ms, a.min_goodput)
     print_summary(summary)
     for line in goals:
         print(line)
     write_json_atomic(out_dir / "summary.json", {
         "kind": "loadtest", "created_unix": started, "seed": a.seed, "settings": settings.__dict__,
-        "router": router_overrides(a.settings), "processes": a.processes, "knockoff": knockoff.as_dict(),
+        "router": router_info, "processes": a.processes, "knockoff": knockoff.as_dict(),
         "goals": goals, "software": software_versions(), "hardware": hardware()} | summary)
     print(f"\nreports: {out_dir}/locust_stats.csv, {out_dir}/locust.html, {out_dir}/summary.json")
     if any(line.startswith("INVALID") for line in goals):
@@ -120,6 +132,10 @@ def register(sub) -> None:
     p.add_argument("--attack-budget", type=int, default=1000, help="samples each attacker sends")
     p.add_argument("--processes", type=int, default=0, help="Locust worker processes on this machine (0: one process)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--router-url", help="load this running router instead of starting a stack (needs --audit-log)")
+    p.add_argument("--audit-log", help="with --router-url: the router's audit log (same clock as this machine)")
+    p.add_argument("--benign-key", default="demo-benign-key", help="API key of the benign users")
+    p.add_argument("--attacker-key", default="demo-attacker-key", help="API key of the attackers")
     p.add_argument("--max-p99-ms", type=float, help="goal: benign p99 latency; exit non-zero when missed")
     p.add_argument("--min-goodput", type=float, help="goal: benign goodput share; exit non-zero when missed")
     p.set_defaults(func=loadtest)

@@ -59,3 +59,28 @@ def test_demo_quick_runs_every_step(zoo_dir, tmp_path):
     summary = json.loads((tmp_path / "loadtest" / "summary.json").read_text())
     assert summary["audit"]["records"] == sum(v["requests"] for k, v in summary["locust"].items() if k.endswith("/v1/infer"))
     assert np.isfinite(summary["audit"]["goodput"]["benign"]["goodput_share"])
+
+
+def test_attack_and_load_against_an_already_running_router(start_router, zoo_dir, tmp_path):
+    router = start_router("external")
+    fp = tmp_path / "fp.json"
+    r = run("attack", "fingerprint", "--zoo", str(zoo_dir), "--method", "staircase", "--consistency-queries", "30",
+            "--router-url", router.url, "--api-key", "k-attacker", "--out", str(fp))
+    assert r.returncode == 0, r.stderr
+    by_signature = json.loads(fp.read_text())["results"]["staircase"]["consistency"]
+    assert by_signature["scored_by"] == "signature" and by_signature["consistency"] == 1.0
+    r = run("attack", "fingerprint", "--zoo", str(zoo_dir), "--method", "staircase", "--consistency-queries", "30",
+            "--router-url", router.url, "--api-key", "k-attacker", "--audit-log", str(router.audit_path),
+            "--out", str(fp))
+    assert r.returncode == 0 and json.loads(fp.read_text())["results"]["staircase"]["consistency"]["consistency"] == 1.0
+    before = sum(1 for _ in open(router.audit_path))
+    out = tmp_path / "lt"
+    r = run("loadtest", "--zoo", str(zoo_dir), "--out-dir", str(out), "--router-url", router.url, "--audit-log",
+            str(router.audit_path), "--benign-key", "k-benign", "--attacker-key", "k-attacker", "--benign-users", "2",
+            "--attackers", "0", "--warmup-s", "3", "--attack-s", "0", "--cooldown-s", "0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["router"] == {"external": router.url}
+    assert summary["audit"]["records"] == summary["locust"]["benign /v1/infer"]["requests"]
+    assert summary["audit"]["records"] == sum(1 for _ in open(router.audit_path)) - before
+    assert run("loadtest", "--zoo", str(zoo_dir), "--router-url", router.url).returncode == 1
