@@ -1,10 +1,12 @@
 """Goodput from audit records (pure functions; the same code serves /metrics, the CLI and the load tests).
 
-A request counts when it was authenticated and well formed (outcome served, no_model or unavailable).
+A request counts when it was authenticated and well formed (outcome served, no_model, unavailable, or error:
+a router fault on a valid request counts against the service).
 - good: answered (200) by a model whose profiled accuracy meets the client's ORIGINAL min_accuracy, and within
   the client's ORIGINAL max_latency_ms measured end to end in the router (receipt to response);
 - SLO attained: answered within max_latency_ms, whatever the model's accuracy;
-- rejected: 422 because no model met the (possibly noised) requirements; dropped: 503/504 from the backend.
+- rejected: 422 because no model met the (possibly noised) requirements; dropped: 503/504 from the backend or
+a 500 from the router.
 goodput share = good / counted; goodput rate = good / span of the records in seconds.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-COUNTED = ("served", "no_model", "unavailable")
+COUNTED = ("served", "no_model", "unavailable", "error")
 
 
 def accuracy_met(r: dict) -> bool:
@@ -46,7 +48,7 @@ def summarize(records: list[dict]) -> dict:
         "goodput_rate_per_s": good / span_s if span_s > 0 else None,
         "slo_attainment": share(slo),
         "reject_rate": share(sum(r["outcome"] == "no_model" for r in counted)),
-        "drop_rate": share(sum(r["outcome"] == "unavailable" for r in counted)),
+        "drop_rate": share(sum(r["outcome"] in ("unavailable", "error") for r in counted)),
         "invalid": sum(r["outcome"] in ("invalid", "unauthorized") for r in records),
         "span_s": span_s,
     }

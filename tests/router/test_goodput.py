@@ -32,6 +32,11 @@ def test_hand_checked_goodput():
     assert s["span_s"] == pytest.approx(5.005) and s["goodput_rate_per_s"] == pytest.approx(2 / 5.005)
 
 
+def test_router_faults_count_as_drops():
+    s = summarize([rec(), rec(outcome="error", ts=1.0)])
+    assert s["requests"] == 2 and s["drop_rate"] == 0.5 and s["goodput_share"] == 0.5
+
+
 def test_per_client_split():
     r = goodput_by_client([rec("a"), rec("b", acc=0.1), rec("b")])
     assert r["overall"]["good"] == 2 and r["a"]["goodput_share"] == 1.0 and r["b"]["goodput_share"] == 0.5
