@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         }
         for c in a.concurrency:
             per_thread = max(1, a.requests_per_round // c)
-            for name, (make, req) in systems.items():  # warm-up: connections, stubs, caches
+            for make, req in systems.values():  # warm-up: connections, stubs, caches
                 run_closed_loop(make, inputs, c, max(2, per_thread // 10), req)
             lat = {n: [] for n in systems}
             elapsed = {n: 0.0 for n in systems}

@@ -4,7 +4,6 @@ writes a JSON result with seeds, settings and software versions."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import replace

@@ -109,7 +109,7 @@ def run_demo(zoo_root: Path, profile: str, run_dir: Path, rebuild: bool, steps, 
     with triton_for(zoo_dir, run_dir) as triton, router_for(zoo_dir, run_dir, triton, "router") as router:
         print(f"    Triton gRPC {triton.endpoints.grpc_url}, router {router.url}, audit log {router.audit_path}")
         run_every_model_once(triton, manifest, data.x["test"])
-        print(f"[3] every model answered through Triton; the zoo (latencies profiled at build time on this machine):\n")
+        print("[3] every model answered through Triton; the zoo (latencies profiled at build time on this machine):\n")
         print(zoo_table(manifest) + "\n")
         print("[4] benign queries through the router:\n")
         benign_queries(router, data)

@@ -5,7 +5,7 @@ import pytest
 
 from attacks.fingerprint import FingerprintSettings, staircase
 from attacks.grid_scan import GridScanSettings, grid_scan
-from attacks.knockoff import KnockoffSettings, Transcript, collect, train_surrogate
+from attacks.knockoff import KnockoffSettings, collect, train_surrogate
 from attacks.query_pools import ood_noise, query_pool
 from psml.errors import ConfigError
 from psml.sut import RouterRejected

@@ -1,6 +1,5 @@
 """A real Triton (from the nvidia-pytriton wheel) serving the zoo; errors for bad repositories and ports."""
 
-import os
 import shutil
 import socket
 import subprocess

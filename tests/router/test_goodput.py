@@ -1,6 +1,5 @@
 """Goodput from audit records, checked against hand-computed cases."""
 
-import os
 
 import pytest
 
