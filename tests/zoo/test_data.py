@@ -57,3 +57,18 @@ def test_bad_split_fractions_raise():
 
     with pytest.raises(ConfigError, match="sum to 1"):
         split("x", (1, 2), 2, np.zeros((4, 2)), np.zeros(4), (0.5, 0.5, 0.5), 0)
+
+
+def test_cifar10_reader_parses_torchvision_pickle_layout(tmp_path):
+    import pickle
+
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, 4))}
+        with open(base / name, "wb") as f:
+            pickle.dump(batch, f)
+    d = load_dataset("cifar10", seed=0, data_root=tmp_path)
+    assert d.sample_shape == (3, 32, 32) and d.input_dim == 3072 and sum(d.sizes().values()) == 24
+    assert 0.0 <= d.x["test"].min() and d.x["test"].max() <= 1.0
