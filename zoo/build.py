@@ -26,7 +26,7 @@ from .data import load_dataset
 from .export import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx
 from .manifest import MANIFEST_NAME, Manifest, save_manifest
 from .pareto import pareto_front
-from .profile import ProfileSettings, profile_model
+from .profile import ProfileSettings, profile_models
 from .repository import RepositorySettings, render
 from .train import TrainSettings, predict_proba, train
 
@@ -59,7 +59,7 @@ PROFILES = {
         name="test", dataset="mnist1d", n_samples=4000,
         epochs={"logreg": 10, "mlp_small": 10, "mlp_large": 6, "mlp_wide": 1, "cnn_small": 8, "cnn_large": 3,
                 "gru": 3},
-        profiling=ProfileSettings(requests_per_batch_size=40, warmup_requests=5),
+        profiling=ProfileSettings(requests_per_batch_size=40, warmup_requests=5, chunk_requests=10),
     ),
 }
 
@@ -116,11 +116,12 @@ def build_zoo(p: ZooProfile, out_root: Path, data_root: Path | None = None, log=
         with TritonServer(work / "embedded") as server:
             client = httpclient.InferenceServerClient(server.endpoints.http_url)
             try:
-                for name in entries:
-                    entries[name]["latency"] = profile_model(client, name, data.x["test"], p.profiling)
-                    entries[name]["selection_latency_ms"] = entries[name]["latency"]["client"][0]["p99_ms"]
+                latencies = profile_models(client, list(entries), data.x["test"], p.profiling)
             finally:
                 client.close()
+        for name, latency in latencies.items():
+            entries[name]["latency"] = latency
+            entries[name]["selection_latency_ms"] = latency["client"][0]["p99_ms"]
         front = pareto_front({n: (e["accuracy"], e["selection_latency_ms"]) for n, e in entries.items()})
         for n, e in entries.items():
             e["pareto"] = n in front
