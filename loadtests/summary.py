@@ -33,6 +33,19 @@ def _num(v: str) -> float | None:
         return None
 
 
+def interrupted_requests(out_dir: Path) -> dict[str, int]:
+    """Requests Locust killed on the wire at stop, by "<class> <path>" (written by loadtests/users.py)."""
+    import json
+
+    counts: dict[str, int] = {}
+    path = Path(out_dir) / "interrupted.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            name = json.loads(line)["name"]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def attacker_success(transcripts: list[Path], data, victim_labels: np.ndarray, knockoff) -> list[dict]:
     from dataclasses import replace
 

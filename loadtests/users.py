@@ -7,11 +7,13 @@ Benign users send what loadtests/benign.py draws (documented in the README), wit
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import gevent
+from gevent import GreenletExit
 from locust import User, between, constant, events, task
 from locust.exception import StopUser
 
@@ -50,6 +52,16 @@ def _on_test_stop(**_):
         gevent.sleep(0.01)
 
 
+INTERRUPTED_FILE = "interrupted.jsonl"
+
+
+def record_interrupted(label: str, path: str) -> None:
+    out = Path(SETTINGS.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / INTERRUPTED_FILE, "a") as f:
+        f.write(json.dumps({"name": f"{label} {path}", "ts": time.time()}) + "\n")
+
+
 class ReportingRouterClient(RouterClient):
     """A RouterClient whose every call is reported to Locust under ``"<user class> <path>"``."""
 
@@ -69,6 +81,11 @@ class ReportingRouterClient(RouterClient):
                 exc = RouterRejected(status, answer or {})
         except Exception as e:  # reported to Locust as a failure; the user carries on
             exc = e
+        except GreenletExit:
+            # Locust killed this user with the request on the wire (it happens at the very end of a run): the
+            # router may have answered and audited it, Locust will never count it, so the summary must.
+            record_interrupted(self.label, path)
+            raise
         finally:
             _InFlight.count -= 1
         self.events.request.fire(request_type=method, name=f"{self.label} {path}",

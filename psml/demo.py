@@ -163,8 +163,8 @@ def load_step(zoo_dir, manifest, data, triton, router, run_dir, demo: DemoSettin
 
     out_dir = run_dir / "loadtest"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("attacker-*.npz"):
-        old.unlink()
+    for old in [*out_dir.glob("attacker-*.npz"), out_dir / "interrupted.jsonl"]:
+        old.unlink(missing_ok=True)
     s = LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out_dir), benign_users=demo.benign_users,
                      attackers=1, warmup_s=demo.warmup_s, attack_s=demo.attack_s, cooldown_s=demo.cooldown_s,
                      attack_budget=demo.attack_budget)
