@@ -17,6 +17,14 @@ from .versions import hardware, software_versions
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
 
 
+def prepare_out_dir(out_dir: Path) -> Path:
+    """Create the run folder and remove what an earlier run left there that this run's summary would read."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in [*out_dir.glob("attacker-*.npz"), out_dir / "interrupted.jsonl"]:
+        old.unlink(missing_ok=True)
+    return out_dir
+
+
 def run_locust(router_url: str, settings, out_dir: Path, processes: int = 0) -> Path:
     """Run Locust headless to the end of the load shape; returns the CSV prefix."""
     prefix = out_dir / "locust"
@@ -100,10 +108,7 @@ def loadtest(a) -> None:
     from .cli_attack import router_overrides
     from .stack import router_for, triton_for
 
-    out_dir = Path(a.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*out_dir.glob("attacker-*.npz"), out_dir / "interrupted.jsonl"]:
-        old.unlink(missing_ok=True)
+    out_dir = prepare_out_dir(Path(a.out_dir))
     zoo_dir = Path(a.zoo)
     settings = LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out_dir), benign_users=a.benign_users,
                             attackers=a.attackers, warmup_s=a.warmup_s, attack_s=a.attack_s, cooldown_s=a.cooldown_s,

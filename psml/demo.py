@@ -158,13 +158,10 @@ def load_step(zoo_dir, manifest, data, triton, router, run_dir, demo: DemoSettin
     from loadtests.config import LoadSettings
 
     from .atomic import write_json_atomic
-    from .cli_loadtest import print_summary, run_locust, summarize_run
+    from .cli_loadtest import prepare_out_dir, print_summary, run_locust, summarize_run
     from .versions import software_versions
 
-    out_dir = run_dir / "loadtest"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*out_dir.glob("attacker-*.npz"), out_dir / "interrupted.jsonl"]:
-        old.unlink(missing_ok=True)
+    out_dir = prepare_out_dir(run_dir / "loadtest")
     s = LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out_dir), benign_users=demo.benign_users,
                      attackers=1, warmup_s=demo.warmup_s, attack_s=demo.attack_s, cooldown_s=demo.cooldown_s,
                      attack_budget=demo.attack_budget)
