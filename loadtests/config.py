@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, fields
 from psml.errors import ConfigError
 
 
+# Requests Locust cut off at stop, one JSON line each, in LoadSettings.out_dir (written by users.py).
+INTERRUPTED_FILE = "interrupted.jsonl"
+
+
 @dataclass(frozen=True)
 class LoadSettings:
     data_file: str = "model_repository/default/data.npz"  # real test inputs and the attacker pool

@@ -10,6 +10,8 @@ import numpy as np
 
 from router.goodput import goodput_by_client
 
+from .config import INTERRUPTED_FILE
+
 PERCENTILES = ("50%", "95%", "99%")
 
 
@@ -38,7 +40,7 @@ def interrupted_requests(out_dir: Path) -> dict[str, int]:
     import json
 
     counts: dict[str, int] = {}
-    path = Path(out_dir) / "interrupted.jsonl"
+    path = Path(out_dir) / INTERRUPTED_FILE
     if path.is_file():
         for line in path.read_text().splitlines():
             name = json.loads(line)["name"]

@@ -22,7 +22,7 @@ from psml.sut import RouterClient, RouterRejected
 from zoo.data import Dataset
 
 from .benign import benign_batch, benign_requirements
-from .config import LoadSettings
+from .config import INTERRUPTED_FILE, LoadSettings
 
 SETTINGS = LoadSettings.from_env()
 
@@ -50,9 +50,6 @@ def _on_test_stop(**_):
     deadline = time.monotonic() + 10.0
     while _InFlight.count and time.monotonic() < deadline:
         gevent.sleep(0.01)
-
-
-INTERRUPTED_FILE = "interrupted.jsonl"
 
 
 def record_interrupted(label: str, path: str) -> None:

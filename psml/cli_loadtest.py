@@ -20,7 +20,9 @@ LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.
 def prepare_out_dir(out_dir: Path) -> Path:
     """Create the run folder and remove what an earlier run left there that this run's summary would read."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*out_dir.glob("attacker-*.npz"), out_dir / "interrupted.jsonl"]:
+    from loadtests.config import INTERRUPTED_FILE
+
+    for old in [*out_dir.glob("attacker-*.npz"), out_dir / INTERRUPTED_FILE]:
         old.unlink(missing_ok=True)
     return out_dir
 
