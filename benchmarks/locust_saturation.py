@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from loadtests.config import LoadSettings
-from loadtests.summary import locust_stats
+from loadtests.summary import exact_latencies, locust_stats
 from psml.atomic import write_json_atomic
 from psml.cli_loadtest import run_locust
 from psml.stack import router_for, triton_for
@@ -74,12 +74,14 @@ def main(argv=None) -> int:
             prefix = run_locust(router.url, s, step_dir, a.processes)
             wall = time.perf_counter() - t0
             after = (_cpu_s(router.process.pid, False), _cpu_s(triton.process.pid, True), _children_cpu_s())
-            st = locust_stats(prefix)["benign /v1/infer"]
+            # counts and rate from Locust, percentiles from every request's exact time (Locust's are rounded)
+            st = locust_stats(prefix)["benign /v1/infer"] | {
+                k: v for k, v in exact_latencies(step_dir)["benign /v1/infer"].items() if k.endswith("_ms")}
             cores = [(b - c) / wall for b, c in zip(after, before)]
             rows.append(dict(users=users, rps=st["rps"], p50_ms=st["p50_ms"], p99_ms=st["p99_ms"],
                              failures=st["failures"], requests=st["requests"], router_cores=cores[0],
                              triton_cores=cores[1], locust_cores=cores[2]))
-            print(f"  {users:>3} users: {st['rps']:.0f} req/s, p99 {st['p99_ms']} ms, cores router {cores[0]:.2f} "
+            print(f"  {users:>3} users: {st['rps']:.0f} req/s, p99 {st['p99_ms']:.3f} ms, cores router {cores[0]:.2f} "
                   f"triton {cores[1]:.2f} locust {cores[2]:.2f}", flush=True)
     saturation = next((rows[i] for i in range(1, len(rows)) if rows[i]["rps"] < 1.10 * rows[i - 1]["rps"]), None)
     print(format_table(rows, [("users", "users"), ("rps", "req/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),

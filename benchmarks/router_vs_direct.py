@@ -26,7 +26,7 @@ from psml.versions import hardware, software_versions
 from zoo.data import Dataset
 from zoo.manifest import load_manifest
 
-from .closed_loop import run_closed_loop
+from psml.closed_loop import run_closed_loop
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,8 @@ from psml.errors import ConfigError
 
 # Requests Locust cut off at stop, one JSON line each, in LoadSettings.out_dir (written by users.py).
 INTERRUPTED_FILE = "interrupted.jsonl"
+# Exact per-request times (ms, float) from Locust's request event, one file per Locust process (users.py).
+LATENCY_FILE_GLOB = "latencies-*.jsonl"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ import numpy as np
 
 from router.goodput import goodput_by_client
 
-from .config import INTERRUPTED_FILE
+from psml.stats import latency_summary
+from router.goodput import latency_met
+
+from .config import INTERRUPTED_FILE, LATENCY_FILE_GLOB
 
 PERCENTILES = ("50%", "95%", "99%")
 
@@ -26,6 +29,42 @@ def locust_stats(csv_prefix: Path) -> dict[str, dict]:
                 "rps": _num(row["Requests/s"]),
             }
     return out
+
+
+def exact_latencies(out_dir: Path) -> dict[str, dict]:
+    """Name -> {requests, failures, p50_ms, p95_ms, p99_ms, mean_ms, ci95} from every request's exact time
+    (all Locust processes' files). Percentiles cover every request, failed ones included, as Locust's do."""
+    import json
+
+    times: dict[str, list[float]] = {}
+    failures: dict[str, int] = {}
+    for path in sorted(Path(out_dir).glob(LATENCY_FILE_GLOB)):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            times.setdefault(r["name"], []).append(r["ms"])
+            failures[r["name"]] = failures.get(r["name"], 0) + (not r["ok"])
+    return {n: {"requests": len(t), "failures": failures[n]} | latency_summary(t, resamples=500)
+            for n, t in sorted(times.items())}
+
+
+def per_model_under_load(records: list[dict], manifest) -> list[dict]:
+    """Per model that served (audit log): latency in the router under load against the manifest's profile,
+    and SLO attainment of the requests it served that stated a latency bound."""
+    rows = []
+    for m in manifest.models:
+        served = [r for r in records if r["outcome"] == "served" and r["model"] == m.name]
+        if not served:
+            continue
+        lat = np.array([r["router_ms"] for r in served])
+        bounded = [r for r in served if r["req_max_latency_ms"] is not None]
+        router_c1 = m.latency.cell("router", 1, 1)
+        rows.append({"model": m.name, "served": len(served), "pareto": m.pareto,
+                     "profile_selection_ms": m.selection_latency_ms,
+                     "profile_router_p99_ms": router_c1.p99_ms if router_c1 else None,
+                     **{f"load_{k}": v for k, v in latency_summary(lat, resamples=300).items()},
+                     "within_profile": float(np.mean(lat <= m.selection_latency_ms)),
+                     "slo_attainment": (sum(latency_met(r) for r in bounded) / len(bounded)) if bounded else None})
+    return rows
 
 
 def _num(v: str) -> float | None:
@@ -68,14 +107,14 @@ def attacker_success(transcripts: list[Path], data, victim_labels: np.ndarray, k
     return rows
 
 
-def check_goals(stats: dict, goodput: dict, max_p99_ms: float | None, min_goodput: float | None) -> list[str]:
+def check_goals(latency: dict, goodput: dict, max_p99_ms: float | None, min_goodput: float | None) -> list[str]:
     """One line per goal: 'VALID ...' or 'INVALID ...'."""
     lines = []
-    benign = stats.get("benign /v1/infer", {})
+    benign = latency.get("benign /v1/infer", {})
     if max_p99_ms is not None:
         p99 = benign.get("p99_ms")
         ok = p99 is not None and p99 <= max_p99_ms
-        lines.append(f"{'VALID' if ok else 'INVALID'}: benign p99 {p99} ms {'<=' if ok else '>'} goal {max_p99_ms} ms")
+        lines.append(f"{'VALID' if ok else 'INVALID'}: benign p99 {p99 if p99 is None else round(p99, 3)} ms {'<=' if ok else '>'} goal {max_p99_ms} ms")
     if min_goodput is not None:
         g = goodput.get("benign", {}).get("goodput_share")
         ok = g is not None and g >= min_goodput

@@ -35,9 +35,35 @@ class _InFlight:
     stopping = False
 
 
+class _Latencies:
+    """Every request's exact time as Locust's request event reports it (float ms, perf_counter resolution),
+    kept in memory and written once per process at test stop: Locust's own percentiles are rounded buckets."""
+
+    rows: list[tuple[str, float, bool]] = []
+
+
+@events.request.add_listener
+def _on_request(name, response_time, exception=None, **_):
+    _Latencies.rows.append((name, float(response_time), exception is None))
+
+
+def _write_latencies() -> None:
+    import os
+
+    if not _Latencies.rows:
+        return
+    out = Path(SETTINGS.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"latencies-{os.uname().nodename}-{os.getpid()}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"name": n, "ms": t, "ok": ok}) + "\n" for n, t, ok in _Latencies.rows))
+    tmp.replace(path)
+
+
 @events.test_start.add_listener
 def _on_test_start(**_):
     _InFlight.stopping = False
+    _Latencies.rows = []
 
 
 @events.test_stopping.add_listener
@@ -50,6 +76,7 @@ def _on_test_stop(**_):
     deadline = time.monotonic() + 10.0
     while _InFlight.count and time.monotonic() < deadline:
         gevent.sleep(0.01)
+    _write_latencies()
 
 
 def record_interrupted(label: str, path: str) -> None:

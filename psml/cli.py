@@ -38,6 +38,21 @@ def zoo_show(a) -> None:
     print(zoo_table(load_manifest(Path(a.zoo))))
 
 
+def zoo_validate(a) -> None:
+    """Exit 0: every model VALID and the front unchanged (or --update rewrote the manifest); 1: INVALID; 2: error."""
+    from .zoo_validation import run_validation
+
+    try:
+        valid = run_validation(Path(a.zoo), concurrency=tuple(a.concurrency or ()), duration_s=a.duration_s,
+                               tolerance=a.tolerance, update=a.update, out_dir=Path(a.out) if a.out else None,
+                               triton_url=a.triton_url, router_url=a.router_url, api_key=a.api_key)
+    except PsmlError as e:
+        print(f"psml: error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    if not valid:
+        raise SystemExit(1)
+
+
 # ---- triton ----------------------------------------------------------------------------------------------
 def _triton_state_path(a) -> Path:
     return Path(a.state_dir) / "triton.state.json"
@@ -106,6 +121,18 @@ def parser() -> argparse.ArgumentParser:
     s = zoo.add_parser("show", help="print a built zoo's table")
     s.add_argument("--zoo", default=str(DEFAULT_ZOO))
     s.set_defaults(func=zoo_show)
+    v = zoo.add_parser("validate", help="re-measure a built zoo on this host: VALID/INVALID per model and front")
+    v.add_argument("--zoo", default=str(DEFAULT_ZOO))
+    v.add_argument("--concurrency", type=int, nargs="+", help="profiled concurrency levels to re-measure (default: all)")
+    v.add_argument("--duration-s", type=float, help="seconds per model and cell (default: the profile's)")
+    v.add_argument("--tolerance", type=float, default=0.25,
+                   help="relative drift of the selection figure allowed beyond its 95%% interval (default 0.25)")
+    v.add_argument("--update", action="store_true", help="re-profile every cell and rewrite the manifest atomically")
+    v.add_argument("--out", help="folder for validate.json and the PNG plots (default: runs/validate/<zoo>)")
+    v.add_argument("--triton-url", help="an already-running Triton's HTTP host:port (e.g. the compose GPU host)")
+    v.add_argument("--router-url", help="a router started with allow_pinned_model, for the end-to-end path")
+    v.add_argument("--api-key", help="API key for --router-url")
+    v.set_defaults(func=zoo_validate)
 
     tri = sub.add_parser("triton", help="run the embedded Triton server").add_subparsers(dest="cmd", required=True)
     for name, func in (("start", triton_start), ("stop", triton_stop), ("status", triton_status)):

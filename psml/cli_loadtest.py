@@ -20,9 +20,9 @@ LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.
 def prepare_out_dir(out_dir: Path) -> Path:
     """Create the run folder and remove what an earlier run left there that this run's summary would read."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    from loadtests.config import INTERRUPTED_FILE
+    from loadtests.config import INTERRUPTED_FILE, LATENCY_FILE_GLOB
 
-    for old in [*out_dir.glob("attacker-*.npz"), out_dir / INTERRUPTED_FILE]:
+    for old in [*out_dir.glob("attacker-*.npz"), *out_dir.glob(LATENCY_FILE_GLOB), out_dir / INTERRUPTED_FILE]:
         old.unlink(missing_ok=True)
     return out_dir
 
@@ -54,7 +54,8 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     from zoo.data import Dataset
     from zoo.manifest import load_manifest
 
-    from loadtests.summary import attacker_success, audit_summary, interrupted_requests, locust_stats
+    from loadtests.summary import (attacker_success, audit_summary, exact_latencies, interrupted_requests,
+                                   locust_stats, per_model_under_load)
 
     manifest = load_manifest(zoo_dir)
     data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
@@ -65,7 +66,8 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     transcripts = sorted(Path(settings.out_dir).glob("attacker-*.npz"))
     attackers = attacker_success(transcripts, data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
     interrupted = interrupted_requests(out_dir)
-    return {"victim": victim.name, "locust": stats, "audit": audit, "attackers": attackers,
+    return {"victim": victim.name, "locust": stats, "latency": exact_latencies(out_dir),
+            "per_model": per_model_under_load(records, manifest), "audit": audit, "attackers": attackers,
             "interrupted_at_stop": interrupted, "count_check": count_check(stats, interrupted, audit["records"])}
 
 
@@ -81,9 +83,18 @@ def count_check(stats: dict, interrupted: dict, audit_records: int) -> dict:
 
 
 def print_summary(summary: dict) -> None:
-    rows = [{"name": n} | s for n, s in summary["locust"].items()]
+    rows = [{"name": n, "rps": summary["locust"].get(n, {}).get("rps")} | s
+            | {"ci": "[{:.3f}, {:.3f}]".format(*s["ci95"]["p99_ms"])} for n, s in summary["latency"].items()]
+    print("latency from every request's exact time (ms)")
     print(format_table(rows, [("name", "requests by class"), ("requests", "requests"), ("failures", "non-200"),
-                              ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("rps", "req/s")]))
+                              ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("ci", "p99 95% CI"),
+                              ("rps", "req/s")]))
+    if summary["per_model"]:
+        print("\nper model under load (router latency from the audit log) vs the manifest's profile")
+        print(format_table(summary["per_model"], [
+            ("model", "model"), ("served", "served"), ("profile_selection_ms", "profile selection ms"),
+            ("profile_router_p99_ms", "profile router p99 c1"), ("load_p50_ms", "load p50 ms"),
+            ("load_p99_ms", "load p99 ms"), ("within_profile", "within profile"), ("slo_attainment", "SLO met")]))
     from .cli_router import GOODPUT_COLUMNS
 
     g = summary["audit"]["goodput"]
@@ -130,7 +141,7 @@ def loadtest(a) -> None:
             audit_path = router.audit_path
         router_info = router_overrides(a.settings)
     summary = summarize_run(out_dir, prefix, audit_path, zoo_dir, settings, knockoff, since_ts=started)
-    goals = check_goals(summary["locust"], summary["audit"]["goodput"], a.max_p99_ms, a.min_goodput)
+    goals = check_goals(summary["latency"], summary["audit"]["goodput"], a.max_p99_ms, a.min_goodput)
     print_summary(summary)
     for line in goals:
         print(line)

@@ -72,7 +72,8 @@ def goodput(a) -> None:
 
 
 GOODPUT_COLUMNS = [("client", "client"), ("requests", "requests"), ("served", "served"), ("good", "good"),
-                   ("goodput_share", "goodput"), ("goodput_rate_per_s", "good/s"), ("slo_attainment", "SLO met"),
+                   ("goodput_share", "goodput e2e"),
+                   ("goodput_share_profiled", "goodput profiled"), ("goodput_rate_per_s", "good/s"), ("slo_attainment", "SLO met"),
                    ("reject_rate", "rejected"), ("drop_rate", "dropped"), ("invalid", "invalid")]
 
 

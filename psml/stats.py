@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+PERCENTILES = (50, 95, 99)
+
 
 def percentile_summary(latencies_ms) -> dict[str, float]:
     a = np.asarray(latencies_ms, dtype=float)
@@ -13,6 +15,28 @@ def percentile_summary(latencies_ms) -> dict[str, float]:
         "p99_ms": float(np.percentile(a, 99)),
         "mean_ms": float(np.mean(a)),
     }
+
+
+def bootstrap_percentile_ci(values, percentiles=PERCENTILES, resamples: int = 1000, seed: int = 0,
+                            level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile-bootstrap confidence intervals of latency percentiles: ``{"p99_ms": [lo, hi], ...}``.
+
+    Resamples the recorded per-request times with replacement (its own seeded stream); an interval, not the
+    point estimate, is what says whether two latencies differ on a noisy machine."""
+    a = np.asarray(values, dtype=float)
+    if len(a) == 0:
+        raise ValueError("cannot bootstrap an empty sample: no request was measured")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(resamples, len(a)))
+    stats = np.percentile(a[idx], percentiles, axis=1)  # [len(percentiles), resamples]
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(stats, [tail, 100 - tail], axis=1)
+    return {f"p{q}_ms": [float(l), float(h)] for q, l, h in zip(percentiles, lo, hi)}
+
+
+def latency_summary(latencies_ms, resamples: int = 1000, seed: int = 0) -> dict:
+    """Percentiles, mean and their bootstrap 95% intervals from exact per-request times (ms)."""
+    return percentile_summary(latencies_ms) | {"ci95": bootstrap_percentile_ci(latencies_ms, resamples=resamples, seed=seed)}
 
 
 def mean_and_std(values) -> tuple[float, float]:

@@ -32,15 +32,18 @@ class RouterRejected(PsmlError):
 class RouterClient:
     """The router's public API over one keep-alive HTTP/1.1 connection (one per thread)."""
 
-    def __init__(self, url: str, api_key: str, timeout_s: float = 30.0):
+    def __init__(self, url: str, api_key: str, timeout_s: float = 30.0, pin_model: str | None = None):
         host_port = url.split("://", 1)[-1].rstrip("/")
         self.host, port = host_port.rsplit(":", 1)
         self.port, self.api_key, self.timeout_s = int(port), api_key, timeout_s
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+        self.headers = {"x-api-key": api_key, "content-type": "application/json"}
+        if pin_model is not None:  # accepted by profiling routers only (allow_pinned_model)
+            self.headers["x-psml-model"] = pin_model
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"x-api-key": self.api_key, "content-type": "application/json"}
+        headers = self.headers
         try:
             self.conn.request(method, path, body=payload, headers=headers)
             r = self.conn.getresponse()
@@ -73,11 +76,11 @@ class RouterClient:
 class DirectTriton:
     """One zoo model called straight through tritonclient HTTP (binary tensors); requirements are ignored."""
 
-    def __init__(self, http_url: str, model: str):
+    def __init__(self, http_url: str, model: str, timeout_s: float = 60.0):
         import tritonclient.http as httpclient
 
         self._mod, self.model = httpclient, model
-        self.client = httpclient.InferenceServerClient(http_url)
+        self.client = httpclient.InferenceServerClient(http_url, connection_timeout=timeout_s, network_timeout=timeout_s)
         self.outputs = [httpclient.InferRequestedOutput("PROBS", binary_data=True)]
 
     def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:

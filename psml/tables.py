@@ -22,20 +22,35 @@ def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
 
 def zoo_rows(manifest) -> list[dict]:
+    sel = manifest.profile.selection
+    top_c = max(c.concurrency for c in manifest.models[0].latency.cells)
+    big_b = max(c.batch_size for c in manifest.models[0].latency.cells)
     rows = []
     for m in sorted(manifest.models, key=lambda m: m.selection_latency_ms):
-        b1, bn = m.latency.client[0], m.latency.client[-1]
-        t1 = m.latency.triton[0]
-        rows.append(dict(name=m.name, params=m.parameters, accuracy=m.accuracy, p50=b1.p50_ms, p99=b1.p99_ms,
-                         bn=f"{bn.p50_ms:.3f}/{bn.p99_ms:.3f} (b{bn.batch_size})",
-                         compute=t1.compute_infer_us / 1e3, queue=t1.queue_us / 1e3, pareto=m.pareto))
+        lat, s = m.latency, m.latency.selection
+        cell = lambda path, b, c, key: (getattr(lat.cell(path, b, c), key) if lat.cell(path, b, c) else "-")
+        t1 = lat.triton[0] if lat.triton else None
+        rows.append(dict(name=m.name, params=m.parameters, accuracy=m.accuracy, sel=m.selection_latency_ms,
+                         ci=f"[{s.ci95_ms[0]:.3f}, {s.ci95_ms[1]:.3f}]", spread=s.spread_ms,
+                         d50=cell("direct", 1, 1, "p50_ms"), r99=cell("router", 1, 1, "p99_ms"),
+                         d99c=cell(sel.path, 1, top_c, "p99_ms"), big=cell("direct", big_b, 1, "p99_ms"),
+                         compute="-" if t1 is None else t1.compute_infer_us / 1e3, pareto=m.pareto))
     return rows
 
 
-ZOO_COLUMNS = [("name", "model"), ("params", "params"), ("accuracy", "accuracy"), ("p50", "p50 ms b1"),
-               ("p99", "p99 ms b1"), ("bn", "p50/p99 ms"), ("compute", "triton compute ms"),
-               ("queue", "triton queue ms"), ("pareto", "pareto")]
+def zoo_columns(manifest) -> list[tuple[str, str]]:
+    sel = manifest.profile.selection
+    top_c = max(c.concurrency for c in manifest.models[0].latency.cells)
+    big_b = max(c.batch_size for c in manifest.models[0].latency.cells)
+    return [("name", "model"), ("params", "params"), ("accuracy", "accuracy"),
+            ("sel", f"selection ms (p{sel.percentile} b{sel.batch_size} c{sel.concurrency} {sel.path})"),
+            ("ci", "95% CI"), ("spread", "run spread ms"), ("d50", "direct p50 b1"), ("r99", "router p99 b1"),
+            ("d99c", f"{sel.path} p99 b1 c{top_c}"), ("big", f"direct p99 b{big_b}"),
+            ("compute", "triton compute ms b1"), ("pareto", "pareto")]
 
 
 def zoo_table(manifest) -> str:
-    return format_table(zoo_rows(manifest), ZOO_COLUMNS)
+    from zoo.pareto import format_check
+
+    table = format_table(zoo_rows(manifest), zoo_columns(manifest))
+    return table + "\n\nfront check (" + manifest.profile.selection_describe() + "):\n" + format_check(manifest.profile.front_check)

@@ -24,16 +24,17 @@ from zoo.manifest import load_manifest
 from .audit_log import AuditLog
 from .backend import InferenceBackend, NullBackend, TritonGrpcBackend
 from .defenses import make_defense
-from .errors import (InvalidRequest, MalformedJSON, PayloadTooLarge, RouterError, Unauthorized,
+from .errors import (Forbidden, InvalidRequest, MalformedJSON, PayloadTooLarge, RouterError, Unauthorized,
                      UnsupportedMediaType)
 from .metrics import RouterMetrics
 from .policies import make_policy
 from .requirements import Requirements
-from .selection import Selector
+from .selection import Selection, Selector
 from .settings import RouterSettings
 from .zoo_view import ZooView
 
 API_KEY_HEADER = "x-api-key"
+PIN_HEADER = "x-psml-model"  # profiling routers only (settings.allow_pinned_model)
 
 
 class InferRequest(BaseModel):
@@ -121,6 +122,17 @@ class Router:
             raise InvalidRequest("inputs hold values outside float32 range")
         return x, Requirements(req.min_accuracy, req.max_latency_ms)
 
+    def pinned(self, request: Request, req: Requirements) -> Selection | None:
+        name = request.headers.get(PIN_HEADER)
+        if name is None:
+            return None
+        if not self.settings.allow_pinned_model:
+            raise Forbidden(f"the {PIN_HEADER} header is only accepted by profiling routers (allow_pinned_model)")
+        model = next((m for m in self.zoo.models if m.name == name), None)
+        if model is None:
+            raise InvalidRequest(f"{PIN_HEADER}: {name!r} is not a model of this zoo")
+        return Selection(model, req)
+
     async def infer(self, request: Request) -> Response:
         t0 = time.perf_counter()
         rec: dict = {"ts": time.time(), "request_id": f"{self._id_prefix}-{next(self._ids)}", "client": None}
@@ -128,7 +140,7 @@ class Router:
             rec["client"] = self.client_of(request)
             x, req = self.parse(await self.read_body(request))
             rec |= {"batch_size": len(x), "req_min_accuracy": req.min_accuracy, "req_max_latency_ms": req.max_latency_ms}
-            sel = self.selector.choose(req)
+            sel = self.pinned(request, req) or self.selector.choose(req)
             rec |= {"eff_min_accuracy": sel.effective.min_accuracy, "eff_max_latency_ms": sel.effective.max_latency_ms,
                     "model": sel.model.name, "model_accuracy": sel.model.accuracy, "model_latency_ms": sel.model.latency_ms}
             t1 = time.perf_counter()
@@ -148,7 +160,7 @@ class Router:
         return response
 
     def _fail(self, rec: dict, e: RouterError) -> JSONResponse:
-        outcome = {401: "unauthorized", 422: "invalid", 503: "unavailable", 504: "unavailable", 500: "error"}
+        outcome = {401: "unauthorized", 403: "unauthorized", 422: "invalid", 503: "unavailable", 504: "unavailable", 500: "error"}
         rec["status"] = e.status
         rec["outcome"] = "no_model" if e.kind == "no_model_meets_requirements" else outcome.get(e.status, "invalid")
         rec["detail"] = e.detail
@@ -177,7 +189,7 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
     app = FastAPI(title="psml router", version="1", lifespan=lifespan,
                   description="Model-zoo inference: state your minimum accuracy and maximum latency; the service picks the model.")
     app.state.router = router
-    errors = {s: {"model": ErrorBody} for s in (400, 401, 413, 415, 422, 503, 504)}
+    errors = {s: {"model": ErrorBody} for s in (400, 401, 403, 413, 415, 422, 503, 504)}
     body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": InferRequest.model_json_schema()}}}}
 
     @app.post("/v1/infer", response_model=InferResponse, responses=errors, openapi_extra=body_schema)

@@ -27,6 +27,10 @@ class Unauthorized(RouterError):
     status, kind = 401, "unauthorized"
 
 
+class Forbidden(RouterError):
+    status, kind = 403, "forbidden"
+
+
 class PayloadTooLarge(RouterError):
     status, kind = 413, "payload_too_large"
 

@@ -4,6 +4,8 @@ A request counts when it was authenticated and well formed (outcome served, no_m
 a router fault on a valid request counts against the service).
 - good: answered (200) by a model whose profiled accuracy meets the client's ORIGINAL min_accuracy, and within
   the client's ORIGINAL max_latency_ms measured end to end in the router (receipt to response);
+- good_profiled (PSML's definition): answered by a model whose PROFILED accuracy and selection latency meet the
+  client's original requirements (what the router believed when it chose);
 - SLO attained: answered within max_latency_ms, whatever the model's accuracy;
 - rejected: 422 because no model met the (possibly noised) requirements; dropped: 503/504 from the backend or
 a 500 from the router.
@@ -26,6 +28,15 @@ def latency_met(r: dict) -> bool:
     return r["req_max_latency_ms"] is None or r["router_ms"] <= r["req_max_latency_ms"]
 
 
+def profiled_met(r: dict) -> bool:
+    return r["req_max_latency_ms"] is None or (r["model_latency_ms"] is not None
+                                               and r["model_latency_ms"] <= r["req_max_latency_ms"])
+
+
+def is_good_profiled(r: dict) -> bool:
+    return r["outcome"] == "served" and accuracy_met(r) and profiled_met(r)
+
+
 def is_good(r: dict) -> bool:
     return r["outcome"] == "served" and accuracy_met(r) and latency_met(r)
 
@@ -34,6 +45,7 @@ def summarize(records: list[dict]) -> dict:
     counted = [r for r in records if r["outcome"] in COUNTED]
     n = len(counted)
     good = sum(is_good(r) for r in counted)
+    good_profiled = sum(is_good_profiled(r) for r in counted)
     slo = sum(r["outcome"] == "served" and latency_met(r) for r in counted)
     if counted:
         span_s = max(r["ts"] + r["router_ms"] / 1e3 for r in counted) - min(r["ts"] for r in counted)
@@ -46,6 +58,8 @@ def summarize(records: list[dict]) -> dict:
         "good": good,
         "goodput_share": share(good),
         "goodput_rate_per_s": good / span_s if span_s > 0 else None,
+        "good_profiled": good_profiled,
+        "goodput_share_profiled": share(good_profiled),
         "slo_attainment": share(slo),
         "reject_rate": share(sum(r["outcome"] == "no_model" for r in counted)),
         "drop_rate": share(sum(r["outcome"] in ("unavailable", "error") for r in counted)),

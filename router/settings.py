@@ -27,6 +27,10 @@ class RouterSettings(BaseModel):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     request_timeout_ms: float = Field(5000.0, gt=0)  # per forwarded Triton call
     audit_log: str = "runs/audit.jsonl"
+    # Profiling only: honour the x-psml-model header that names the model to serve (psml zoo build/validate
+    # measure each model end to end through the router). Off in every deployment: it would let a client skip
+    # selection and every defense.
+    allow_pinned_model: bool = False
     audit_fsync: bool = False  # True: fsync every record (survives power loss, costs ~ms per request)
 
 

@@ -20,7 +20,7 @@ API_KEYS = {"k-benign": "benign", "k-attacker": "attacker"}
 
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory) -> Path:
-    """The 'test' zoo profile: all seven architectures, small data, a short profile (~15 s)."""
+    """The 'test' zoo recipe: three architectures, small data, a short profile on both paths (~40 s)."""
     return build_zoo(get_profile("test"), tmp_path_factory.mktemp("zoo"), log=lambda *_: None)
 
 

@@ -1,18 +1,23 @@
 """The zoo manifest (``zoo.json``): one file per zoo that the router selects from.
 
-Schema (version 1), every latency in milliseconds, accuracy as a fraction in [0, 1]:
+Schema (version 2), every latency in milliseconds, accuracy as a fraction in [0, 1]:
 
 - ``schema_version``, ``zoo`` (name, profile, seed, dataset, created_utc, build_seconds);
 - ``models[]``: ``name``, ``architecture``, ``parameters``, ``onnx_file`` (relative to the manifest),
   ``onnx_sha256``, ``input``/``output`` (name, dtype, shape with -1 for the batch axis), ``accuracy`` (test set),
-  ``parity`` (ONNX vs PyTorch on the whole test set), ``latency`` (client p50/p95/p99/mean per batch size, and
-  Triton's own queue/compute split), ``selection_latency_ms`` (the figure the router compares with a request's
-  ``max_latency_ms``: client p99 at batch 1), ``pareto`` (on the accuracy/latency front);
-- ``profile``: the hardware, software versions and settings the latencies were measured with.
+  ``parity`` (ONNX vs PyTorch on the whole test set), ``latency.cells[]`` (one per path x batch size x
+  concurrency: p50/p95/p99/mean with bootstrap 95% intervals, throughput), ``latency.selection`` (the selection
+  figure, its interval, per-round values and run-to-run spread), ``latency.triton[]`` (Triton's queue/compute
+  split), ``selection_latency_ms`` (the figure the router compares with a request's ``max_latency_ms``, chosen
+  by ``profile.selection``), ``pareto`` (on the accuracy/latency front built on that figure);
+- ``profile``: the hardware, software versions and settings the latencies were measured with, which figure
+  selection uses, and the front's separation check.
+Version 1 (one idle client p99 per batch size) is refused with a message that says to rebuild or re-profile.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from psml.atomic import write_json_atomic
 from psml.errors import ManifestError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "zoo.json"
 
 
@@ -35,14 +40,36 @@ class TensorSpec(_Strict):
     shape: list[int]
 
 
-class ClientLatency(_Strict):
+class LatencyCell(_Strict):
+    """One measured cell: a closed loop of ``concurrency`` clients sending ``batch_size`` samples per request."""
+
+    path: Literal["direct", "router"]
     batch_size: int = Field(ge=1)
+    concurrency: int = Field(ge=1)
     requests: int = Field(ge=1)
+    errors: int = Field(ge=0)
+    duration_s: float = Field(ge=0)
     p50_ms: float = Field(ge=0)
     p95_ms: float = Field(ge=0)
     p99_ms: float = Field(ge=0)
     mean_ms: float = Field(ge=0)
+    ci95: dict[str, list[float]]  # "p50_ms" -> [low, high], bootstrap over the cell's requests
     throughput_samples_per_s: float = Field(ge=0)
+
+
+class SelectionLatency(_Strict):
+    value_ms: float = Field(gt=0)
+    ci95_ms: list[float]
+    round_values_ms: list[float]
+    round_spread_ms: float = Field(ge=0)  # standard deviation of the per-round figures
+    spread_ms: float = Field(ge=0)  # run-to-run spread of the pooled figure: round_spread_ms / sqrt(rounds)
+
+
+class SelectionSetting(_Strict):
+    percentile: Literal[50, 95, 99]
+    path: Literal["direct", "router"]
+    batch_size: int = Field(ge=1)
+    concurrency: int = Field(ge=1)
 
 
 class TritonLatency(_Strict):
@@ -56,8 +83,13 @@ class TritonLatency(_Strict):
 
 
 class ModelLatency(_Strict):
-    client: list[ClientLatency]
+    cells: list[LatencyCell] = Field(min_length=1)
     triton: list[TritonLatency]
+    selection: SelectionLatency
+
+    def cell(self, path: str, batch_size: int, concurrency: int) -> LatencyCell | None:
+        return next((c for c in self.cells if (c.path, c.batch_size, c.concurrency) == (path, batch_size, concurrency)),
+                    None)
 
 
 class Parity(_Strict):
@@ -103,10 +135,17 @@ class ProfileInfo(_Strict):
     hardware: dict
     software: dict[str, str]
     settings: dict
+    selection: SelectionSetting
+    front_check: list[dict]  # zoo.pareto.front_check lines, as measured when the profile was taken
+    measured_utc: str
+
+    def selection_describe(self) -> str:
+        s = self.selection
+        return f"p{s.percentile} at batch {s.batch_size}, concurrency {s.concurrency}, {s.path}"
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     zoo: ZooInfo
     models: list[ModelEntry] = Field(min_length=1)
     profile: ProfileInfo
@@ -130,6 +169,13 @@ def load_manifest(path: Path) -> Manifest:
         raw = path.read_text()
     except OSError as e:
         raise ManifestError(f"zoo manifest {path} cannot be read ({e.strerror}); build the zoo first (psml zoo build)") from e
+    try:
+        version = json.loads(raw).get("schema_version")
+    except (ValueError, AttributeError):
+        version = None
+    if version is not None and version != SCHEMA_VERSION:
+        raise ManifestError(f"zoo manifest {path} has schema version {version}; this psml reads version "
+                            f"{SCHEMA_VERSION} (latency profiles with a load axis): rebuild the zoo (psml zoo build)")
     try:
         return Manifest.model_validate_json(raw)
     except ValidationError as e:

@@ -37,6 +37,19 @@ def test_headless_run_reports_and_matches_the_audit_log(zoo_dir, tmp_path):
     assert summary["attackers"][0]["answers"] > 0 and 0 <= summary["attackers"][0]["fidelity"] <= 1
     assert summary["audit"]["goodput"]["benign"]["requests"] > 0
     assert summary["seed"] == 0 and "locust" in summary["software"]
+    # exact per-request times: one per request Locust counted, percentiles not rounded to whole milliseconds
+    # (Locust's CSV buckets would give integers), and intervals around them
+    for name, exact in summary["latency"].items():
+        assert exact["requests"] == locust[name]["requests"] and exact["failures"] == locust[name]["failures"]
+        assert exact["ci95"]["p99_ms"][0] <= exact["p99_ms"] <= exact["ci95"]["p99_ms"][1]
+    benign = summary["latency"]["benign /v1/infer"]
+    assert any(abs(benign[k] - round(benign[k])) > 1e-6 for k in ("p50_ms", "p95_ms", "p99_ms"))
+    # per model, from the audit log: every served request belongs to exactly one model's row
+    served = sum(a["outcome"] == "served" for a in audit)
+    assert sum(row["served"] for row in summary["per_model"]) == served
+    assert all(0 <= row["within_profile"] <= 1 for row in summary["per_model"])
+    g = summary["audit"]["goodput"]["benign"]
+    assert g["good"] <= g["served"] and g["good_profiled"] <= g["served"]
 
 
 def test_distributed_run_with_local_workers_matches_the_audit_log(zoo_dir, tmp_path):
@@ -48,6 +61,9 @@ def test_distributed_run_with_local_workers_matches_the_audit_log(zoo_dir, tmp_p
     audit = list(read_audit_log(tmp_path / "router.audit.jsonl"))
     assert summary["count_check"]["audit_records"] == len(audit) > 0 and 0 <= summary["count_check"]["unaccounted"] <= 1
     assert summary["processes"] == 2
+    # both workers' exact times arrive: as many as Locust counted in all
+    assert summary["latency"]["benign /v1/infer"]["requests"] == summary["locust"]["benign /v1/infer"]["requests"]
+    assert len(list(tmp_path.glob("latencies-*.jsonl"))) == 2
 
 
 def test_goals_are_checked_line_by_line():

@@ -48,7 +48,7 @@ def _copy_repo(zoo_dir, tmp_path, models):
 
 
 def test_corrupt_onnx_names_the_model_and_leaves_no_process(zoo_dir, tmp_path):
-    repo = _copy_repo(zoo_dir, tmp_path, ["logreg", "mlp_small"])
+    repo = _copy_repo(zoo_dir, tmp_path, ["cnn_wide", "mlp_small"])
     (repo / "mlp_small" / "1" / "model.onnx").write_bytes(b"garbage")
     server = TritonServer(repo, startup_timeout_s=60)
     with pytest.raises(ModelLoadError, match="'mlp_small'.*cannot load ONNX"):
@@ -57,9 +57,9 @@ def test_corrupt_onnx_names_the_model_and_leaves_no_process(zoo_dir, tmp_path):
 
 
 def test_missing_onnx_names_the_model(zoo_dir, tmp_path):
-    repo = _copy_repo(zoo_dir, tmp_path, ["logreg"])
-    (repo / "logreg" / "1" / "model.onnx").unlink()
-    with pytest.raises(ModelLoadError, match="'logreg'.*does not exist"):
+    repo = _copy_repo(zoo_dir, tmp_path, ["mlp_small"])
+    (repo / "mlp_small" / "1" / "model.onnx").unlink()
+    with pytest.raises(ModelLoadError, match="'mlp_small'.*does not exist"):
         TritonServer(repo, startup_timeout_s=60).start()
 
 
@@ -78,7 +78,7 @@ def test_missing_repository_is_a_clear_error(tmp_path):
 
 
 def test_stop_leaves_no_orphan_stub(zoo_dir, tmp_path):
-    repo = _copy_repo(zoo_dir, tmp_path, ["logreg"])
+    repo = _copy_repo(zoo_dir, tmp_path, ["mlp_small"])
     server = TritonServer(repo).start()
     pid = server.process.pid
     stubs = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True).stdout.split()
@@ -110,7 +110,7 @@ def test_cli_start_status_stop(zoo_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     try:
         st = subprocess.run(base + ["status"] + state, capture_output=True, text=True)
-        assert st.returncode == 0 and "READY" in st.stdout and "cnn_large" in st.stdout
+        assert st.returncode == 0 and "READY" in st.stdout and "vgg_large" in st.stdout
     finally:
         assert subprocess.run(base + ["stop"] + state, capture_output=True, text=True).returncode == 0
     st = subprocess.run(base + ["status"] + state, capture_output=True, text=True)

@@ -7,9 +7,9 @@ from router.audit_log import AuditLog, read_audit_log
 from router.goodput import goodput_by_client, is_good, summarize
 
 
-def rec(client="a", outcome="served", acc=0.9, lat_ms=5.0, req_acc=0.8, req_lat=10.0, ts=0.0):
+def rec(client="a", outcome="served", acc=0.9, lat_ms=5.0, req_acc=0.8, req_lat=10.0, ts=0.0, profiled_ms=4.0):
     return {"client": client, "outcome": outcome, "model_accuracy": acc if outcome == "served" else None,
-            "router_ms": lat_ms, "req_min_accuracy": req_acc, "req_max_latency_ms": req_lat, "ts": ts}
+            "model_latency_ms": profiled_ms if outcome == "served" else None, "router_ms": lat_ms, "req_min_accuracy": req_acc, "req_max_latency_ms": req_lat, "ts": ts}
 
 
 def test_hand_checked_goodput():
@@ -29,6 +29,19 @@ def test_hand_checked_goodput():
     assert s["reject_rate"] == pytest.approx(1 / 6) and s["drop_rate"] == pytest.approx(1 / 6)
     assert s["invalid"] == 1
     assert s["span_s"] == pytest.approx(5.005) and s["goodput_rate_per_s"] == pytest.approx(2 / 5.005)
+
+
+def test_profiled_goodput_trusts_the_profile_and_end_to_end_goodput_the_clock():
+    records = [
+        rec(lat_ms=12.0, profiled_ms=4.0, ts=0.0),   # profile promised 4 ms, router took 12: good only as profiled
+        rec(lat_ms=5.0, profiled_ms=11.0, ts=1.0),   # profile says too slow, this one was fast: good only end to end
+        rec(acc=0.7, lat_ms=1.0, ts=2.0),            # below the accuracy asked: good under neither
+        rec(ts=3.0),                                 # good under both
+    ]
+    s = summarize(records)
+    assert (s["good"], s["good_profiled"]) == (2, 2)
+    assert s["goodput_share"] == s["goodput_share_profiled"] == 0.5
+    assert summarize(records[:1])["goodput_share"] == 0 and summarize(records[:1])["goodput_share_profiled"] == 1
 
 
 def test_router_faults_count_as_drops():

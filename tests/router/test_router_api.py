@@ -185,3 +185,22 @@ def test_dp_selection_frequencies_on_the_live_router_match_the_mechanism(start_r
     counts = np.array([served.count(m.name) for m in zoo.pareto])
     assert counts.sum() == n
     assert chisquare(counts, n * p).pvalue > 1e-3
+
+
+def test_model_pinning_is_refused_unless_the_router_is_a_profiling_one(start_router, manifest, data):
+    """A deployment must never let a client skip selection (and every defense) by naming a model."""
+    x, slowest = data.x["test"][:2], max(manifest.models, key=lambda m: m.selection_latency_ms)
+    url = lambda r: f"{r.url}/v1/infer"
+    pin = {"x-api-key": "k-benign", "x-psml-model": slowest.name}
+    deployed = start_router("deployed")
+    r = requests.post(url(deployed), json={"inputs": x.tolist()}, headers=pin, timeout=10)
+    assert r.status_code == 403 and "allow_pinned_model" in r.json()["detail"]
+    assert audit(deployed)[-1]["outcome"] == "unauthorized"
+    profiling = start_router("profiling", allow_pinned_model=True)
+    fast = min(m.selection_latency_ms for m in manifest.models)
+    for _ in range(5):  # a latency bound only the fastest model meets: the pinned (slowest) model serves anyway
+        assert requests.post(url(profiling), json={"inputs": x.tolist(), "max_latency_ms": fast}, headers=pin,
+                             timeout=10).status_code == 200
+    assert [a["model"] for a in audit(profiling)] == [slowest.name] * 5
+    r = requests.post(url(profiling), json={"inputs": x.tolist()}, headers=pin | {"x-psml-model": "nope"}, timeout=10)
+    assert r.status_code == 422 and "'nope' is not a model" in r.json()["detail"]

@@ -17,11 +17,21 @@ def test_built_zoo_has_every_model_with_profiles(zoo_dir, manifest, data):
         for variant in ("embedded", "gpu"):
             assert (zoo_dir / variant / m.name / "1" / "model.onnx").is_file()
         assert m.parity.top1_mismatches == 0 and m.parity.n == len(data.y["test"])
-        assert [c.batch_size for c in m.latency.client] == [1, 32]
-        b1 = m.latency.client[0]
-        assert 0 < b1.p50_ms <= b1.p95_ms <= b1.p99_ms and m.selection_latency_ms == b1.p99_ms
-        assert m.latency.triton[0].compute_infer_us > 0
+        s = PROFILES["test"].profiling
+        grid = {(c.path, c.batch_size, c.concurrency) for c in m.latency.cells}
+        assert grid == {(p, b, c) for p in s.paths for b in s.batch_sizes for c in s.concurrency}
+        for c in m.latency.cells:
+            assert 0 < c.p50_ms <= c.p95_ms <= c.p99_ms and c.errors == 0
+            assert c.ci95["p99_ms"][0] <= c.p99_ms <= c.ci95["p99_ms"][1]
+        sel = m.latency.cell("direct", 1, 1)  # the test recipe selects with the default figure: p99, b1, c1, direct
+        assert sel.requests == s.selection_rounds * s.selection_requests_per_round
+        assert m.selection_latency_ms == sel.p99_ms == m.latency.selection.value_ms
+        assert len(m.latency.selection.round_values_ms) == s.selection_rounds and m.latency.selection.spread_ms > 0
+        # the end-to-end path goes through the router, which adds its own cost to every request
+        assert m.latency.cell("router", 1, 1).p50_ms > sel.p50_ms
+        assert [t.batch_size for t in m.latency.triton] == list(s.batch_sizes) and m.latency.triton[0].compute_infer_us > 0
     assert manifest.profile.software["nvidia-pytriton"] == "0.7.0"
+    assert manifest.profile.selection.percentile == 99 and manifest.profile.front_check[0]["check"] == "front models"
     assert manifest.zoo.dataset.split_sizes == data.sizes()
 
 
@@ -56,6 +66,13 @@ def test_manifest_schema_rejects_bad_files(zoo_dir, tmp_path):
         load_manifest(tmp_path / "absent")
 
 
+def test_old_schema_is_refused_with_a_clear_error(zoo_dir, tmp_path):
+    raw = json.loads((zoo_dir / "zoo.json").read_text()) | {"schema_version": 1}
+    (tmp_path / "zoo.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match="schema version 1; this psml reads version 2.*rebuild"):
+        load_manifest(tmp_path)
+
+
 def test_failed_build_leaves_nothing_that_looks_complete(tmp_path):
     from dataclasses import replace
 
@@ -68,3 +85,10 @@ def test_failed_build_leaves_nothing_that_looks_complete(tmp_path):
 def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ConfigError, match="choose from default, test"):
         get_profile("huge")
+
+
+def test_same_seed_rebuilds_the_same_accuracies_and_front(zoo_dir, manifest, tmp_path):
+    """A second build of the test recipe: the front must not depend on which build measured it."""
+    again = load_manifest(build_zoo(get_profile("test"), tmp_path, log=lambda *_: None))
+    assert [(m.name, m.accuracy) for m in again.models] == [(m.name, m.accuracy) for m in manifest.models]
+    assert {m.name for m in again.models if m.pareto} == {m.name for m in manifest.models if m.pareto}

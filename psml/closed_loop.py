@@ -1,0 +1,75 @@
+"""Closed-loop load: C threads, each with its own system-under-test client, send requests back to back.
+
+The measurement core knows nothing of routers or Triton: it calls ``sut.infer`` and records wall-clock time.
+Used by zoo profiles, ``psml zoo validate`` and the benchmarks alike, so every system is measured by the same
+code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    latencies_ms: np.ndarray  # exact per-request wall-clock times of successful requests
+    elapsed_s: float
+    errors: int
+    first_error: str | None = None
+
+    @property
+    def throughput_per_s(self) -> float:
+        return len(self.latencies_ms) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def run_closed_loop(make_sut, inputs: list[np.ndarray], concurrency: int, requests_per_thread: int,
+                    requirements: dict | None = None, duration_s: float | None = None) -> LoopResult:
+    """``make_sut()`` is called once per thread; ``inputs`` are cycled through.
+
+    Each thread sends at least ``requests_per_thread`` requests; with ``duration_s`` it keeps sending until that
+    much time has passed as well (so a slow system gets a bounded time, a fast one a bounded count)."""
+    requirements = requirements or {}
+    suts = [make_sut() for _ in range(concurrency)]
+    lat = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    first_error: list[str] = []
+    barrier = threading.Barrier(concurrency + 1)
+    start = [0.0]
+
+    def more(k: int) -> bool:
+        if k < requests_per_thread:
+            return True
+        return duration_s is not None and time.perf_counter() - start[0] < duration_s
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        k = 0
+        while more(k):
+            x = inputs[(i * 7919 + k) % len(inputs)]
+            k += 1
+            t0 = time.perf_counter()
+            try:
+                suts[i].infer(x, **requirements)
+            except Exception as e:  # counted, not raised: one failed request must not end the measurement
+                errors[i] += 1
+                if not first_error:
+                    first_error.append(f"{type(e).__name__}: {e}")
+                continue
+            lat[i].append((time.perf_counter() - t0) * 1e3)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    start[0] = time.perf_counter()
+    barrier.wait()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start[0]
+    for s in suts:
+        s.close()
+    return LoopResult(np.concatenate([np.asarray(l, dtype=float) for l in lat]), elapsed, sum(errors),
+                      first_error[0] if first_error else None)

@@ -1,0 +1,104 @@
+"""``psml zoo validate`` end to end: a real Triton and a profiling router re-measure the test zoo."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from zoo.manifest import load_manifest
+
+
+def validate(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "psml.cli", "zoo", "validate", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def zoo_copy(zoo_dir, tmp_path):
+    dest = tmp_path / "zoo"
+    shutil.copytree(zoo_dir, dest)
+    return dest
+
+
+def test_right_after_the_build_every_model_is_valid(zoo_copy, tmp_path):
+    r = validate("--zoo", zoo_copy, "--out", tmp_path / "v")
+    assert r.returncode == 0, r.stdout + r.stderr
+    manifest = load_manifest(zoo_copy)
+    lines = [l for l in r.stdout.splitlines() if l.startswith(("VALID", "INVALID"))]
+    assert len(lines) == len(manifest.models) + 1 and all(l.startswith("VALID") for l in lines)
+    result = json.loads((tmp_path / "v" / "validate.json").read_text())
+    assert result["report"]["valid"] and set(result["observed"]) == {m.name for m in manifest.models}
+    assert {"hardware", "software", "settings"} <= set(result)
+    for png in ("accuracy_latency.png", "latency_vs_concurrency.png"):
+        assert (tmp_path / "v" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def _burn(seconds: float) -> subprocess.Popen:
+    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_a_loaded_host_is_invalid_not_a_crash(zoo_copy, tmp_path):
+    """CPU burners beside Triton (two per core, bounded in time): the profile no longer holds."""
+    import os
+
+    burners = [_burn(120) for _ in range(2 * (os.cpu_count() or 2))]
+    try:
+        time.sleep(0.5)
+        r = validate("--zoo", zoo_copy, "--out", tmp_path / "v", "--concurrency", "1")
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "INVALID" in r.stdout and "Traceback" not in r.stderr
+    report = json.loads((tmp_path / "v" / "validate.json").read_text())["report"]
+    slower = [m for m in report["models"] if not m["valid"]]
+    assert slower and all(m["drift"] > 0.25 for m in slower)
+
+
+def test_update_rewrites_the_profile_and_keeps_accuracies_and_files(zoo_copy, tmp_path):
+    before = load_manifest(zoo_copy)
+    r = validate("--zoo", zoo_copy, "--out", tmp_path / "v", "--update")
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = load_manifest(zoo_copy)
+    assert [(m.name, m.accuracy, m.onnx_sha256) for m in after.models] == \
+           [(m.name, m.accuracy, m.onnx_sha256) for m in before.models]
+    assert after.profile.measured_utc >= before.profile.measured_utc
+    assert [m.selection_latency_ms for m in after.models] != [m.selection_latency_ms for m in before.models]
+    observed = json.loads((tmp_path / "v" / "validate.json").read_text())["observed"]
+    assert [m.selection_latency_ms for m in after.models] == [observed[m.name]["selection"]["value_ms"]
+                                                              for m in after.models]
+
+
+def test_failed_update_leaves_the_manifest_untouched(zoo_copy, tmp_path):
+    from psml.ports import free_port
+
+    old = (zoo_copy / "zoo.json").read_bytes()
+    r = validate("--zoo", zoo_copy, "--update", "--triton-url", f"127.0.0.1:{free_port()}",
+                 "--router-url", f"http://127.0.0.1:{free_port()}", "--api-key", "k", "--out", tmp_path / "v")
+    assert r.returncode == 2 and "cannot be reached" in r.stderr and r.stderr.count("\n") == 1
+    assert (zoo_copy / "zoo.json").read_bytes() == old
+
+
+def test_bad_input_is_one_line_and_exit_2(zoo_copy, tmp_path):
+    raw = json.loads((zoo_copy / "zoo.json").read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "zoo.json").write_text(json.dumps(raw | {"schema_version": 1}))
+    half = tmp_path / "half"
+    shutil.copytree(zoo_copy, half)
+    shutil.rmtree(half / "embedded")
+    cases = [
+        (["--zoo", tmp_path / "absent"], "cannot be read"),
+        (["--zoo", old], "schema version 1"),
+        (["--zoo", half], "is incomplete"),
+        (["--zoo", zoo_copy, "--concurrency", "3"], "concurrency [3] was not profiled"),
+        (["--zoo", zoo_copy, "--tolerance", "2"], "--tolerance"),
+    ]
+    for args, text in cases:
+        r = validate(*args)
+        assert r.returncode == 2 and text in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)

@@ -1,0 +1,53 @@
+"""zoo.validate.compare on the test zoo's real manifest with observed profiles made up around it (pure logic)."""
+
+import copy
+
+import pytest
+
+from zoo.validate import compare, verdict_lines
+
+
+def _observed(manifest, scale: dict[str, float] | float = 1.0, width: float = 0.05):
+    out = {}
+    for m in manifest.models:
+        k = scale if isinstance(scale, float) else scale.get(m.name, 1.0)
+        v = m.selection_latency_ms * k
+        cells = [c.model_dump() | {"p99_ms": c.p99_ms * k} for c in m.latency.cells]
+        out[m.name] = {"cells": cells, "selection": {"value_ms": v, "ci95_ms": [v * (1 - width), v * (1 + width)],
+                                                     "round_values_ms": [v, v], "round_spread_ms": 0.0,
+                                                     "spread_ms": 0.0}}
+    return out
+
+
+def test_same_profile_is_valid(manifest):
+    r = compare(manifest, _observed(manifest))
+    assert r["valid"] and all(m["valid"] and abs(m["drift"]) < 1e-12 for m in r["models"])
+    assert r["front"]["manifest"] == r["front"]["observed"]
+
+
+def test_drift_beyond_tolerance_and_noise_is_invalid(manifest):
+    r = compare(manifest, _observed(manifest, 2.0), tolerance=0.25)
+    assert not r["valid"] and not any(m["valid"] for m in r["models"])
+    assert all(line.startswith("INVALID") for line in verdict_lines(r)[:-1])
+
+
+def test_drift_within_the_interval_is_not_a_verdict(manifest):
+    # +30% point estimate, but the interval reaches back inside the +/-25% band: noise, not drift
+    r = compare(manifest, _observed(manifest, 1.3, width=0.2), tolerance=0.25)
+    assert all(m["valid"] for m in r["models"])
+
+
+def test_a_changed_front_is_invalid_even_when_every_model_is_within_tolerance(manifest):
+    front = [m for m in manifest.models if m.pareto]
+    fastest = min(front, key=lambda m: m.selection_latency_ms)
+    slowest = max(manifest.models, key=lambda m: m.selection_latency_ms)
+    # the fastest front model slows past the slowest model: it leaves the front (tolerance wide open)
+    factor = 1.5 * slowest.selection_latency_ms / fastest.selection_latency_ms
+    r = compare(manifest, _observed(manifest, {fastest.name: factor}), tolerance=0.99)
+    assert not r["front"]["valid"] and not r["valid"]
+    assert fastest.name in r["front"]["manifest"] and fastest.name not in r["front"]["observed"]
+
+
+def test_bad_tolerance_is_refused(manifest):
+    with pytest.raises(ValueError, match="relative drift"):
+        compare(manifest, _observed(manifest), tolerance=1.5)
