@@ -35,7 +35,7 @@ def front_check(models: dict[str, tuple[float, float, float]], t: FrontTargets =
     """``models``: name -> (accuracy, selection latency ms, its run-to-run spread ms) for the front models.
 
     One line per condition, LoadGen style: ``{"check", "value", "target", "valid"}``."""
-    front = sorted(models.items(), key=lambda kv: kv[1][1])
+    front = sorted(((n, tuple(float(v) for v in vals)) for n, vals in models.items()), key=lambda kv: kv[1][1])
     lines = [{"check": "front models", "value": len(front), "target": f">= {t.min_models}",
               "valid": len(front) >= t.min_models}]
     for (a, (acc_a, lat_a, sp_a)), (b, (acc_b, lat_b, sp_b)) in zip(front, front[1:]):

@@ -156,7 +156,7 @@ class Profiler:
                 # sqrt(rounds). Estimated from rounds (not the bootstrap), it also carries drift between rounds.
                 out[m]["selection"] = {"value_ms": cell[key], "ci95_ms": cell["ci95"][key],
                                        "round_values_ms": per_round, "round_spread_ms": round_spread,
-                                       "spread_ms": round_spread / np.sqrt(len(per_round))}
+                                       "spread_ms": float(round_spread / np.sqrt(len(per_round)))}
         for path in paths:
             for batch in s.batch_sizes:
                 for conc in concurrency:
