@@ -95,6 +95,11 @@ def print_summary(summary: dict) -> None:
             ("model", "model"), ("served", "served"), ("profile_selection_ms", "profile selection ms"),
             ("profile_router_p99_ms", "profile router p99 c1"), ("load_p50_ms", "load p50 ms"),
             ("load_p99_ms", "load p99 ms"), ("within_profile", "within profile"), ("slo_attainment", "SLO met")]))
+        for row in summary["per_model"]:
+            if row["load_p99_ms"] > row["profile_selection_ms"]:
+                print(f"  profile does not hold under this load for {row['model']}: p99 {row['load_p99_ms']:.3f} ms in "
+                      f"the router vs {row['profile_selection_ms']:.3f} ms profiled ({row['within_profile']:.1%} of "
+                      "its requests within it); re-profile with the router path (psml zoo validate)")
     from .cli_router import GOODPUT_COLUMNS
 
     g = summary["audit"]["goodput"]
