@@ -21,6 +21,9 @@ def zoo_build(a) -> None:
     from dataclasses import replace
 
     p = get_profile(a.profile)
+    sel = _selection_overrides(a)
+    if sel:
+        p = replace(p, profiling=replace(p.profiling, selection=replace(p.profiling.selection, **sel)))
     p = replace(p, seed=p.seed if a.seed is None else a.seed, dataset=a.dataset or p.dataset,
                 repository=replace(p.repository, instance_count=a.instances or p.repository.instance_count,
                                    max_queue_delay_us=p.repository.max_queue_delay_us if a.max_queue_delay_us is None
@@ -38,6 +41,20 @@ def zoo_show(a) -> None:
     print(zoo_table(load_manifest(Path(a.zoo))))
 
 
+def _selection_overrides(a) -> dict:
+    keys = ("percentile", "path", "batch_size", "concurrency")
+    return {k: getattr(a, f"selection_{k}") for k in keys if getattr(a, f"selection_{k}") is not None}
+
+
+def _selection_args(p) -> None:
+    p.add_argument("--selection-percentile", type=int, choices=(50, 95, 99),
+                   help="percentile of the figure the router selects with (default 99)")
+    p.add_argument("--selection-path", choices=("direct", "router"),
+                   help="direct to Triton or end to end through the router (default direct)")
+    p.add_argument("--selection-batch-size", type=int, help="batch size of the selection figure (default 1)")
+    p.add_argument("--selection-concurrency", type=int, help="concurrency of the selection figure (default 1)")
+
+
 def zoo_validate(a) -> None:
     """Exit 0: every model VALID and the front unchanged (or --update rewrote the manifest); 1: INVALID; 2: error."""
     from .zoo_validation import run_validation
@@ -45,7 +62,8 @@ def zoo_validate(a) -> None:
     try:
         valid = run_validation(Path(a.zoo), concurrency=tuple(a.concurrency or ()), duration_s=a.duration_s,
                                tolerance=a.tolerance, update=a.update, out_dir=Path(a.out) if a.out else None,
-                               triton_url=a.triton_url, router_url=a.router_url, api_key=a.api_key)
+                               triton_url=a.triton_url, router_url=a.router_url, api_key=a.api_key,
+                               selection=_selection_overrides(a))
     except PsmlError as e:
         print(f"psml: error: {e}", file=sys.stderr)
         raise SystemExit(2)
@@ -117,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, help="override the recipe's seed")
     b.add_argument("--instances", type=int, help="Triton model instances per model (both repository variants)")
     b.add_argument("--max-queue-delay-us", type=int, help="dynamic batcher delay in microseconds (0: no wait)")
+    _selection_args(b)
     b.set_defaults(func=zoo_build)
     s = zoo.add_parser("show", help="print a built zoo's table")
     s.add_argument("--zoo", default=str(DEFAULT_ZOO))
@@ -132,6 +151,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--triton-url", help="an already-running Triton's HTTP host:port (e.g. the compose GPU host)")
     v.add_argument("--router-url", help="a router started with allow_pinned_model, for the end-to-end path")
     v.add_argument("--api-key", help="API key for --router-url")
+    _selection_args(v)
     v.set_defaults(func=zoo_validate)
 
     tri = sub.add_parser("triton", help="run the embedded Triton server").add_subparsers(dest="cmd", required=True)

@@ -28,7 +28,8 @@ def _check_zoo(zoo_dir: Path, manifest, local_triton: bool) -> None:
 def run_validation(zoo_dir: Path, concurrency: tuple[int, ...] = (), duration_s: float | None = None,
                    tolerance: float = 0.25, update: bool = False, out_dir: Path | None = None,
                    triton_url: str | None = None, router_url: str | None = None, api_key: str | None = None,
-                   log=print) -> bool:
+                   selection: dict | None = None, log=print) -> bool:
+    """``selection``: a new selection figure for ``--update`` (percentile, path, batch_size, concurrency keys)."""
     from zoo.build import compose_manifest
     from zoo.data import Dataset
     from zoo.manifest import MANIFEST_NAME, load_manifest, save_manifest
@@ -43,9 +44,13 @@ def run_validation(zoo_dir: Path, concurrency: tuple[int, ...] = (), duration_s:
         raise ConfigError(f"--tolerance is a relative drift in (0, 1), got {tolerance}")
     if update and concurrency:
         raise ConfigError("--update re-profiles every cell; drop --concurrency")
+    if selection and not update:
+        raise ConfigError("a new selection figure only takes effect with --update")
     if duration_s is not None and duration_s <= 0:
         raise ConfigError(f"--duration-s must be positive, got {duration_s}")
     s = ProfileSettings.from_dict(manifest.profile.settings["profiling"])
+    if selection:
+        s = replace(s, selection=replace(s.selection, **selection))  # validated by ProfileSettings itself
     s = restrict(s, concurrency)
     if duration_s is not None:
         s = replace(s, cell_duration_s=duration_s)

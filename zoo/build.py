@@ -26,7 +26,7 @@ from .data import load_dataset
 from .export import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, save_manifest
 from .pareto import front_check, pareto_front
-from .profile import ProfileSettings, SelectionFigure
+from .profile import ProfileSettings, figure_from_cell
 from .profiling import profile_zoo
 from .repository import RepositorySettings, render
 from .train import TrainSettings, predict_proba, train
@@ -147,6 +147,8 @@ def compose_manifest(header: dict, entries: dict[str, dict], results: dict[str, 
     models = []
     for name, e in entries.items():
         lat = results[name]
+        if "selection" not in lat:  # a provisional manifest: the figure's own path is not measured yet
+            lat = lat | {"selection": figure_from_cell(lat, s.selection)}
         models.append(e | {"latency": lat, "selection_latency_ms": lat["selection"]["value_ms"]})
     front = pareto_front({m["name"]: (m["accuracy"], m["selection_latency_ms"]) for m in models})
     for m in models:

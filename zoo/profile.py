@@ -184,6 +184,15 @@ def _per_request(batch: int, d: dict) -> dict:
                                     for k in ("queue", "compute_input", "compute_infer", "compute_output")}
 
 
+def figure_from_cell(result: dict, fig: SelectionFigure) -> dict:
+    """A selection figure read off one measured cell (no rounds, so no run-to-run spread is known)."""
+    key = f"p{fig.percentile}_ms"
+    cell = next(c for c in result["cells"]
+                if (c["path"], c["batch_size"], c["concurrency"]) == (fig.path, fig.batch_size, fig.concurrency))
+    return {"value_ms": cell[key], "ci95_ms": cell["ci95"][key], "round_values_ms": [cell[key]],
+            "round_spread_ms": 0.0, "spread_ms": 0.0}
+
+
 def merge(a: dict[str, dict], b: dict[str, dict]) -> dict[str, dict]:
     """Combine two runs of :meth:`Profiler.run` over different paths."""
     out = {}

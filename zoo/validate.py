@@ -19,10 +19,11 @@ DEFAULT_TOLERANCE = 0.25
 def compare(manifest, observed: dict[str, dict], tolerance: float = DEFAULT_TOLERANCE) -> dict:
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance is a relative drift in (0, 1), got {tolerance}")
+    fig = manifest.profile.selection
     models = []
     for m in manifest.models:
         obs = observed[m.name]
-        sel = obs["selection"]
+        sel = _observed_figure(obs, fig)
         lo, hi = m.selection_latency_ms * (1 - tolerance), m.selection_latency_ms * (1 + tolerance)
         beyond = sel["ci95_ms"][0] > hi or sel["ci95_ms"][1] < lo
         cells = []
@@ -45,6 +46,21 @@ def compare(manifest, observed: dict[str, dict], tolerance: float = DEFAULT_TOLE
     return {"tolerance": tolerance, "selection": manifest.profile.selection_describe(), "models": models,
             "front": {"manifest": sorted(old_front), "observed": sorted(new_front), "valid": old_front == new_front},
             "valid": all(r["valid"] for r in models) and old_front == new_front}
+
+
+def _observed_figure(obs: dict, fig) -> dict:
+    """The observed value of the manifest's selection figure: its own rounds when the same figure was measured
+    in rounds, otherwise the cell (path, batch, concurrency) it names (e.g. after --update chose a new figure)."""
+    key = f"p{fig.percentile}_ms"
+    cell = next((c for c in obs["cells"]
+                 if (c["path"], c["batch_size"], c["concurrency"]) == (fig.path, fig.batch_size, fig.concurrency)), None)
+    sel = obs.get("selection")
+    if sel is not None and cell is not None and abs(sel["value_ms"] - cell[key]) < 1e-12:
+        return sel
+    if cell is None:
+        raise ValueError(f"the observed profile has no cell for the manifest's selection figure ({fig.path}, "
+                         f"batch {fig.batch_size}, concurrency {fig.concurrency})")
+    return {"value_ms": cell[key], "ci95_ms": cell["ci95"][key], "spread_ms": None}
 
 
 def verdict_lines(report: dict) -> list[str]:

@@ -102,3 +102,23 @@ def test_bad_input_is_one_line_and_exit_2(zoo_copy, tmp_path):
     for args, text in cases:
         r = validate(*args)
         assert r.returncode == 2 and text in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
+
+
+def test_update_can_choose_another_selection_figure(zoo_copy, tmp_path):
+    """End-to-end p95 instead of direct p99: the manifest's figures and front follow the documented setting."""
+    r = validate("--zoo", zoo_copy, "--out", tmp_path / "v", "--update", "--selection-path", "router",
+                 "--selection-percentile", "95")
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = load_manifest(zoo_copy)
+    assert (after.profile.selection.path, after.profile.selection.percentile) == ("router", 95)
+    for m in after.models:
+        routed, direct = m.latency.cell("router", 1, 1), m.latency.cell("direct", 1, 1)
+        assert m.selection_latency_ms == routed.p95_ms == m.latency.selection.value_ms
+        assert len(m.latency.selection.round_values_ms) > 1  # the new figure is the one measured in rounds
+        assert routed.p50_ms > direct.p50_ms
+    from zoo.pareto import pareto_front
+
+    assert {m.name for m in after.models if m.pareto} == pareto_front(
+        {m.name: (m.accuracy, m.latency.cell("router", 1, 1).p95_ms) for m in after.models})
+    bad = validate("--zoo", zoo_copy, "--selection-concurrency", "3", "--update")
+    assert bad.returncode == 2 and "must be one of the profiled cells" in bad.stderr
