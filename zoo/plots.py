@@ -14,6 +14,14 @@ def _plt():
     return plt
 
 
+def _plain_ticks(axis) -> None:
+    """Log axes labelled 1, 2, 4 ... rather than 2^1 or 2x10^0."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def accuracy_latency(report: dict, path: Path) -> Path:
     """Accuracy vs selection latency, manifest and observed with 95% error bars, each front as a line."""
     plt = _plt()
@@ -31,6 +39,7 @@ def accuracy_latency(report: dict, path: Path) -> Path:
         ax.annotate(r["model"], (r["observed_ms"], r["accuracy"]), fontsize=7, xytext=(4, -10),
                     textcoords="offset points")
     ax.set_xscale("log")
+    _plain_ticks(ax.xaxis)
     ax.set_xlabel(f"selection latency, ms ({report['selection']}), log scale")
     ax.set_ylabel("accuracy (test split)")
     ax.set_title("accuracy vs latency: manifest and this host (95% CI)")
@@ -58,6 +67,8 @@ def latency_vs_concurrency(observed: dict[str, dict], path: Path, batch_size: in
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=model)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _plain_ticks(ax.xaxis)
+        _plain_ticks(ax.yaxis)
         ax.set_xlabel("concurrency (closed-loop clients)")
         ax.set_ylabel(f"p99 latency, ms (batch {batch_size})")
         ax.set_title(f"{p}")
