@@ -27,26 +27,38 @@ class LoopResult:
 
 
 def run_closed_loop(make_sut, inputs: list[np.ndarray], concurrency: int, requests_per_thread: int,
-                    requirements: dict | None = None, duration_s: float | None = None) -> LoopResult:
+                    requirements: dict | None = None, duration_s: float | None = None,
+                    warmup_per_thread: int = 0, after_warmup=None) -> LoopResult:
     """``make_sut()`` is called once per thread; ``inputs`` are cycled through.
 
     Each thread sends at least ``requests_per_thread`` requests; with ``duration_s`` it keeps sending until that
-    much time has passed as well (so a slow system gets a bounded time, a fast one a bounded count)."""
+    much time has passed as well (so a slow system gets a bounded time, a fast one a bounded count).
+    ``warmup_per_thread`` requests go first on the same clients (connections open, caches warm) and are not
+    recorded; ``after_warmup()`` runs once they are all done, just before the measured requests start."""
     requirements = requirements or {}
     suts = [make_sut() for _ in range(concurrency)]
     lat = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     first_error: list[str] = []
     barrier = threading.Barrier(concurrency + 1)
+    go, aborted = threading.Event(), threading.Event()
     start = [0.0]
 
     def more(k: int) -> bool:
+        if aborted.is_set():
+            return False
         if k < requests_per_thread:
             return True
         return duration_s is not None and time.perf_counter() - start[0] < duration_s
 
     def worker(i: int) -> None:
+        for k in range(warmup_per_thread):
+            try:
+                suts[i].infer(inputs[(i + k) % len(inputs)], **requirements)
+            except Exception:  # a failing system shows in the measured requests, which count their errors
+                pass
         barrier.wait()
+        go.wait()
         k = 0
         while more(k):
             x = inputs[(i * 7919 + k) % len(inputs)]
@@ -64,10 +76,18 @@ def run_closed_loop(make_sut, inputs: list[np.ndarray], concurrency: int, reques
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
-    start[0] = time.perf_counter()
-    barrier.wait()
-    for t in threads:
-        t.join()
+    barrier.wait()  # released once every thread has warmed up ...
+    try:
+        if after_warmup is not None:
+            after_warmup()
+    except BaseException:
+        aborted.set()  # the threads send nothing more and end; the caller sees the error
+        raise
+    finally:
+        start[0] = time.perf_counter()
+        go.set()  # ... and the measured requests start together
+        for t in threads:
+            t.join()
     elapsed = time.perf_counter() - start[0]
     for s in suts:
         s.close()

@@ -110,14 +110,16 @@ class Profiler:
 
     def _loop(self, path, model, batch, conc, per_thread, duration_s=None):
         make = lambda: self.make_sut(path, model)
-        run_closed_loop(make, self.inputs[batch], conc, max(1, self.s.warmup_requests // conc))
-        before = self._triton_stats(model) if path == "direct" and conc == 1 else None
-        r = run_closed_loop(make, self.inputs[batch], conc, per_thread, duration_s=duration_s)
-        after = self._triton_stats(model) if before is not None else None
+        stats = path == "direct" and conc == 1
+        before = {}
+        take_before = (lambda: before.update(self._triton_stats(model) or {})) if stats else None
+        r = run_closed_loop(make, self.inputs[batch], conc, per_thread, duration_s=duration_s,
+                            warmup_per_thread=max(1, self.s.warmup_requests // conc), after_warmup=take_before)
+        after = self._triton_stats(model) if before else None
         if r.errors:
             raise PsmlError(f"profiling {model} ({path}, batch {batch}, concurrency {conc}): {r.errors} requests "
                             f"failed, first: {r.first_error}")
-        delta = None if after is None else {k: after[k] - before[k] for k in after}
+        delta = None if not after else {k: after[k] - before[k] for k in after}
         return r, delta
 
     def _cell(self, path, batch, conc, lat_ms, elapsed_s, errors=0) -> dict:
