@@ -62,7 +62,7 @@ PROFILES = {
         name="test", dataset="mnist1d", n_samples=4000,
         epochs={"mlp_small": 30, "cnn_wide": 2, "vgg_large": 5},
         profiling=ProfileSettings(batch_sizes=(1, 8), concurrency=(1, 4), selection_rounds=3,
-                                  selection_requests_per_round=40, cell_duration_s=0.1, cell_min_requests=10,
+                                  selection_requests_per_round=100, cell_duration_s=0.1, cell_min_requests=10,
                                   warmup_requests=4, bootstrap_resamples=300),
     ),
 }

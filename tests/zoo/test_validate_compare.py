@@ -26,9 +26,18 @@ def test_same_profile_is_valid(manifest):
 
 
 def test_drift_beyond_tolerance_and_noise_is_invalid(manifest):
-    r = compare(manifest, _observed(manifest, 2.0), tolerance=0.25)
+    r = compare(manifest, _observed(manifest, 4.0), tolerance=0.25)
     assert not r["valid"] and not any(m["valid"] for m in r["models"])
     assert all(line.startswith("INVALID") for line in verdict_lines(r)[:-1])
+
+
+def test_the_band_is_the_manifest_interval_widened_by_the_tolerance(manifest):
+    m = manifest.models[0]
+    hi = max(m.latency.selection.ci95_ms[1], m.selection_latency_ms) * 1.25
+    just_above = hi * 1.02 / 0.95 / m.selection_latency_ms  # observed interval starts 2% above the band
+    just_inside = hi * 0.98 / 0.95 / m.selection_latency_ms
+    assert not compare(manifest, _observed(manifest, {m.name: just_above}))["models"][0]["valid"]
+    assert compare(manifest, _observed(manifest, {m.name: just_inside}))["models"][0]["valid"]
 
 
 def test_drift_within_the_interval_is_not_a_verdict(manifest):
