@@ -128,10 +128,9 @@ class Profiler:
                 **latency_summary(lat_ms, self.s.bootstrap_resamples, self.s.seed),
                 "throughput_samples_per_s": batch * len(lat_ms) / elapsed_s if elapsed_s > 0 else 0.0}
 
-    def run(self, paths: tuple[str, ...], concurrency: tuple[int, ...] | None = None) -> dict[str, dict]:
+    def run(self, paths: tuple[str, ...]) -> dict[str, dict]:
         """Model -> {"cells": [...], "triton": [...], "selection": {...} (when its path is measured)}."""
         s, sel = self.s, self.s.selection
-        concurrency = concurrency or s.concurrency
         out = {m: {"cells": [], "triton": {}} for m in self.models}
         triton_sum = {m: {} for m in self.models}
         if sel.path in paths:
@@ -161,7 +160,7 @@ class Profiler:
                                        "spread_ms": float(round_spread / np.sqrt(len(per_round)))}
         for path in paths:
             for batch in s.batch_sizes:
-                for conc in concurrency:
+                for conc in s.concurrency:
                     if (path, batch, conc) == (sel.path, sel.batch_size, sel.concurrency):
                         continue
                     self.log(f"  {path:<6} batch {batch:>3} concurrency {conc:>3}")
