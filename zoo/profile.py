@@ -188,8 +188,11 @@ def _per_request(batch: int, d: dict) -> dict:
 def figure_from_cell(result: dict, fig: SelectionFigure) -> dict:
     """A selection figure read off one measured cell (no rounds, so no run-to-run spread is known)."""
     key = f"p{fig.percentile}_ms"
-    cell = next(c for c in result["cells"]
-                if (c["path"], c["batch_size"], c["concurrency"]) == (fig.path, fig.batch_size, fig.concurrency))
+    cell = next((c for c in result["cells"]
+                 if (c["path"], c["batch_size"], c["concurrency"]) == (fig.path, fig.batch_size, fig.concurrency)), None)
+    if cell is None:
+        raise ConfigError(f"no measured cell for the selection figure (p{fig.percentile} at batch {fig.batch_size}, "
+                          f"concurrency {fig.concurrency}, {fig.path})")
     return {"value_ms": cell[key], "ci95_ms": cell["ci95"][key], "round_values_ms": [cell[key]],
             "round_spread_ms": 0.0, "spread_ms": 0.0}
 

@@ -12,6 +12,7 @@ Drift is a verdict, never an error. Pure comparison here; measuring and plotting
 from __future__ import annotations
 
 from .pareto import pareto_front
+from .profile import figure_from_cell
 
 DEFAULT_TOLERANCE = 0.25
 
@@ -53,17 +54,10 @@ def compare(manifest, observed: dict[str, dict], tolerance: float = DEFAULT_TOLE
 
 def _observed_figure(obs: dict, fig) -> dict:
     """The observed value of the manifest's selection figure: its own rounds when the same figure was measured
-    in rounds, otherwise the cell (path, batch, concurrency) it names (e.g. after --update chose a new figure)."""
-    key = f"p{fig.percentile}_ms"
-    cell = next((c for c in obs["cells"]
-                 if (c["path"], c["batch_size"], c["concurrency"]) == (fig.path, fig.batch_size, fig.concurrency)), None)
+    in rounds, otherwise the cell it names (e.g. after --update chose a new figure)."""
+    cell = figure_from_cell(obs, fig)
     sel = obs.get("selection")
-    if sel is not None and cell is not None and abs(sel["value_ms"] - cell[key]) < 1e-12:
-        return sel
-    if cell is None:
-        raise ValueError(f"the observed profile has no cell for the manifest's selection figure ({fig.path}, "
-                         f"batch {fig.batch_size}, concurrency {fig.concurrency})")
-    return {"value_ms": cell[key], "ci95_ms": cell["ci95"][key], "spread_ms": None}
+    return sel if sel is not None and abs(sel["value_ms"] - cell["value_ms"]) < 1e-12 else cell
 
 
 def verdict_lines(report: dict) -> list[str]:
