@@ -8,10 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from router.goodput import goodput_by_client
-
 from psml.stats import latency_summary
-from router.goodput import latency_met
+from router.goodput import goodput_by_client, latency_met
 
 from .config import INTERRUPTED_FILE, LATENCY_FILE_GLOB
 

@@ -21,14 +21,19 @@ def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join([line([h for _, h in columns]), line(["-" * w for w in widths])] + [line(c) for c in cells])
 
 
+def _grid_edges(manifest) -> tuple[int, int]:
+    """The highest profiled concurrency and the largest profiled batch size (every model has the same grid)."""
+    cells = manifest.models[0].latency.cells
+    return max(c.concurrency for c in cells), max(c.batch_size for c in cells)
+
+
 def zoo_rows(manifest) -> list[dict]:
     sel = manifest.profile.selection
-    top_c = max(c.concurrency for c in manifest.models[0].latency.cells)
-    big_b = max(c.batch_size for c in manifest.models[0].latency.cells)
+    top_c, big_b = _grid_edges(manifest)
     rows = []
     for m in sorted(manifest.models, key=lambda m: m.selection_latency_ms):
         lat, s = m.latency, m.latency.selection
-        cell = lambda path, b, c, key: (getattr(lat.cell(path, b, c), key) if lat.cell(path, b, c) else "-")
+        cell = lambda path, b, c, key: getattr(lat.cell(path, b, c), key, "-")  # "-": a cell not profiled
         t1 = lat.triton[0] if lat.triton else None
         rows.append(dict(name=m.name, params=m.parameters, accuracy=m.accuracy, sel=m.selection_latency_ms,
                          ci=f"[{s.ci95_ms[0]:.3f}, {s.ci95_ms[1]:.3f}]", spread=s.spread_ms,
@@ -40,8 +45,7 @@ def zoo_rows(manifest) -> list[dict]:
 
 def zoo_columns(manifest) -> list[tuple[str, str]]:
     sel = manifest.profile.selection
-    top_c = max(c.concurrency for c in manifest.models[0].latency.cells)
-    big_b = max(c.batch_size for c in manifest.models[0].latency.cells)
+    top_c, big_b = _grid_edges(manifest)
     return [("name", "model"), ("params", "params"), ("accuracy", "accuracy"),
             ("sel", f"selection ms (p{sel.percentile} b{sel.batch_size} c{sel.concurrency} {sel.path})"),
             ("ci", "95% CI"), ("spread", "run spread ms"), ("d50", "direct p50 b1"), ("r99", "router p99 b1"),

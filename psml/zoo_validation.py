@@ -55,10 +55,9 @@ def run_validation(zoo_dir: Path, concurrency: tuple[int, ...] = (), duration_s:
     if duration_s is not None:
         s = replace(s, cell_duration_s=duration_s)
     if triton_url and not router_url and "router" in s.paths:
-        log("no --router-url: the end-to-end path is skipped" + (" (the selection figure needs it)"
-                                                                  if s.selection.path == "router" else ""))
         if s.selection.path == "router":
             raise ConfigError("this zoo selects with the router path: give --router-url (a profiling router)")
+        log("no --router-url: the end-to-end path is skipped")
         s = replace(s, paths=("direct",))
     data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
     started = time.perf_counter()
