@@ -66,17 +66,19 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     transcripts = sorted(Path(settings.out_dir).glob("attacker-*.npz"))
     attackers = attacker_success(transcripts, data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
     interrupted = interrupted_requests(out_dir)
-    return {"victim": victim.name, "locust": stats, "latency": exact_latencies(out_dir),
+    latency = exact_latencies(out_dir)
+    return {"victim": victim.name, "locust": stats, "latency": latency,
             "per_model": per_model_under_load(records, manifest), "audit": audit, "attackers": attackers,
-            "interrupted_at_stop": interrupted, "count_check": count_check(stats, interrupted, audit["records"])}
+            "interrupted_at_stop": interrupted, "count_check": count_check(latency, interrupted, audit["records"])}
 
 
-def count_check(stats: dict, interrupted: dict, audit_records: int) -> dict:
-    """Locust's /v1/infer count (plus requests it cut off at stop) against the router's audit log.
+def count_check(latency: dict, interrupted: dict, audit_records: int) -> dict:
+    """Requests Locust reported (every request event, from the exact-latency files) plus those it cut off at
+    stop, against the router's audit log; ``unaccounted`` != 0 means a request was lost or double-counted.
 
-    ``unaccounted`` > 0: requests the router answered that never reached Locust's statistics; seen in about
-    one run in five as a single request of a user stopped at the very end of the run."""
-    locust = sum(v["requests"] for k, v in stats.items() if k.endswith("/v1/infer"))
+    Counted from the exact-latency files, not Locust's ``_stats.csv``: Locust rewrites that CSV once a second
+    and does not write it again after its users stop, so it can miss the last second's requests."""
+    locust = sum(v["requests"] for k, v in latency.items() if k.endswith("/v1/infer"))
     cut = sum(v for k, v in interrupted.items() if k.endswith("/v1/infer"))
     return {"locust": locust, "interrupted": cut, "audit_records": audit_records,
             "unaccounted": audit_records - locust - cut, "match": audit_records == locust + cut}

@@ -22,25 +22,26 @@ def test_headless_run_reports_and_matches_the_audit_log(zoo_dir, tmp_path):
         assert (out / f).is_file()
     summary = json.loads((out / "summary.json").read_text())
     audit = list(read_audit_log(out / "router.audit.jsonl"))
-    locust, cut, check = summary["locust"], summary["interrupted_at_stop"], summary["count_check"]
+    reported, cut, check = summary["latency"], summary["interrupted_at_stop"], summary["count_check"]
     assert check["audit_records"] == len(audit) == summary["audit"]["records"]
-    # Every request is in Locust's statistics, among those Locust cut off at stop, or (rarely, one request of
-    # a user stopped at the very end) answered by the router after Locust stopped counting: see count_check.
-    assert 0 <= check["unaccounted"] <= 1 and check["match"] == (check["unaccounted"] == 0)
+    # Every request the router audited is one Locust reported or one it cut off at stop, per client: catches a
+    # count read from Locust's once-a-second CSV (it misses the last second) or a lost/duplicated request.
+    assert check["unaccounted"] == 0 and check["match"]
     for client in ("benign", "attacker"):
         name = f"{client} /v1/infer"
         audited = sum(a["client"] == client for a in audit)
-        assert 0 <= audited - locust[name]["requests"] - cut.get(name, 0) <= 1
+        assert audited == reported[name]["requests"] + cut.get(name, 0)
         non_200 = sum(a["client"] == client and a["status"] != 200 for a in audit)
-        assert locust[name]["failures"] <= non_200 <= locust[name]["failures"] + cut.get(name, 0) + 1
+        assert reported[name]["failures"] <= non_200 <= reported[name]["failures"] + cut.get(name, 0)
     assert sum(cut.values()) <= 4  # at most one per user, only at the very end
     assert summary["attackers"][0]["answers"] > 0 and 0 <= summary["attackers"][0]["fidelity"] <= 1
     assert summary["audit"]["goodput"]["benign"]["requests"] > 0
     assert summary["seed"] == 0 and "locust" in summary["software"]
-    # exact per-request times: one per request Locust counted, percentiles not rounded to whole milliseconds
-    # (Locust's CSV buckets would give integers), and intervals around them
+    # exact per-request times: one per request Locust reported (its once-a-second CSV may only lag behind),
+    # percentiles not rounded to whole milliseconds (Locust's CSV buckets would give integers), intervals around them
     for name, exact in summary["latency"].items():
-        assert exact["requests"] == locust[name]["requests"] and exact["failures"] == locust[name]["failures"]
+        assert exact["requests"] >= summary["locust"][name]["requests"]
+        assert exact["failures"] >= summary["locust"][name]["failures"]
         assert exact["ci95"]["p99_ms"][0] <= exact["p99_ms"] <= exact["ci95"]["p99_ms"][1]
     benign = summary["latency"]["benign /v1/infer"]
     assert any(abs(benign[k] - round(benign[k])) > 1e-6 for k in ("p50_ms", "p95_ms", "p99_ms"))
@@ -59,7 +60,7 @@ def test_distributed_run_with_local_workers_matches_the_audit_log(zoo_dir, tmp_p
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     audit = list(read_audit_log(tmp_path / "router.audit.jsonl"))
-    assert summary["count_check"]["audit_records"] == len(audit) > 0 and 0 <= summary["count_check"]["unaccounted"] <= 1
+    assert summary["count_check"]["audit_records"] == len(audit) > 0 and summary["count_check"]["unaccounted"] == 0
     assert summary["processes"] == 2
     # both workers' exact times arrive: as many as Locust counted in all
     assert summary["latency"]["benign /v1/infer"]["requests"] == summary["locust"]["benign /v1/infer"]["requests"]
@@ -95,7 +96,7 @@ def test_load_settings_roundtrip_and_validation():
 def test_count_check_accounts_for_requests_cut_off_at_stop():
     from psml.cli_loadtest import count_check
 
-    stats = {"benign /v1/infer": {"requests": 10}, "benign /v1/zoo": {"requests": 2}, "Aggregated": {"requests": 12}}
-    assert count_check(stats, {"benign /v1/infer": 1}, 11) == {
+    reported = {"benign /v1/infer": {"requests": 10}, "benign /v1/zoo": {"requests": 2}}
+    assert count_check(reported, {"benign /v1/infer": 1}, 11) == {
         "locust": 10, "interrupted": 1, "audit_records": 11, "unaccounted": 0, "match": True}
-    assert count_check(stats, {}, 11)["unaccounted"] == 1 and not count_check(stats, {}, 11)["match"]
+    assert count_check(reported, {}, 11)["unaccounted"] == 1 and not count_check(reported, {}, 11)["match"]
