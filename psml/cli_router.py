@@ -23,7 +23,7 @@ def start(a) -> None:
         raise PsmlError(f"the router is already running (pid {old['pid']}, {old['url']}); psml router stop first")
     s = load_settings(a.settings)  # validate here, so a bad file fails with its reason before any process starts
     r = RouterProcess(Path(a.settings), a.port if a.port is not None else s.port, host=s.host,
-                      log_path=Path(a.state_dir) / "router.log", triton_grpc_url=a.triton_grpc_url).start()
+                      log_path=Path(a.state_dir) / "router.log", triton_http_url=a.triton_http_url, triton_grpc_url=a.triton_grpc_url).start()
     state_path.write_text(json.dumps({"pid": r.process.pid, "url": r.url, "settings": a.settings}))
     print(f"router ready: pid {r.process.pid}, {r.url} (audit log {s.audit_log})")
 

@@ -17,11 +17,12 @@ from .triton_server import stop_process_group
 
 class RouterProcess:
     def __init__(self, settings_path: Path, port: int = 0, host: str = "127.0.0.1", log_path: Path | None = None,
-                 triton_grpc_url: str | None = None, audit_log: Path | None = None, startup_timeout_s: float = 60.0):
+                 triton_http_url: str | None = None, triton_grpc_url: str | None = None, audit_log: Path | None = None,
+                 startup_timeout_s: float = 60.0):
         self.settings_path = Path(settings_path)
         self.host, self.port = host, port or free_port(host)
         self.log_path = Path(log_path) if log_path else self.settings_path.with_suffix(".log")
-        self.triton_grpc_url, self.audit_log = triton_grpc_url, audit_log
+        self.triton_http_url, self.triton_grpc_url, self.audit_log = triton_http_url, triton_grpc_url, audit_log
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
 
@@ -37,6 +38,8 @@ class RouterProcess:
     def start(self) -> "RouterProcess":
         check_free(self.host, self.port, "router")
         cmd = [sys.executable, "-m", "router.server", "--settings", str(self.settings_path), "--port", str(self.port)]
+        if self.triton_http_url:
+            cmd += ["--triton-http-url", self.triton_http_url]
         if self.triton_grpc_url:
             cmd += ["--triton-grpc-url", self.triton_grpc_url]
         if self.audit_log:

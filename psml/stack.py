@@ -15,8 +15,10 @@ from .triton_server import TritonServer
 DEMO_KEYS = {"demo-benign-key": "benign", "demo-attacker-key": "attacker"}
 
 
-def write_router_settings(run_dir: Path, zoo_dir: Path, grpc_url: str, name: str = "router", **overrides) -> Path:
-    settings = {"zoo": str(zoo_dir), "triton_grpc_url": grpc_url, "api_keys": DEMO_KEYS,
+def write_router_settings(run_dir: Path, zoo_dir: Path, triton, name: str = "router", **overrides) -> Path:
+    """``triton``: the TritonEndpoints the router forwards to (HTTP by default, gRPC with triton_protocol)."""
+    settings = {"zoo": str(zoo_dir), "triton_http_url": triton.http_url, "triton_grpc_url": triton.grpc_url,
+                "api_keys": DEMO_KEYS,
                 "audit_log": str(run_dir / f"{name}.audit.jsonl"), "port": 0} | overrides
     path = run_dir / f"{name}.settings.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,7 +36,7 @@ def triton_for(zoo_dir: Path, run_dir: Path):
 def router_for(zoo_dir: Path, run_dir: Path, triton: TritonServer, name: str = "router", **overrides):
     """A router process with its own settings file and audit log (``<run_dir>/<name>.audit.jsonl``)."""
     run_dir = Path(run_dir)
-    path = write_router_settings(run_dir, Path(zoo_dir), triton.endpoints.grpc_url, name, **overrides)
+    path = write_router_settings(run_dir, Path(zoo_dir), triton.endpoints, name, **overrides)
     (run_dir / f"{name}.audit.jsonl").unlink(missing_ok=True)  # a rerun in the same folder starts a fresh log
     with RouterProcess(path, log_path=run_dir / f"{name}.log") as router:
         yield router

@@ -1,7 +1,8 @@
 """The router's server-side audit log: ground truth for goodput and for scoring attacks.
 
 JSON Lines, one record per request, appended with a single ``os.write`` on an ``O_APPEND`` descriptor before
-the response leaves the router: once a client has its answer the record is in the kernel, so a crash of the
+the response leaves the router. Every worker of a router appends to the same file: Linux serialises writes to
+one regular file, so each record's line stays whole whatever the number of workers: once a client has its answer the record is in the kernel, so a crash of the
 router loses no committed record (``fsync=True`` also survives power loss, at ~ms per request).
 """
 
@@ -17,9 +18,10 @@ from typing import Iterator
 FIELDS = (
     "ts", "request_id", "client", "status", "outcome", "batch_size",
     "req_min_accuracy", "req_max_latency_ms", "eff_min_accuracy", "eff_max_latency_ms",
-    "model", "model_accuracy", "model_latency_ms", "router_ms", "triton_ms", "detail",
+    "model", "model_accuracy", "model_latency_ms", "router_ms", "triton_ms", "detail", "worker",
 )
-# outcome: served | no_model (422) | unavailable (503/504) | invalid (4xx) | unauthorized (401)
+# outcome: served | no_model (422) | unavailable (503/504 from the backend) | shed (503/429 by admission control)
+# | invalid (4xx) | unauthorized (401/403). worker: the router worker's index (0 with one worker).
 
 
 class AuditLog:

@@ -1,7 +1,10 @@
 """The inference backends the router forwards to. All satisfy one tiny interface: ``infer(model, x) -> probs``.
 
-- ``TritonGrpcBackend``: the real one, tritonclient's asyncio gRPC client (one pooled HTTP/2 channel, binary
-  tensors, a per-request deadline, fast reconnects so the router recovers by itself when Triton comes back);
+- ``TritonHttpBackend`` (router/triton_http.py, the default): Triton's HTTP endpoint with binary tensors on
+  keep-alive connections, a fifth of the CPU per call of the gRPC client;
+- ``TritonGrpcBackend``: tritonclient's asyncio gRPC client (one pooled HTTP/2 channel, binary tensors, a
+  per-request deadline, fast reconnects so the router recovers by itself when Triton comes back), for
+  deployments that only expose Triton's gRPC port (``triton_protocol: "grpc"``);
 - ``NullBackend``: answers uniform probabilities at once; measures the router's own overhead and serves the
   router's unit tests (never the only test of a path users run against Triton).
 """
@@ -11,8 +14,6 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-
-from zoo.export import INPUT_NAME, OUTPUT_NAME
 
 from .errors import BackendTimeout, BackendUnavailable
 
@@ -35,27 +36,28 @@ class TritonGrpcBackend:
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ]
 
-    def __init__(self, url: str, timeout_ms: float):
+    def __init__(self, url: str, timeout_ms: float, tensor_names: dict[str, tuple[str, str]]):
         import tritonclient.grpc.aio as grpcclient
 
         self._mod = grpcclient
         self.client = grpcclient.InferenceServerClient(url, channel_args=self.CHANNEL_ARGS)
         self.timeout_s = timeout_ms / 1e3
-        self._outputs = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
+        self._names = tensor_names
+        self._outputs = {m: [grpcclient.InferRequestedOutput(out)] for m, (_, out) in tensor_names.items()}
 
     async def infer(self, model: str, x: np.ndarray) -> np.ndarray:
         from tritonclient.utils import InferenceServerException
 
-        inp = self._mod.InferInput(INPUT_NAME, list(x.shape), "FP32")
+        inp = self._mod.InferInput(self._names[model][0], list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         try:
-            result = await self.client.infer(model, [inp], outputs=self._outputs, client_timeout=self.timeout_s)
+            result = await self.client.infer(model, [inp], outputs=self._outputs[model], client_timeout=self.timeout_s)
         except InferenceServerException as e:
             status = str(e.status() or "")
             if "DEADLINE_EXCEEDED" in status or "Deadline" in str(e):
                 raise BackendTimeout(f"Triton did not answer within {self.timeout_s * 1e3:.0f} ms") from e
             raise BackendUnavailable(f"Triton: {e.message() or status}") from e
-        return result.as_numpy(OUTPUT_NAME)
+        return result.as_numpy(self._names[model][1])
 
     async def ready(self) -> bool:
         try:
@@ -79,3 +81,14 @@ class NullBackend:
 
     async def close(self) -> None:
         return None
+
+
+def make_backend(settings, zoo) -> InferenceBackend:
+    """The backend a router's settings name (``backend`` and ``triton_protocol``)."""
+    if settings.backend == "null":
+        return NullBackend(zoo.n_classes)
+    if settings.triton_protocol == "grpc":
+        return TritonGrpcBackend(settings.triton_grpc_url, settings.request_timeout_ms, zoo.tensor_names)
+    from .triton_http import TritonHttpBackend
+
+    return TritonHttpBackend(settings.triton_http_url, settings.request_timeout_ms, zoo.tensor_names)

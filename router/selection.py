@@ -27,14 +27,16 @@ class Selection:
 
 
 class Selector:
-    def __init__(self, zoo: ZooView, policy, defenses: list, on_no_model: str = "reject", seed: int = 0):
+    def __init__(self, zoo: ZooView, policy, defenses: list, on_no_model: str = "reject",
+                 seed: int | np.random.SeedSequence = 0):
         if on_no_model not in NO_MODEL_BEHAVIOURS:
             raise ConfigError(f"on_no_model must be one of {', '.join(NO_MODEL_BEHAVIOURS)}, got {on_no_model!r}")
         chosen = [d for d in defenses if is_selection_defense(d)]
         if len(chosen) > 1:
             raise ConfigError(f"at most one selection defense may be configured, got {[d.name for d in chosen]}")
         self.zoo, self.policy, self.on_no_model = zoo, policy, on_no_model
-        streams = np.random.SeedSequence(seed).spawn(1 + len(defenses))
+        root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        streams = root.spawn(1 + len(defenses))
         self.policy_rng = np.random.default_rng(streams[0])
         rngs = [np.random.default_rng(s) for s in streams[1:]]
         self.requirement_defenses = [(d, r) for d, r in zip(defenses, rngs) if not is_selection_defense(d)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from .requirements import ZooModel
@@ -13,11 +13,13 @@ class ZooView:
     models: tuple[ZooModel, ...]
     input_dim: int
     n_classes: int
+    tensor_names: dict[str, tuple[str, str]] = field(default_factory=dict)  # model -> (input, output) tensor
 
     @classmethod
     def from_manifest(cls, manifest) -> "ZooView":
         models = tuple(ZooModel(m.name, m.accuracy, m.selection_latency_ms, m.pareto) for m in manifest.models)
-        return cls(models, manifest.models[0].input.shape[1], manifest.models[0].output.shape[1])
+        names = {m.name: (m.input.name, m.output.name) for m in manifest.models}
+        return cls(models, manifest.models[0].input.shape[1], manifest.models[0].output.shape[1], names)
 
     @cached_property
     def pareto(self) -> tuple[ZooModel, ...]:

@@ -45,9 +45,10 @@ def start_router(tmp_path, zoo_dir, triton):
     """start_router(**settings) -> RouterProcess running on a free loopback port; all stopped at teardown."""
     started: list[RouterProcess] = []
 
-    def start(name: str = "router", grpc_url: str | None = None, **overrides) -> RouterProcess:
+    def start(name: str = "router", endpoints=None, **overrides) -> RouterProcess:
+        """``endpoints``: another Triton's TritonEndpoints (default: the session's Triton)."""
         d = tmp_path / name
-        settings = write_router_settings(d, zoo_dir, grpc_url or triton.endpoints.grpc_url, "router",
+        settings = write_router_settings(d, zoo_dir, endpoints or triton.endpoints, "router",
                                          **({"api_keys": API_KEYS} | overrides))
         r = RouterProcess(settings, log_path=d / "router.log").start()
         started.append(r)

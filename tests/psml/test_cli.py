@@ -19,7 +19,7 @@ def run(*args, timeout=300):
 
 def test_router_start_status_goodput_stop(zoo_dir, triton, data, tmp_path):
     settings = tmp_path / "router.json"
-    settings.write_text(json.dumps({"zoo": str(zoo_dir), "triton_grpc_url": triton.endpoints.grpc_url,
+    settings.write_text(json.dumps({"zoo": str(zoo_dir), "triton_http_url": triton.endpoints.http_url,
                                     "api_keys": API_KEYS, "audit_log": str(tmp_path / "audit.jsonl"),
                                     "port": free_port()}))
     state = ["--state-dir", str(tmp_path)]

@@ -142,7 +142,7 @@ def test_triton_down_gives_503_then_the_router_recovers(start_router, zoo_dir, d
 
     ports = [free_port() for _ in range(3)]
     server = TritonServer(zoo_dir / "embedded", *ports).start()
-    router = start_router("recover", grpc_url=server.endpoints.grpc_url, request_timeout_ms=2000)
+    router = start_router("recover", endpoints=server.endpoints, request_timeout_ms=2000)
     x = data.x["test"][:2]
     try:
         assert infer(router, x).status_code == 200
