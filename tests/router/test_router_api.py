@@ -15,9 +15,10 @@ from tests.conftest import infer
 from zoo.export import open_session, run_onnx
 
 
-@pytest.fixture
-def router(start_router):
-    return start_router()
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def router(start_router, request):
+    """The API behaves the same with one router process and with two behind one port."""
+    return start_router(workers=request.param)
 
 
 def audit(router):
@@ -76,8 +77,9 @@ BAD = [
 ]
 
 
-def test_every_bad_input_gets_its_4xx_and_an_audit_record(start_router, data):
-    router = start_router(max_batch_size=8, max_body_bytes=4096)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_bad_input_gets_its_4xx_and_an_audit_record(start_router, data, workers):
+    router = start_router(max_batch_size=8, max_body_bytes=4096, workers=workers)
     url, key = f"{router.url}/v1/infer", {"x-api-key": "k-benign"}
     for name, raw, body, status, text in BAD:
         r = requests.post(url, data=raw if raw is not None else json.dumps(body), timeout=10,
@@ -137,12 +139,13 @@ def test_noise_defense_changes_selection_reproducibly(start_router, manifest, da
     assert len({m for m, _ in runs[0]}) >= 2  # the noise moved some queries off the target
 
 
-def test_triton_down_gives_503_then_the_router_recovers(start_router, zoo_dir, data):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_triton_down_gives_503_then_the_router_recovers(start_router, zoo_dir, data, workers):
     from psml.ports import free_port
 
     ports = [free_port() for _ in range(3)]
     server = TritonServer(zoo_dir / "embedded", *ports).start()
-    router = start_router("recover", endpoints=server.endpoints, request_timeout_ms=2000)
+    router = start_router("recover", endpoints=server.endpoints, request_timeout_ms=2000, workers=workers)
     x = data.x["test"][:2]
     try:
         assert infer(router, x).status_code == 200
@@ -204,3 +207,83 @@ def test_model_pinning_is_refused_unless_the_router_is_a_profiling_one(start_rou
     assert [a["model"] for a in audit(profiling)] == [slowest.name] * 5
     r = requests.post(url(profiling), json={"inputs": x.tolist()}, headers=pin | {"x-psml-model": "nope"}, timeout=10)
     assert r.status_code == 422 and "'nope' is not a model" in r.json()["detail"]
+
+
+def _binary(router, x, dtype="float32", key="k-benign", **headers):
+    body = np.ascontiguousarray(x, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    h = {"x-api-key": key, "content-type": "application/octet-stream", "x-psml-shape": f"{len(x)},{x.shape[1]}",
+         "x-psml-dtype": dtype} | headers
+    return requests.post(f"{router.url}/v1/infer", data=body, headers=h, timeout=30)
+
+
+def test_binary_requests_answer_like_json_and_bad_ones_get_their_4xx(start_router, manifest, data):
+    """Catches a binary path that reads the bytes with the wrong order, dtype or shape (its probabilities would
+    differ from the JSON answer), skips the requirement headers, or lets a mismatched body through."""
+    router = start_router(policy="fastest_feasible", max_batch_size=64)
+    best = max(manifest.pareto_models(), key=lambda m: m.accuracy)
+    x = data.x["test"][:32].astype(np.float32)
+    as_json = infer(router, x, min_accuracy=best.accuracy)
+    for dtype in ("float32", "float64"):
+        as_bytes = _binary(router, x, dtype, **{"x-psml-min-accuracy": str(best.accuracy)})
+        assert as_bytes.status_code == 200, as_bytes.text
+        np.testing.assert_allclose(as_bytes.json()["probabilities"], as_json.json()["probabilities"], atol=1e-6)
+    assert {r["model"] for r in audit(router)} == {best.name}  # the header requirement reached selection
+    bad = [
+        ("no shape", {"x-psml-shape": None}, 422, "x-psml-shape"),
+        ("shape not two ints", {"x-psml-shape": "32"}, 422, "x-psml-shape"),
+        ("length mismatch", {"x-psml-shape": f"31,{x.shape[1]}"}, 422, "does not match"),
+        ("wrong width", {"x-psml-shape": f"{32 * x.shape[1] // 8},8"}, 422, "every sample needs"),
+        ("unknown dtype", {"x-psml-dtype": "int8"}, 422, "unknown dtype"),
+        ("accuracy above 1", {"x-psml-min-accuracy": "1.5"}, 422, "x-psml-min-accuracy"),
+        ("latency not a number", {"x-psml-max-latency-ms": "fast"}, 422, "not a number"),
+    ]
+    before = len(audit(router))
+    for name, headers, status, text in bad:
+        h = {k: v for k, v in headers.items() if v is not None}
+        r = _binary(router, x, **h) if None not in headers.values() else requests.post(
+            f"{router.url}/v1/infer", data=x.tobytes(), timeout=10,
+            headers={"x-api-key": "k-benign", "content-type": "application/octet-stream"})
+        assert r.status_code == status and text in r.json()["detail"], (name, r.text)
+    big = np.zeros((65, x.shape[1]), np.float32)
+    r = _binary(router, big)
+    assert r.status_code == 422 and "exceeds the limit of 64" in r.json()["detail"]
+    nan = x.copy()
+    nan[0, 0] = np.nan
+    assert _binary(router, nan).status_code == 422
+    records = audit(router)[before:]
+    assert len(records) == len(bad) + 2 and all(r["outcome"] == "invalid" for r in records)
+    assert _binary(router, x).status_code == 200  # still serving
+
+
+def test_admission_control_sheds_at_once_per_router_and_per_client(start_router, data):
+    """Catches a router without a bound (no 503 however many requests wait) and a per-client bound that is
+    really global (the benign client, one request at a time, would be refused while the attacker floods)."""
+    import concurrent.futures as cf
+
+    x = data.x["test"][:256]
+    flood = start_router("flood", max_in_flight=2, max_batch_size=256)
+
+    def send(_):
+        with requests.Session() as s:
+            return [s.post(f"{flood.url}/v1/infer", json={"inputs": x.tolist()}, headers={"x-api-key": "k-attacker"},
+                           timeout=30) for _ in range(6)]
+
+    with cf.ThreadPoolExecutor(12) as ex:
+        answers = [a for batch in ex.map(send, range(12)) for a in batch]
+    shed = [a for a in answers if a.status_code == 503]
+    assert shed and all(a.json()["error"] == "overloaded" and a.headers["retry-after"] == "1" for a in shed)
+    assert {a.status_code for a in answers} <= {200, 503} and any(a.status_code == 200 for a in answers)
+    records = audit(flood)
+    assert sum(r["outcome"] == "shed" for r in records) == len(shed)
+    assert goodput_by_client(records)["attacker"]["shed_rate"] == len(shed) / len(answers)
+
+    per_client = start_router("per_client", max_in_flight=None, max_in_flight_per_client=1, max_batch_size=256)
+    url = f"{per_client.url}/v1/infer"
+    with cf.ThreadPoolExecutor(9) as ex:
+        attackers = [ex.submit(lambda: [requests.post(url, json={"inputs": x.tolist()}, headers={"x-api-key": "k-attacker"},
+                                                      timeout=30).status_code for _ in range(8)]) for _ in range(8)]
+        benign = [requests.post(url, json={"inputs": x[:1].tolist()}, headers={"x-api-key": "k-benign"},
+                                timeout=30).status_code for _ in range(20)]
+        attacker_codes = [c for f in attackers for c in f.result()]
+    assert set(benign) == {200}
+    assert 429 in attacker_codes and set(attacker_codes) <= {200, 429}
