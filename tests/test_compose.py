@@ -56,7 +56,8 @@ def test_router_settings_match_the_mounts(compose):
     mounts = {_default(v).split(":")[1]: _default(v).split(":")[0] for v in r["volumes"]}
     assert s.zoo in mounts and mounts[s.zoo] == "./model_repository/default"
     assert str(Path(s.audit_log).parent) in mounts
-    assert r["command"][r["command"].index("--triton-grpc-url") + 1] == "triton:8001"
+    assert r["command"][r["command"].index("--triton-http-url") + 1] == "triton:8000"
+    assert r["build"]["target"] == "router"  # the serving-only image
     assert [_default(p) for p in r["ports"]] == ["127.0.0.1:8080:8080"]
 
 

@@ -1,0 +1,42 @@
+"""The published OpenAPI schema says what the live router enforces (schemathesis against a real router)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+# Schema-valid requests may still be refused for reasons no schema can express: no model meets the stated
+# requirements (422 no_model_meets_requirements) or admission control (429/503). Every other refusal of a
+# schema-valid request, and every acceptance of a schema-invalid one, is a failure.
+CONFIG = """
+[checks.positive_data_acceptance]
+expected-statuses = ["200", "422", "429", "503"]
+"""
+
+
+def test_schema_publishes_the_limits_it_enforces(start_router, manifest):
+    """Catches the old schema: inputs of any length and rows of any width, /metrics documented as JSON."""
+    router = start_router(max_batch_size=8)
+    spec = requests.get(f"{router.url}/openapi.json", timeout=10).json()
+    body = spec["paths"]["/v1/infer"]["post"]["requestBody"]["content"]
+    inputs = body["application/json"]["schema"]["properties"]["inputs"]
+    dim = manifest.models[0].input.shape[1]
+    assert (inputs["minItems"], inputs["maxItems"]) == (1, 8)
+    assert (inputs["items"]["minItems"], inputs["items"]["maxItems"]) == (dim, dim)
+    assert "application/octet-stream" in body
+    assert list(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    assert requests.get(f"{router.url}/metrics", timeout=10).headers["content-type"].startswith("text/plain")
+
+
+def test_schemathesis_finds_no_contract_violation(start_router, tmp_path):
+    router = start_router(max_batch_size=8)
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    st = Path(sys.executable).with_name("schemathesis")
+    r = subprocess.run([str(st), "--config-file", str(config), "run", f"{router.url}/openapi.json", "--checks", "all",
+                        "-H", "x-api-key: k-benign", "--max-examples", "25", "--workers", "1", "--seed", "1",
+                        "--phases", "examples,coverage,fuzzing", "--no-color"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "4 selected" in r.stdout  # every operation was tested, not skipped
