@@ -93,14 +93,14 @@ class ReportingRouterClient(RouterClient):
         super().__init__(url, api_key)
         self.events, self.label = events, label
 
-    def request(self, method, path, body=None):
+    def request(self, method, path, body=None, headers=None):
         if _InFlight.stopping:
             raise StopUser()
         t0 = time.perf_counter()
         status, answer, exc = 0, None, None
         _InFlight.count += 1
         try:
-            status, answer = super().request(method, path, body)
+            status, answer = super().request(method, path, body, headers)
             if status != 200:
                 exc = RouterRejected(status, answer or {})
         except Exception as e:  # reported to Locust as a failure; the user carries on

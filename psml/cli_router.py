@@ -94,7 +94,8 @@ def register(sub) -> None:
         if name == "start":
             p.add_argument("--settings", default=DEFAULT_SETTINGS, help="router settings JSON")
             p.add_argument("--port", type=int, help="override the settings' port")
-            p.add_argument("--triton-grpc-url", help="override the settings' Triton gRPC address")
+            p.add_argument("--triton-http-url", help="override the settings' Triton HTTP address (host:port)")
+            p.add_argument("--triton-grpc-url", help="override the settings' Triton gRPC address (triton_protocol grpc)")
     p = g.add_parser("goodput", help="goodput, SLO attainment and reject/drop rates from the audit log")
     p.add_argument("--audit-log", default="runs/audit.jsonl")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -32,7 +32,8 @@ class RouterRejected(PsmlError):
 class RouterClient:
     """The router's public API over one keep-alive HTTP/1.1 connection (one per thread)."""
 
-    def __init__(self, url: str, api_key: str, timeout_s: float = 30.0, pin_model: str | None = None):
+    def __init__(self, url: str, api_key: str, timeout_s: float = 30.0, pin_model: str | None = None,
+                 binary: bool = False):
         host_port = url.split("://", 1)[-1].rstrip("/")
         self.host, port = host_port.rsplit(":", 1)
         self.port, self.api_key, self.timeout_s = int(port), api_key, timeout_s
@@ -40,10 +41,12 @@ class RouterClient:
         self.headers = {"x-api-key": api_key, "content-type": "application/json"}
         if pin_model is not None:  # accepted by profiling routers only (allow_pinned_model)
             self.headers["x-psml-model"] = pin_model
+        self.binary = binary  # send the tensor as application/octet-stream (shape and requirements in headers)
 
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        payload = None if body is None else json.dumps(body).encode()
-        headers = self.headers
+    def request(self, method: str, path: str, body: dict | bytes | None = None,
+                headers: dict | None = None) -> tuple[int, dict]:
+        payload = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        headers = headers or self.headers
         try:
             self.conn.request(method, path, body=payload, headers=headers)
             r = self.conn.getresponse()
@@ -56,12 +59,25 @@ class RouterClient:
             return r.status, json.loads(r.read() or b"null")
 
     def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:
+        if self.binary:
+            return self._infer_binary(np.asarray(x, dtype="<f4"), min_accuracy, max_latency_ms)
         body = {"inputs": np.asarray(x, dtype=np.float32).tolist()}
         if min_accuracy is not None:
             body["min_accuracy"] = float(min_accuracy)
         if max_latency_ms is not None:
             body["max_latency_ms"] = float(max_latency_ms)
         status, answer = self.request("POST", "/v1/infer", body)
+        if status != 200:
+            raise RouterRejected(status, answer or {})
+        return np.asarray(answer["probabilities"], dtype=np.float32)
+
+    def _infer_binary(self, x: np.ndarray, min_accuracy, max_latency_ms) -> np.ndarray:
+        headers = self.headers | {"content-type": "application/octet-stream", "x-psml-shape": f"{x.shape[0]},{x.shape[1]}"}
+        if min_accuracy is not None:
+            headers["x-psml-min-accuracy"] = repr(float(min_accuracy))
+        if max_latency_ms is not None:
+            headers["x-psml-max-latency-ms"] = repr(float(max_latency_ms))
+        status, answer = self.request("POST", "/v1/infer", np.ascontiguousarray(x).tobytes(), headers)
         if status != 200:
             raise RouterRejected(status, answer or {})
         return np.asarray(answer["probabilities"], dtype=np.float32)
