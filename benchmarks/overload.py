@@ -5,7 +5,10 @@ several concurrencies, for a bounded duration each; every request states a laten
 Measured at the client from every request's exact time: answers within the SLO per second (goodput rate),
 their share of all requests, p50/p99 of answered requests, the share shed (503/429), and how long
 ``/healthz`` took while the router was overloaded (probed on its own connection every 200 ms). Both routers
-run the same code on the same Triton; only ``max_in_flight`` differs.
+run the same code on the same Triton; only ``max_in_flight`` differs. A shed client waits the Retry-After the
+router sent before its next request, as a well-behaved client does; ``--ignore-retry-after`` retries at once
+(then, on a machine where clients and router share the cores, answering the refusals costs as much as the
+work they spare).
 
     python -m benchmarks.overload [--concurrency 8 32 128 256] [--duration-s 6] [--slo-ms 25] [--max-in-flight 16]
 """
@@ -32,7 +35,8 @@ from zoo.data import Dataset
 from zoo.manifest import load_manifest
 
 
-async def _drive(url: str, key: str, bodies: list[bytes], concurrency: int, duration_s: float, slo_ms: float) -> dict:
+async def _drive(url: str, key: str, bodies: list[bytes], concurrency: int, duration_s: float, slo_ms: float,
+                 honour_retry_after: bool) -> dict:
     import aiohttp
 
     results: list[tuple[float, int]] = []  # (ms, status)
@@ -48,11 +52,13 @@ async def _drive(url: str, key: str, bodies: list[bytes], concurrency: int, dura
             try:
                 async with session.post(f"{url}/v1/infer", data=bodies[k % len(bodies)], headers=headers) as r:
                     await r.read()
-                    status = r.status
+                    status, retry_after = r.status, r.headers.get("retry-after")
             except aiohttp.ClientError:
-                status = 0
+                status, retry_after = 0, None
             results.append(((time.perf_counter() - t0) * 1e3, status))
             k += concurrency
+            if honour_retry_after and retry_after is not None:  # what a well-behaved client does when shed
+                await asyncio.sleep(min(float(retry_after), max(0.0, stop_at - time.perf_counter())))
 
     async def probe(session):
         while time.perf_counter() < stop_at:
@@ -90,6 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--duration-s", type=float, default=6.0, help="per router per concurrency")
     ap.add_argument("--slo-ms", type=float, default=25.0, help="max_latency_ms every request states")
     ap.add_argument("--max-in-flight", type=int, default=16, help="the bound of the router with admission control")
+    ap.add_argument("--ignore-retry-after", action="store_true",
+                    help="shed clients retry at once instead of waiting the Retry-After the router sent")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/overload.json")
     a = ap.parse_args(argv)
@@ -111,7 +119,7 @@ def main(argv=None) -> int:
                 for name, r in (routers.items() if c % 2 == 0 else reversed(list(routers.items()))):
                     since = time.time()
                     cpu0 = tree_cpu_s(r.process.pid), tree_cpu_s(triton.process.pid), self_cpu_s()
-                    m = asyncio.run(_drive(r.url, key, bodies, c, a.duration_s, a.slo_ms))
+                    m = asyncio.run(_drive(r.url, key, bodies, c, a.duration_s, a.slo_ms, not a.ignore_retry_after))
                     cpu1 = tree_cpu_s(r.process.pid), tree_cpu_s(triton.process.pid), self_cpu_s()
                     audited = [x for x in read_audit_log(r.audit_path) if x["ts"] >= since]
                     g = goodput_by_client(audited)["overall"]
