@@ -9,6 +9,7 @@ reason, and every request, good or bad, leaves one audit record.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
@@ -25,7 +26,7 @@ from zoo.manifest import load_manifest
 from .admission import Admission, Overloaded, TooManyRequests
 from .audit_log import AuditLog
 from .backend import InferenceBackend, make_backend
-from .defenses import make_defense
+from .defenses import check_combination, is_client_defense, is_output_defense, is_timing_defense, make_defense
 from .errors import Forbidden, InvalidRequest, PayloadTooLarge, RouterError, Unauthorized
 from .infer_request import BINARY, media_type, openapi_body_schema, parse_binary, parse_json
 from .metrics import RouterMetrics
@@ -39,6 +40,9 @@ from .zoo_view import ZooView
 API_KEY_HEADER = "x-api-key"
 PIN_HEADER = "x-psml-model"  # profiling routers only (settings.allow_pinned_model)
 RETRY_AFTER_S = b"1"
+# a client defense refused the request (blocked, rate-limited, budget spent): counted against the service in
+# goodput, since a benign client refused by a false positive loses service
+REFUSALS = ("blocked", "rate_limited", "query_budget_exhausted")
 OUTCOMES = {401: "unauthorized", 403: "unauthorized", 422: "invalid", 503: "unavailable", 504: "unavailable",
             500: "error"}
 
@@ -67,8 +71,13 @@ class Router:
         self.worker = worker or WorkerIdentity.single()
         manifest = load_manifest(settings.zoo)
         self.zoo = ZooView.from_manifest(manifest)
-        self.selector = Selector(self.zoo, make_policy(settings.policy), [make_defense(d) for d in settings.defenses],
+        defenses = [make_defense(d) for d in settings.defenses]
+        check_combination(defenses, self.zoo, settings.workers)
+        self.selector = Selector(self.zoo, make_policy(settings.policy), defenses,
                                  settings.on_no_model, self.worker.seed_sequence(settings.seed))
+        self.output_defenses = [(d, r) for d, r in self.selector.streams if is_output_defense(d)]
+        self.client_defenses = [d for d in defenses if is_client_defense(d)]
+        self.timing_defense = next((d for d in defenses if is_timing_defense(d)), None)
         self.backend = backend
         self.admission = Admission(settings.max_in_flight, settings.max_in_flight_per_client)
         self.audit = AuditLog(settings.audit_log, settings.audit_fsync)
@@ -131,16 +140,29 @@ class Router:
             kind = media_type(headers.get("content-type", ""))
             x, req = self.parse(kind, await self.read_body(headers, receive), headers)
             rec |= {"batch_size": len(x), "req_min_accuracy": req.min_accuracy, "req_max_latency_ms": req.max_latency_ms}
+            for d in self.client_defenses:
+                d.admit(client, len(x), time.monotonic())
             sel = self.pinned(headers, req) or self.selector.choose(req)
             rec |= {"eff_min_accuracy": sel.effective.min_accuracy, "eff_max_latency_ms": sel.effective.max_latency_ms,
                     "model": sel.model.name, "model_accuracy": sel.model.accuracy, "model_latency_ms": sel.model.latency_ms}
             t1 = time.perf_counter()
             probs = await self.backend.infer(sel.model.name, x)
             rec["triton_ms"] = (time.perf_counter() - t1) * 1e3
+            labels = probs.argmax(1)
+            for d in self.client_defenses:  # before the answer leaves: a detector may still withhold it
+                rec |= d.observe(client, x, labels) or {}
+            for d, rng in self.output_defenses:
+                probs, labels = d.perturb_output(probs, labels, rng)
             answer = status, body, extra = 200, orjson.dumps(
-                {"request_id": rec["request_id"], "probabilities": probs, "labels": probs.argmax(1)},
+                {"request_id": rec["request_id"], "probabilities": probs, "labels": labels},
                 option=orjson.OPT_SERIALIZE_NUMPY), []
             rec |= {"status": 200, "outcome": "served"}
+            if self.timing_defense is not None:
+                elapsed_ms = (time.perf_counter() - t0) * 1e3
+                hold_ms = self.timing_defense.hold_until_ms(elapsed_ms) - elapsed_ms
+                if hold_ms > 0:
+                    rec["padded_ms"] = hold_ms
+                    await asyncio.sleep(hold_ms / 1e3)
         except RouterError as e:
             answer = self._fail(rec, e)
         except Exception as e:  # a bug must still answer JSON and leave its audit record
@@ -157,12 +179,15 @@ class Router:
         rec["status"] = e.status
         shed = isinstance(e, (Overloaded, TooManyRequests))
         rec["outcome"] = ("shed" if shed else "no_model" if e.kind == "no_model_meets_requirements"
-                          else OUTCOMES.get(e.status, "invalid"))
+                          else "refused" if e.kind in REFUSALS else OUTCOMES.get(e.status, "invalid"))
         rec["detail"] = e.detail
+        rec |= getattr(e, "audit", None) or {}
         if hasattr(e, "effective"):
             rec |= {"eff_min_accuracy": e.effective.min_accuracy, "eff_max_latency_ms": e.effective.max_latency_ms}
         if shed:
             return e.status, orjson.dumps(e.body()), [(b"retry-after", RETRY_AFTER_S)]
+        if hasattr(e, "retry_after"):
+            return e.status, orjson.dumps(e.body()), [(b"retry-after", str(e.retry_after).encode())]
         if e.status in (503, 504):
             # Triton's own message names the model; keep it in the audit log, never in the answer.
             return e.status, orjson.dumps({"error": e.kind, "detail": "the inference backend is unavailable; retry later"}), []

@@ -1,14 +1,16 @@
 """Goodput from audit records (pure functions; the same code serves /metrics, the CLI and the load tests).
 
-A request counts when it was authenticated and well formed (outcome served, no_model, unavailable, shed, or error:
-a router fault on a valid request counts against the service).
+A request counts when it was authenticated and well formed (outcome served, no_model, unavailable, shed, refused
+or error: a router fault on a valid request counts against the service).
 - good: answered (200) by a model whose profiled accuracy meets the client's ORIGINAL min_accuracy, and within
   the client's ORIGINAL max_latency_ms measured end to end in the router (receipt to response);
 - good_profiled (PSML's definition): answered by a model whose PROFILED accuracy and selection latency meet the
   client's original requirements (what the router believed when it chose);
 - SLO attained: answered within max_latency_ms, whatever the model's accuracy;
 - rejected: 422 because no model met the (possibly noised) requirements; dropped: 503/504 from the backend, a
-  500 from the router, or shed by admission control (503/429 at once, also reported apart as shed_rate).
+  500 from the router, shed by admission control (503/429 at once, also reported apart as shed_rate), or refused
+  by a client defense (blocked, rate-limited, budget spent; also reported apart as refused_rate: a benign client
+  refused by a false positive loses service).
 goodput share = good / counted; goodput rate = good / span of the records in seconds.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-COUNTED = ("served", "no_model", "unavailable", "shed", "error")
+COUNTED = ("served", "no_model", "unavailable", "shed", "error", "refused")
 
 
 def accuracy_met(r: dict) -> bool:
@@ -62,8 +64,10 @@ def summarize(records: list[dict]) -> dict:
         "goodput_share_profiled": share(good_profiled),
         "slo_attainment": share(slo),
         "reject_rate": share(sum(r["outcome"] == "no_model" for r in counted)),
-        "drop_rate": share(sum(r["outcome"] in ("unavailable", "shed", "error") for r in counted)),
+        "drop_rate": share(sum(r["outcome"] in ("unavailable", "shed", "error", "refused") for r in counted)),
         "shed_rate": share(sum(r["outcome"] == "shed" for r in counted)),
+        "refused_rate": share(sum(r["outcome"] == "refused" for r in counted)),
+        "flagged": any(r.get("prada_flagged") for r in records),
         "invalid": sum(r["outcome"] in ("invalid", "unauthorized") for r in records),
         "span_s": span_s,
     }

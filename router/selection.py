@@ -12,7 +12,7 @@ import numpy as np
 
 from psml.errors import ConfigError
 
-from .defenses import is_selection_defense
+from .defenses import check_combination, is_requirement_defense, is_selection_defense
 from .errors import NoModelMeetsRequirements
 from .requirements import Requirements, ZooModel, violation
 from .zoo_view import ZooView
@@ -31,15 +31,14 @@ class Selector:
                  seed: int | np.random.SeedSequence = 0):
         if on_no_model not in NO_MODEL_BEHAVIOURS:
             raise ConfigError(f"on_no_model must be one of {', '.join(NO_MODEL_BEHAVIOURS)}, got {on_no_model!r}")
-        chosen = [d for d in defenses if is_selection_defense(d)]
-        if len(chosen) > 1:
-            raise ConfigError(f"at most one selection defense may be configured, got {[d.name for d in chosen]}")
+        check_combination(defenses)
         self.zoo, self.policy, self.on_no_model = zoo, policy, on_no_model
         root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         streams = root.spawn(1 + len(defenses))
         self.policy_rng = np.random.default_rng(streams[0])
         rngs = [np.random.default_rng(s) for s in streams[1:]]
-        self.requirement_defenses = [(d, r) for d, r in zip(defenses, rngs) if not is_selection_defense(d)]
+        self.streams = list(zip(defenses, rngs))  # every defense with its own stream (output defenses use theirs)
+        self.requirement_defenses = [(d, r) for d, r in self.streams if is_requirement_defense(d)]
         self.selection_defense = next(((d, r) for d, r in zip(defenses, rngs) if is_selection_defense(d)), None)
 
     def choose(self, req: Requirements) -> Selection:

@@ -45,6 +45,13 @@ class RouterSettings(BaseModel):
     audit_fsync: bool = False  # True: fsync every record (survives power loss, costs ~ms per request)
 
     @model_validator(mode="after")
+    def _defenses_combine(self):
+        from .defenses import check_combination, make_defense  # ConfigError is a ValueError: pydantic reports it
+
+        check_combination([make_defense(d) for d in self.defenses], workers=self.workers)
+        return self
+
+    @model_validator(mode="after")
     def _workers_fit_the_machine(self):
         cores = len(os.sched_getaffinity(0))  # the cores this process may run on
         if self.workers > cores and not self.allow_more_workers_than_cores:
@@ -64,4 +71,4 @@ def load_settings(path: Path, **overrides) -> RouterSettings:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(map(str, first["loc"])) or "settings"
-        raise ConfigError(f"router settings {path}: {where}: {first['msg']}") from e
+        raise ConfigError(f"router settings {path}: {where}: {first['msg'].removeprefix('Value error, ')}") from e

@@ -1,0 +1,54 @@
+"""Timing defense: hold every answer until a floor, so response times no longer tell the zoo models apart.
+
+Each zoo model answers in its own time, so the response time alone identifies the model that served a query
+(attacks/timing.py), under any output perturbation. The router measures each request from receipt and, once
+the answer is ready, waits until:
+- ``floor_ms``: a fixed floor; or ``floor: "slowest_front"``: the slowest Pareto model's profiled selection
+  latency (plus ``margin_ms``), so every front model's answers leave at about the same time;
+- ``buckets_ms``: the smallest bucket at or above the elapsed time (per-tier padding: cheaper, coarser).
+An answer slower than its floor leaves at once, so the floor should sit at or above the slowest model's tail.
+The cost falls on benign users: every answer takes at least the floor (end-to-end goodput of requests that ask
+for less latency than the floor drops; profiled goodput does not see it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psml.errors import ConfigError
+
+FLOORS = ("slowest_front",)
+
+
+@dataclass
+class LatencyPadding:
+    floor_ms: float | None = None
+    floor: str | None = None
+    margin_ms: float = 0.0
+    buckets_ms: list[float] | None = None
+    name = "latency_padding"
+
+    def __post_init__(self):
+        given = [k for k in ("floor_ms", "floor", "buckets_ms") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ConfigError(f"latency_padding needs exactly one of floor_ms, floor, buckets_ms; got {given or 'none'}")
+        if self.floor_ms is not None and not self.floor_ms > 0:
+            raise ConfigError(f"latency_padding floor_ms must be > 0, got {self.floor_ms}")
+        if self.floor is not None and self.floor not in FLOORS:
+            raise ConfigError(f"latency_padding floor must be one of {', '.join(FLOORS)}, got {self.floor!r}")
+        if not self.margin_ms >= 0:
+            raise ConfigError(f"latency_padding margin_ms must be >= 0, got {self.margin_ms}")
+        if self.buckets_ms is not None:
+            if not self.buckets_ms or any(not b > 0 for b in self.buckets_ms) or sorted(self.buckets_ms) != list(self.buckets_ms):
+                raise ConfigError("latency_padding buckets_ms must be a non-empty increasing list of values > 0")
+
+    def check_zoo(self, zoo) -> None:
+        if self.floor == "slowest_front":
+            self.floor_ms = max(m.latency_ms for m in zoo.pareto) + self.margin_ms
+            self.floor = None
+
+    def hold_until_ms(self, elapsed_ms: float) -> float:
+        """The router's time (ms since receipt) before which the answer must not leave."""
+        if self.floor_ms is not None:
+            return self.floor_ms
+        return next((b for b in self.buckets_ms if b >= elapsed_ms), elapsed_ms)

@@ -1,0 +1,110 @@
+"""Per-client defenses as pure state machines: PRADA's detector and the per-key query budget."""
+
+import numpy as np
+import pytest
+
+from router.defenses import make_defense
+from router.defenses.prada import Blocked
+from router.defenses.query_budget import BudgetExhausted, RateLimited
+
+RNG = np.random.default_rng(0)
+PROJ = RNG.normal(size=(40, 10))  # a stand-in classifier: the predicted class of x is argmax(x @ PROJ)
+
+
+def stream(prada, x, client="c", batch=8):
+    infos = []
+    for i in range(0, len(x), batch):
+        b = x[i : i + batch]
+        infos.append(prada.observe(client, b, (b @ PROJ).argmax(1)))
+    return infos
+
+
+def jbda_like(n_seeds=10, steps=100, eps=0.1, seed=1):
+    """Jacobian-augmentation-style synthetic queries: each a small signed step from the previous one."""
+    rng = np.random.default_rng(seed)
+    cur, out = rng.normal(size=(n_seeds, 40)), []
+    for _ in range(steps):
+        cur = cur + eps * np.sign(rng.normal(size=cur.shape))
+        out.append(cur.copy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def test_prada_passes_natural_queries_and_flags_synthetic_ones():
+    """Catches a detector that flags everyone (W compared the wrong way) or no one (never tested)."""
+    natural = np.random.default_rng(2).normal(size=(1000, 40)).astype(np.float32)
+    p = make_defense({"name": "prada", "delta": 0.9})
+    stream(p, natural, "benign")
+    stream(p, jbda_like(), "attacker")
+    report = p.client_report()
+    assert report["benign"]["flagged_at_samples"] is None and report["benign"]["w"] > 0.95
+    assert report["attacker"]["flagged_at_samples"] is not None and report["attacker"]["w"] < 0.9
+    assert report["attacker"]["flagged_at_samples"] <= 200  # soon after min_distances (100)
+
+
+def test_prada_flags_a_stream_that_repeats_one_probe():
+    """The staircase's fixed probe input gives distance 0 again and again: not a natural stream."""
+    p = make_defense({"name": "prada", "min_distances": 20})
+    probe = np.random.default_rng(3).normal(size=(1, 40)).astype(np.float32)
+    infos = stream(p, np.repeat(probe, 40, 0), batch=1)
+    assert infos[-1]["prada_flagged"] and infos[-1]["prada_w"] < 0.9
+
+
+def test_prada_block_refuses_the_flagging_request_and_every_later_one():
+    p = make_defense({"name": "prada", "action": "block", "min_distances": 20})
+    x = jbda_like(steps=10)
+    with pytest.raises(Blocked) as e:
+        stream(p, x, batch=1)
+    assert e.value.status == 403 and e.value.audit["prada_flagged"] and "detected" in e.value.audit
+    with pytest.raises(Blocked):
+        p.admit("c", 1, 0.0)
+    p.admit("other", 1, 0.0)  # per key: another client is untouched
+
+
+def test_prada_throttle_rate_limits_a_flagged_key():
+    p = make_defense({"name": "prada", "action": "throttle", "min_distances": 20, "throttle_rate_per_s": 2.0})
+    stream(p, jbda_like(steps=10), batch=1)
+    assert p.flagged("c")
+    p.admit("c", 1, 100.0)  # the bucket's one token
+    with pytest.raises(RateLimited) as e:
+        p.admit("c", 1, 100.1)
+    assert e.value.status == 429 and e.value.retry_after >= 1
+    p.admit("c", 1, 100.6)  # 0.5 s later a token has come back (2 per second)
+
+
+def test_query_budget_rate_limit_and_total_budget_per_key():
+    """Catches a bucket shared by all keys, one that never refills, and a budget counted in requests."""
+    q = make_defense({"name": "query_budget", "rate_per_s": 10.0, "burst": 3, "max_samples": 100})
+    for _ in range(3):
+        q.admit("a", 25, 0.0)
+    with pytest.raises(RateLimited) as e:
+        q.admit("a", 1, 0.0)
+    assert e.value.retry_after == 1
+    q.admit("b", 25, 0.0)  # another key has its own bucket
+    q.admit("a", 25, 0.1)  # one token back after 0.1 s at 10/s
+    with pytest.raises(BudgetExhausted):
+        q.admit("a", 1, 10.0)  # 100 samples spent
+    assert q.admit("b", 75, 10.0) is None
+
+
+@pytest.mark.parametrize("spec", [
+    {"name": "prada", "delta": 1.5}, {"name": "prada", "action": "ban"}, {"name": "prada", "min_distances": 2},
+    {"name": "query_budget"}, {"name": "query_budget", "rate_per_s": 0}, {"name": "query_budget", "max_samples": 0},
+    {"name": "latency_padding"}, {"name": "latency_padding", "floor_ms": -1},
+    {"name": "latency_padding", "buckets_ms": [5, 2]}, {"name": "latency_padding", "floor": "median"},
+])
+def test_bad_parameters_are_refused(spec):
+    from psml.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=spec["name"]):
+        make_defense(spec)
+
+
+def test_latency_padding_floors_and_buckets():
+    from router.requirements import ZooModel
+    from router.zoo_view import ZooView
+
+    pad = make_defense({"name": "latency_padding", "floor": "slowest_front", "margin_ms": 0.5})
+    pad.check_zoo(ZooView((ZooModel("a", 0.6, 1.0), ZooModel("b", 0.9, 5.0), ZooModel("c", 0.5, 9.0, False)), 40, 10))
+    assert pad.hold_until_ms(0.3) == 5.5  # the slowest FRONT model, not the off-front one
+    buckets = make_defense({"name": "latency_padding", "buckets_ms": [2, 4, 8]})
+    assert [buckets.hold_until_ms(t) for t in (0.5, 2.0, 3.1, 7.9, 9.0)] == [2, 2, 4, 8, 9.0]
