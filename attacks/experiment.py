@@ -112,3 +112,34 @@ def summarize_extraction(runs: list[dict]) -> list[dict]:
             rows.append({"budget": budget, "setting": setting, "seeds": len(sel), "accuracy": acc,
                          "accuracy_std": acc_sd, "fidelity": fid, "fidelity_std": fid_sd})
     return rows
+
+
+def run_timing(router_url: str, api_key: str, audit_path, manifest, probe: np.ndarray, s) -> dict:
+    """The timing side channel end to end: the staircase's corners for every front rank (from 200/422 answers
+    only), timed templates at each, then identification scored against the audit log's serving model."""
+    from .timing import identification_accuracy, templates, timed_answers
+
+    front = front_by_accuracy(manifest)
+    rank_of = {m.name: k for k, m in enumerate(front, 1)}
+    client = RouterClient(router_url, api_key)
+    oracle = SpecOracle(client, probe)
+    fp = staircase(oracle, client.zoo(), FingerprintSettings(target_rank=len(front), verify_queries=1))
+    corners = {k: c for k, c in enumerate(fp.corners, 1)}
+    template_times = {k: np.array([t for t, _ in timed_answers(client, probe, c, s.template_queries)])
+                      for k, c in corners.items()}
+    start = _audit_len(audit_path)
+    test = [(t, rid) for c in corners.values() for t, rid in timed_answers(client, probe, c, s.test_queries)]
+    client.close()
+    served = {r["request_id"]: r["model"] for r in list(read_audit_log(audit_path))[start:] if r["outcome"] == "served"}
+    test_by_rank: dict[int, list[float]] = {k: [] for k in corners}
+    for t, rid in test:
+        k = rank_of.get(served.get(rid))
+        if k in test_by_rank:
+            test_by_rank[k].append(t)
+    medians = templates(template_times)
+    acc = identification_accuracy(medians, {k: np.array(v) for k, v in test_by_rank.items()}, s) if medians else {}
+    return {"ranks": len(corners), "front": len(front), "chance": 1 / max(1, len(corners)),
+            "accuracy_by_samples": {str(m): a for m, a in acc.items()},
+            "template_median_ms": {str(k): float(np.exp(v)) for k, v in medians.items()},
+            "queries": fp.queries + sum(len(t) for t in template_times.values()),
+            "settings": s.as_dict()}

@@ -31,11 +31,14 @@ class KnockoffSettings:
     epochs: int = 40
     learning_rate: float = 3e-3
     labels_only: bool = False  # True: train on top-1 labels only, as against an output-perturbation defense
+    resend_rejected: int = 0  # resend a rejected request up to this many times (a fresh noise draw may serve it)
     seed: int = 0  # which pool samples are sent, and the surrogate's initialisation and shuffling
 
     def __post_init__(self):
         if self.budget < 1 or self.batch_size < 1 or self.epochs < 1:
             raise ConfigError("budget, batch_size and epochs must all be >= 1")
+        if self.resend_rejected < 0:
+            raise ConfigError(f"resend_rejected must be >= 0, got {self.resend_rejected}")
         if self.surrogate not in ARCHITECTURES:
             raise ConfigError(f"unknown surrogate architecture {self.surrogate!r}; choose from {', '.join(ARCHITECTURES)}")
 
@@ -53,19 +56,25 @@ class Transcript:
     rejected_requests: int
 
 
-def collect(sut: SystemUnderTest, pool: np.ndarray, s: KnockoffSettings, requirements: dict | None = None) -> Transcript:
+def collect(sut: SystemUnderTest | list[SystemUnderTest], pool: np.ndarray, s: KnockoffSettings,
+            requirements: dict | None = None) -> Transcript:
+    """Spend the budget. ``sut`` may be a list (one client per API key): requests rotate over them, the
+    adaptive attacker's answer to per-key limits. A request still refused after its resends is given up."""
     if s.budget > len(pool):
         raise ConfigError(f"budget of {s.budget} samples exceeds the query pool of {len(pool)}")
+    suts = sut if isinstance(sut, list) else [sut]
     idx = np.random.default_rng(s.seed).choice(len(pool), s.budget, replace=False)
     xs, ps, requests, rejected = [], [], 0, 0
-    for start in range(0, s.budget, s.batch_size):
+    for i, start in enumerate(range(0, s.budget, s.batch_size)):
         x = pool[idx[start : start + s.batch_size]]
-        requests += 1
-        try:
-            ps.append(sut.infer(x, **(requirements or {})))
-            xs.append(x)
-        except RouterRejected:
-            rejected += 1
+        for _ in range(1 + s.resend_rejected):
+            requests += 1
+            try:
+                ps.append(suts[i % len(suts)].infer(x, **(requirements or {})))
+                xs.append(x)
+                break
+            except RouterRejected:
+                rejected += 1
     n_classes = ps[0].shape[1] if ps else 0
     return Transcript(np.concatenate(xs) if xs else np.zeros((0, pool.shape[1]), np.float32),
                       np.concatenate(ps) if ps else np.zeros((0, n_classes), np.float32), requests, rejected)

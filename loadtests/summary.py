@@ -127,7 +127,31 @@ def audit_summary(records: list[dict], victim: str, attack_batch: int) -> dict:
                        and r["batch_size"] == attack_batch]
     return {
         "goodput": goodput_by_client(records),
+        "defense_actions": defense_actions(records),
         "records": len(records),
         "attacker_served_by": {m: attacker_served.count(m) for m in sorted(set(attacker_served))},
         "attacker_victim_share": attacker_served.count(victim) / len(attacker_served) if attacker_served else None,
     }
+
+
+def defense_actions(records: list[dict]) -> dict[str, dict]:
+    """Per client: what per-client defenses did to it (detections, blocked / rate-limited / budget refusals) and
+    after how many of its samples it was first flagged. Clients nothing happened to are left out."""
+    out: dict[str, dict] = {}
+    sent: dict[str, int] = {}
+    for r in records:
+        c = r["client"] or "(anonymous)"
+        row = out.setdefault(c, {"flagged_after_samples": None, "blocked": 0, "rate_limited": 0,
+                                 "budget_exhausted": 0, "detections": []})
+        if r.get("prada_flagged") and row["flagged_after_samples"] is None:
+            row["flagged_after_samples"] = sent.get(c, 0)
+        if r.get("detected"):
+            row["detections"].append(r["detected"])
+        if r["outcome"] == "refused":
+            kind = {403: "blocked", 429: "rate_limited"}.get(r["status"], "blocked")
+            if "budget" in (r.get("detail") or ""):
+                kind = "budget_exhausted"
+            row[kind] += 1
+        sent[c] = sent.get(c, 0) + (r.get("batch_size") or 0)
+    return {c: row for c, row in out.items()
+            if row["flagged_after_samples"] is not None or row["blocked"] or row["rate_limited"] or row["budget_exhausted"]}

@@ -106,6 +106,12 @@ def print_summary(summary: dict) -> None:
 
     g = summary["audit"]["goodput"]
     print("\n" + format_table([{"client": c} | r for c, r in g.items()], GOODPUT_COLUMNS))
+    actions = summary["audit"].get("defense_actions") or {}
+    if actions:
+        print("\nper-client defense actions")
+        print(format_table([{"client": c} | r | {"detections": len(r["detections"])} for c, r in actions.items()], [
+            ("client", "client"), ("flagged_after_samples", "flagged after samples"), ("detections", "detections"),
+            ("blocked", "blocked"), ("rate_limited", "rate-limited"), ("budget_exhausted", "budget refusals")]))
     if summary["attackers"]:
         print("\n" + format_table(summary["attackers"], [("transcript", "attacker"), ("fingerprint_queries", "fingerprint queries"),
                                                         ("answers", "answers"), ("accuracy", "surrogate acc"),

@@ -42,3 +42,15 @@ def latency_summary(latencies_ms, resamples: int = 1000, seed: int = 0) -> dict:
 def mean_and_std(values) -> tuple[float, float]:
     a = np.asarray(values, dtype=float)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def mean_ci95(values) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t 95% interval of the mean over seeds (n < 2: the mean itself)."""
+    a = np.asarray(values, dtype=float)
+    m = float(a.mean())
+    if len(a) < 2:
+        return m, m, m
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+    return m, m - half, m + half

@@ -145,6 +145,8 @@ ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "cnn_wide": cnn([256] * 6, pool_every=3),
     "vgg_small": vgg([16, 16], [2048, 2048], gap=True),
     "vgg_large": vgg([64, 128, 128, 256], [2048, 2048]),
+    "vgg_medium": vgg([16, 16], [2816, 2816], gap=True),
+    "vgg_xlarge": vgg([64, 128, 128, 256], [3584, 3584]),
 }
 
 

@@ -54,7 +54,7 @@ PROFILES = {
     # better than the one before.
     "default": ZooProfile(
         name="default", dataset="mnist1d", n_samples=12000,
-        epochs={"mlp_small": 40, "mlp_medium": 8, "vgg_small": 8, "vgg_large": 10},
+        epochs={"mlp_small": 40, "mlp_medium": 8, "vgg_medium": 8, "vgg_xlarge": 6},
     ),
     # CI's zoo on fewer samples and epochs, a short profile: mlp_small and vgg_large on the front and cnn_wide,
     # slower and less accurate than mlp_small, off it (about 40 s).

@@ -108,3 +108,21 @@ def test_latency_padding_floors_and_buckets():
     assert pad.hold_until_ms(0.3) == 5.5  # the slowest FRONT model, not the off-front one
     buckets = make_defense({"name": "latency_padding", "buckets_ms": [2, 4, 8]})
     assert [buckets.hold_until_ms(t) for t in (0.5, 2.0, 3.1, 7.9, 9.0)] == [2, 2, 4, 8, 9.0]
+
+
+def test_load_test_summary_counts_defense_actions_per_client():
+    """Catches counting refusals of every client under one key and flags counted from the wrong sample."""
+    from loadtests.summary import defense_actions
+
+    def rec(client, outcome="served", status=200, n=25, **kw):
+        return {"client": client, "outcome": outcome, "status": status, "batch_size": n} | kw
+
+    records = [rec("benign", n=3), rec("attacker"), rec("attacker", prada_flagged=True, detected="prada after 50 samples"),
+               rec("attacker", "refused", 403, detail="this API key is blocked"),
+               rec("greedy", "refused", 429, detail="over this API key's rate"),
+               rec("greedy", "refused", 403, detail="this API key has used 100 of its 100 samples; a budget")]
+    a = defense_actions(records)
+    assert set(a) == {"attacker", "greedy"}
+    assert a["attacker"]["flagged_after_samples"] == 25 and a["attacker"]["blocked"] == 1
+    assert a["attacker"]["detections"] == ["prada after 50 samples"]
+    assert (a["greedy"]["rate_limited"], a["greedy"]["budget_exhausted"], a["greedy"]["blocked"]) == (1, 1, 0)

@@ -1,0 +1,81 @@
+"""The timing side channel: tell which zoo model answered from the response time alone.
+
+Each zoo model takes its own time, so the time an answer takes is itself a fingerprint, and it survives every
+output perturbation (labels_only, rounding, noise) because it never looks at the output. Two steps, both
+through the public API only:
+1. templates: the staircase (attacks/fingerprint.py) finds, from 200/422 answers alone, one specification per
+   front rank (its corners); the attacker times ``template_queries`` answers at each corner: rank k's template;
+2. identification: given m timing samples of answers from one unknown model, the attacker names the rank whose
+   template median is nearest the samples' median, in log time (latencies are right-skewed and the zoo's tiers
+   are roughly geometric). m = 1 identifies a single answer; larger m is the adaptive attacker against noise or
+   padding, which pays for the extra samples in queries.
+The harness (``identification_accuracy``) scores it against the audit log's record of the model that served.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from psml.errors import ConfigError
+from psml.sut import RouterClient
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    template_queries: int = 60  # timed answers per front rank for its template
+    test_queries: int = 120  # timed answers per rank the harness scores identification on
+    samples: tuple[int, ...] = (1, 3, 10, 30)  # timing samples per identification (m)
+    trials: int = 300  # identifications drawn per m
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.template_queries < 1 or self.test_queries < 1 or self.trials < 1:
+            raise ConfigError("template_queries, test_queries and trials must be >= 1")
+        if not self.samples or min(self.samples) < 1:
+            raise ConfigError(f"samples must be counts >= 1, got {self.samples}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def timed_answers(client: RouterClient, probe: np.ndarray, spec: dict, n: int) -> list[tuple[float, str]]:
+    """(wall ms at the client, request id) of up to n answered requests with ``spec`` (rejections are skipped)."""
+    body = {"inputs": np.asarray(probe, np.float32).tolist()} | {k: v for k, v in spec.items() if v is not None}
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        status, answer = client.request("POST", "/v1/infer", body)
+        ms = (time.perf_counter() - t0) * 1e3
+        if status == 200:
+            out.append((ms, answer["request_id"]))
+    return out
+
+
+def templates(times_by_rank: dict[int, np.ndarray]) -> dict[int, float]:
+    """Rank -> median log time of its template answers."""
+    return {k: float(np.median(np.log(t))) for k, t in times_by_rank.items() if len(t)}
+
+
+def identify(sample_ms: np.ndarray, template_medians: dict[int, float]) -> int:
+    """The rank whose template median is nearest the sample's median log time."""
+    m = float(np.median(np.log(sample_ms)))
+    return min(template_medians, key=lambda k: abs(template_medians[k] - m))
+
+
+def identification_accuracy(template_medians: dict[int, float], test_by_rank: dict[int, np.ndarray],
+                            s: TimingSettings) -> dict[int, float]:
+    """Per m: the share of ``trials`` identifications that name the true rank, each from m samples drawn (with
+    replacement) from the test answers truly served by one rank, the rank drawn uniformly."""
+    rng = np.random.default_rng(s.seed)
+    ranks = [k for k, t in test_by_rank.items() if len(t)]
+    out = {}
+    for m in s.samples:
+        hits = 0
+        for _ in range(s.trials):
+            k = ranks[int(rng.integers(len(ranks)))]
+            hits += identify(rng.choice(test_by_rank[k], m), template_medians) == k
+        out[m] = hits / s.trials
+    return out
