@@ -39,7 +39,7 @@ from loadtests.config import LoadSettings
 from psml.atomic import write_json_atomic
 from psml.proc_cpu import tree_cpu_s
 from psml.stack import router_for, triton_for
-from psml.stats import mean_ci95, percentile_summary
+from psml.stats import latency_summary, mean_ci95
 from psml.sut import RouterClient, RouterRejected
 from psml.tables import format_table
 from psml.versions import hardware, software_versions
@@ -99,7 +99,7 @@ def benign_phase(router, data, clients: int, per_client: int, seed: int) -> dict
         c.close()
     records = [r for r in read_audit_log(router.audit_path) if str(r["client"]).startswith("benign-")]
     flagged = {r["client"] for r in records if r.get("prada_flagged") or r["outcome"] == "refused"}
-    return summarize(records) | {"latency_ms": percentile_summary(times), "router_cpu_us_per_request": cpu_us,
+    return summarize(records) | {"latency_ms": latency_summary(times), "router_cpu_us_per_request": cpu_us,
                                  "false_positive_clients": len(flagged), "clients": clients,
                                  "false_positive_rate": len(flagged) / clients}
 
@@ -151,7 +151,7 @@ def extraction(router, zoo_info, spec_by_attacker: dict, data, labels, budget: i
 
 def strongest(rows: list[dict]) -> dict:
     """Group per (attacker, labels_only): mean and 95% interval over seeds; the strongest by mean fidelity.
-    An attacker that got no answers scores chance-free 0 (it stole nothing)."""
+    An attacker that got no answers scores 0 (it stole nothing; its rows say "no answers")."""
     groups = {}
     for r in rows:
         groups.setdefault((r["attacker"], r["labels_only"]), []).append(r)
@@ -248,19 +248,27 @@ def main(argv=None) -> int:
                 benign = benign_phase(router, data, a.benign_clients, a.benign_per_client, a.router_seed)
                 fps, specs = {}, {}
                 for who, votes, back in (("plain", 1, (0.0, 0.0)), ("adaptive", 5, (0.0, 0.05))):
-                    fp = run_fingerprint("staircase", router.url, f"fp-{who}", probe, 1, votes=votes, backoff=back)
+                    try:
+                        fp = run_fingerprint("staircase", router.url, f"fp-{who}", probe, 1, votes=votes, backoff=back)
+                    except RouterRejected as e:  # refused by a per-client defense part-way: no specification
+                        fps[who] = {"queries": None, "spec": None, "consistency": 0.0, "refused": e.status}
+                        specs["staircase" if who == "plain" else "staircase_adaptive"] = None
+                        continue
                     c = consistency(router.url, f"fp-{who}", router.audit_path, fp.spec,
                                     data.x["attacker_pool"][1:101], victim.name)
                     fps[who] = {"queries": fp.queries, "spec": fp.spec, "consistency": c["consistency"]}
                     specs["staircase" if who == "plain" else "staircase_adaptive"] = fp.spec
                 ex = extraction(router, RouterClient(router.url, "timing").zoo(), specs, data, labels,
                                 BUDGETS[budget], seeds, output_defended, per_client, a.epochs)
-                timing = run_timing(router.url, "timing", router.audit_path, manifest, probe, TimingSettings())
+                try:
+                    timing = run_timing(router.url, "timing", router.audit_path, manifest, probe, TimingSettings())
+                except RouterRejected as e:  # the timing attacker's fixed probe stream was refused part-way
+                    timing = {"refused": e.status, "accuracy_by_samples": {}, "chance": None}
             best = strongest(ex)
             s = best["strongest"]
             row = {"config": name, "goodput": benign["goodput_share"], "goodput_profiled": benign["goodput_share_profiled"],
                    "reject_rate": benign["reject_rate"], "drop_rate": benign["drop_rate"],
-                   "benign_p50_ms": benign["latency_ms"]["p50"], "benign_p99_ms": benign["latency_ms"]["p99"],
+                   "benign_p50_ms": benign["latency_ms"]["p50_ms"], "benign_p99_ms": benign["latency_ms"]["p99_ms"],
                    "router_cpu_us": benign["router_cpu_us_per_request"], "benign_fp_rate": benign["false_positive_rate"],
                    "fp_queries": fps["plain"]["queries"], "fp_consistency": max(f["consistency"] for f in fps.values()),
                    "strongest_attacker": s["attacker"], "accuracy": s["accuracy"], "accuracy_ci95": s["accuracy_ci95"],

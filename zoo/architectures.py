@@ -129,9 +129,10 @@ def _dim(shape) -> int:
 
 
 # name -> builder(sample_shape, n_classes). The default zoo (zoo/build.py) uses mlp_small, mlp_medium,
-# vgg_small and vgg_large: chosen by measurement on 2 cores so that batch-1 latency through Triton grows by
+# vgg_medium and vgg_xlarge: chosen by measurement on 2 cores so that batch-1 latency through Triton grows by
 # well over 25% from one front model to the next (the Python backend's ~0.6 ms fixed cost is shared by all)
-# and accuracy by several points.
+# and accuracy by several points, and the front spans over 5x also on a host whose cores compute twice as fast
+# (vgg_small/vgg_large, the earlier pair, spanned 6.2x on one development machine and 3.1-3.8x on a faster one).
 # The others stay available as zoo members and as attackers' surrogate architectures.
 ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "logreg": logreg,
