@@ -159,10 +159,13 @@ class Router:
             rec |= {"status": 200, "outcome": "served"}
             if self.timing_defense is not None:
                 elapsed_ms = (time.perf_counter() - t0) * 1e3
-                hold_ms = self.timing_defense.hold_until_ms(elapsed_ms) - elapsed_ms
-                if hold_ms > 0:
-                    rec["padded_ms"] = hold_ms
-                    await asyncio.sleep(hold_ms / 1e3)
+                until = t0 + self.timing_defense.hold_until_ms(elapsed_ms) / 1e3
+                if until > t0 + elapsed_ms / 1e3:
+                    rec["padded_ms"] = (until - t0) * 1e3 - elapsed_ms
+                # uvloop's timers count whole milliseconds from a cached clock and can wake up to 1 ms early:
+                # sleep again until the floor has really passed (an early answer would leak the fast models)
+                while (left := until - time.perf_counter()) > 0:
+                    await asyncio.sleep(max(left, 1e-3))
         except RouterError as e:
             answer = self._fail(rec, e)
         except Exception as e:  # a bug must still answer JSON and leave its audit record

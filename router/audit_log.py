@@ -20,8 +20,11 @@ FIELDS = (
     "req_min_accuracy", "req_max_latency_ms", "eff_min_accuracy", "eff_max_latency_ms",
     "model", "model_accuracy", "model_latency_ms", "router_ms", "triton_ms", "detail", "worker",
 )
+# Written only when a defense set them: PRADA's W and flag ("detected" on the flagging request), the padding held.
+DEFENSE_FIELDS = ("prada_w", "prada_flagged", "detected", "padded_ms")
 # outcome: served | no_model (422) | unavailable (503/504 from the backend) | shed (503/429 by admission control)
-# | invalid (4xx) | unauthorized (401/403). worker: the router worker's index (0 with one worker).
+# | refused (403/429 by a client defense) | invalid (4xx) | unauthorized (401/403). worker: the router worker's
+# index (0 with one worker).
 
 
 class AuditLog:
@@ -32,7 +35,9 @@ class AuditLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: dict) -> None:
-        line = orjson.dumps({k: record.get(k) for k in FIELDS}) + b"\n"
+        out = {k: record.get(k) for k in FIELDS}
+        out.update((k, record[k]) for k in DEFENSE_FIELDS if k in record)
+        line = orjson.dumps(out) + b"\n"
         os.write(self._fd, line)
         if self.fsync:
             os.fsync(self._fd)
