@@ -71,6 +71,8 @@ def identification_accuracy(template_medians: dict[int, float], test_by_rank: di
     replacement) from the test answers truly served by one rank, the rank drawn uniformly."""
     rng = np.random.default_rng(s.seed)
     ranks = [k for k, t in test_by_rank.items() if len(t)]
+    if not ranks:  # no test answer came back (e.g. the key was blocked): nothing to score
+        return {m: None for m in s.samples}
     out = {}
     for m in s.samples:
         hits = 0
