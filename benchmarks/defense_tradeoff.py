@@ -36,13 +36,12 @@ from attacks.knockoff import BUDGETS, KnockoffSettings, collect, score, train_su
 from attacks.timing import TimingSettings
 from loadtests.benign import benign_batch, benign_requirements
 from loadtests.config import LoadSettings
-from psml.atomic import write_json_atomic
 from psml.proc_cpu import tree_cpu_s
+from psml.results import write_result
 from psml.stack import router_for, triton_for
 from psml.stats import latency_summary, mean_ci95
 from psml.sut import RouterClient, RouterRejected
 from psml.tables import format_table
-from psml.versions import hardware, software_versions
 from router.audit_log import read_audit_log
 from router.goodput import summarize
 from zoo.data import Dataset
@@ -300,12 +299,10 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pngs = plots(rows, out.parent)
-    write_json_atomic(out, {"benchmark": "defense_tradeoff", "created_unix": started, "wall_s": time.time() - started,
-                            "seeds": seeds, "budget": budget, "settings": vars(a), "victim": victim.name,
-                            "paper": PAPER, "rows": rows, "details": details, "dominating_paper": dominating,
-                            "plots": pngs, "timing_settings": TimingSettings().as_dict(),
-                            "knockoff": KnockoffSettings().as_dict(), "hardware": hardware(),
-                            "software": software_versions()})
+    write_result(out, "defense_tradeoff", {
+        "wall_s": time.time() - started, "seeds": seeds, "budget": budget, "settings": vars(a), "victim": victim.name,
+        "paper": PAPER, "rows": rows, "details": details, "dominating_paper": dominating, "plots": pngs,
+        "timing_settings": TimingSettings().as_dict(), "knockoff": KnockoffSettings().as_dict()}, created_unix=started)
     print(f"result: {out}; plots: {', '.join(pngs)}")
     return 0
 

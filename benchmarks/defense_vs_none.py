@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +27,11 @@ from attacks.experiment import consistency, front_by_accuracy, run_extraction, r
 from attacks.knockoff import BUDGETS, KnockoffSettings
 from loadtests.benign import benign_batch, benign_requirements
 from loadtests.config import LoadSettings
-from psml.atomic import write_json_atomic
+from psml.results import write_result
 from psml.stack import DEMO_KEYS, router_for, triton_for
 from psml.stats import mean_and_std
 from psml.sut import RouterClient, RouterRejected
 from psml.tables import format_table
-from psml.versions import hardware, software_versions
 from router.audit_log import read_audit_log
 from router.goodput import summarize
 from zoo.data import Dataset
@@ -111,12 +109,10 @@ def main(argv=None) -> int:
                               ("fidelity", "extr. fid"), ("d_fidelity", "d fid")]))
     print(f"victim {victim.name}; {a.budget} budget ({BUDGETS[a.budget]} samples), seeds {a.seeds}. PSML (noise): "
           "up to -9.8% acc / -4.8% fid with goodput above 80%.")
-    write_json_atomic(Path(a.out), {"benchmark": "defense_vs_none", "created_unix": time.time(), "seeds": a.seeds,
-                                    "settings": vars(a), "victim": victim.name, "rows": rows,
-                                    "attackers": {k: dict(zip(("votes", "accuracy_backoff", "latency_backoff_ms"), v))
-                                                  for k, v in attackers.items()},
-                                    "knockoff": KnockoffSettings().as_dict(), "hardware": hardware(),
-                                    "software": software_versions()})
+    write_result(a.out, "defense_vs_none", {
+        "seeds": a.seeds, "settings": vars(a), "victim": victim.name, "rows": rows,
+        "attackers": {k: dict(zip(("votes", "accuracy_backoff", "latency_backoff_ms"), v)) for k, v in attackers.items()},
+        "knockoff": KnockoffSettings().as_dict()})
     print(f"result: {a.out}")
     return 0
 

@@ -22,11 +22,10 @@ import psutil
 
 from loadtests.config import LoadSettings
 from loadtests.summary import exact_latencies, locust_stats
-from psml.atomic import write_json_atomic
 from psml.cli_loadtest import run_locust
+from psml.results import write_result
 from psml.stack import router_for, triton_for
 from psml.tables import format_table
-from psml.versions import hardware, software_versions
 
 
 def _cpu_s(pid: int, children: bool) -> float:
@@ -99,9 +98,8 @@ def main(argv=None) -> int:
             print(f"from {r['users']} users the three processes use {used:.2f} of {os.cpu_count()} cores: "
                   "the machine itself is CPU-bound")
             break
-    write_json_atomic(Path(a.out), {"benchmark": "locust_saturation", "created_unix": time.time(), "seed": a.seed,
-                                    "settings": vars(a), "steps": rows, "saturation": saturation,
-                                    "hardware": hardware(), "software": software_versions()})
+    write_result(a.out, "locust_saturation", {"seed": a.seed, "settings": vars(a), "steps": rows,
+                                              "saturation": saturation})
     print(f"result: {a.out}")
     return 0
 

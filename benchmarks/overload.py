@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from psml.atomic import write_json_atomic
 from psml.proc_cpu import self_cpu_s, tree_cpu_s
+from psml.results import write_result
 from psml.stack import DEMO_KEYS, router_for, triton_for
 from psml.tables import format_table
-from psml.versions import hardware, software_versions
 from router.audit_log import read_audit_log
 from router.goodput import goodput_by_client
 from zoo.data import Dataset
@@ -136,9 +135,7 @@ def main(argv=None) -> int:
         ("max_ms", "max ms"), ("healthz_max_ms", "/healthz max ms"), ("cpu_s_loadgen", "loadgen CPU s")])
     print(f"goodput vs offered load, SLO {a.slo_ms:g} ms, {len(os.sched_getaffinity(0))} cores shared by clients, "
           f"router and Triton\n{table}")
-    write_json_atomic(Path(a.out), {
-        "benchmark": "overload", "created_unix": time.time(), "seed": a.seed, "settings": vars(a),
-        "rows": rows, "hardware": hardware(), "software": software_versions()})
+    write_result(a.out, "overload", {"seed": a.seed, "settings": vars(a), "rows": rows})
     print(f"result: {a.out}")
     return 0
 

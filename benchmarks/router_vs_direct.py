@@ -17,19 +17,17 @@ import argparse
 import contextlib
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from psml.atomic import write_json_atomic
 from psml.closed_loop import run_closed_loop
 from psml.proc_cpu import self_cpu_s, tree_cpu_s
+from psml.results import write_result
 from psml.stack import DEMO_KEYS, router_for, triton_for
 from psml.stats import percentile_summary
 from psml.sut import DirectTriton, RouterClient
 from psml.tables import format_table
-from psml.versions import hardware, software_versions
 from zoo.data import Dataset
 from zoo.manifest import load_manifest
 
@@ -120,10 +118,10 @@ def main(argv=None) -> int:
     cores = len(os.sched_getaffinity(0))
     print(f"router vs direct Triton, model {model.name}, {cores} cores shared by load generator, router and Triton\n"
           f"targets: {TARGETS}\n{table}")
-    write_json_atomic(Path(a.out), {
-        "benchmark": "router_vs_direct", "created_unix": time.time(), "seed": a.seed, "targets": TARGETS,
+    write_result(a.out, "router_vs_direct", {
+        "seed": a.seed, "targets": TARGETS,
         "settings": vars(a) | {"model": model.name, "zoo": manifest.zoo.name, "cores": cores},
-        "cells": raw, "table": rows, "hardware": hardware(), "software": software_versions(),
+        "cells": raw, "table": rows,
     })
     print(f"result: {a.out}")
     return 0
