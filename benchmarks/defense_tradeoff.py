@@ -43,6 +43,7 @@ from psml.stats import latency_summary, mean_ci95
 from psml.sut import RouterClient, RouterRejected
 from psml.tables import format_table
 from router.audit_log import read_audit_log
+from router.defenses import is_client_defense, is_output_defense, make_defense
 from router.goodput import summarize
 from zoo.data import Dataset
 from zoo.manifest import load_manifest
@@ -76,6 +77,15 @@ def keys_for(n_benign: int) -> dict[str, str]:
         keys[who] = who
     keys |= {f"split-{j}": f"split-{j}" for j in range(SPLIT_KEYS)}
     return keys
+
+
+def zoo_info(url: str) -> dict:
+    """What the service publishes (GET /v1/zoo), on a connection of its own."""
+    client = RouterClient(url, "timing")
+    try:
+        return client.zoo()
+    finally:
+        client.close()
 
 
 def benign_phase(router, data, clients: int, per_client: int, seed: int) -> dict:
@@ -239,9 +249,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="psml-tradeoff-") as tmp, triton_for(a.zoo, tmp) as triton:
         for i, name in enumerate(names):
             defenses = CONFIGS[name]
-            kinds = {d["name"] for d in defenses}
-            output_defended = bool(kinds & {"round_probabilities", "top_k", "labels_only", "reverse_sigmoid", "output_noise"})
-            per_client = bool(kinds & {"prada", "query_budget"})
+            built = [make_defense(d) for d in defenses]
+            output_defended = any(map(is_output_defense, built))
+            per_client = any(map(is_client_defense, built))
             with router_for(a.zoo, tmp, triton, f"r{i}", defenses=defenses, seed=a.router_seed, api_keys=keys,
                             max_batch_size=64) as router:
                 benign = benign_phase(router, data, a.benign_clients, a.benign_per_client, a.router_seed)
@@ -257,7 +267,7 @@ def main(argv=None) -> int:
                                     data.x["attacker_pool"][1:101], victim.name)
                     fps[who] = {"queries": fp.queries, "spec": fp.spec, "consistency": c["consistency"]}
                     specs["staircase" if who == "plain" else "staircase_adaptive"] = fp.spec
-                ex = extraction(router, RouterClient(router.url, "timing").zoo(), specs, data, labels,
+                ex = extraction(router, zoo_info(router.url), specs, data, labels,
                                 BUDGETS[budget], seeds, output_defended, per_client, a.epochs)
                 try:
                     timing = run_timing(router.url, "timing", router.audit_path, manifest, probe, TimingSettings())

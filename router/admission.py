@@ -13,10 +13,12 @@ from .errors import RouterError
 
 class Overloaded(RouterError):
     status, kind = 503, "overloaded"
+    retry_after = 1  # seconds, sent as Retry-After: the queue is short, so soon is soon enough
 
 
 class TooManyRequests(RouterError):
     status, kind = 429, "too_many_requests"
+    retry_after = 1
 
 
 class Admission:

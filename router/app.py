@@ -9,7 +9,6 @@ reason, and every request, good or bad, leaves one audit record.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import time
@@ -39,7 +38,6 @@ from .zoo_view import ZooView
 
 API_KEY_HEADER = "x-api-key"
 PIN_HEADER = "x-psml-model"  # profiling routers only (settings.allow_pinned_model)
-RETRY_AFTER_S = b"1"
 # a client defense refused the request (blocked, rate-limited, budget spent): counted against the service in
 # goodput, since a benign client refused by a false positive loses service
 REFUSALS = ("blocked", "rate_limited", "query_budget_exhausted")
@@ -159,18 +157,10 @@ class Router:
             rec |= {"status": 200, "outcome": "served"}
             if self.timing_defense is not None:
                 elapsed_ms = (time.perf_counter() - t0) * 1e3
-                until = t0 + self.timing_defense.hold_until_ms(elapsed_ms) / 1e3
-                if until > t0 + elapsed_ms / 1e3:
-                    rec["padded_ms"] = (until - t0) * 1e3 - elapsed_ms
-                # uvloop's timers count whole milliseconds from a cached clock: a timer alone lands each model's
-                # answers at its own sub-millisecond offset from the floor, which is itself a timing signature
-                # (measured: medians 6.5 vs 6.9 ms, identification 0.85 from one sample). So sleep on the timer to
-                # within ~2 ms of the floor, then yield to the loop until it has passed: other requests run
-                # meanwhile; the price is up to ~2 ms of CPU per padded answer (router CPU in the benchmark).
-                while (left := until - time.perf_counter()) > 2e-3:
-                    await asyncio.sleep(left - 2e-3)
-                while time.perf_counter() < until:
-                    await asyncio.sleep(0)
+                hold_ms = self.timing_defense.hold_until_ms(elapsed_ms) - elapsed_ms
+                if hold_ms > 0:
+                    rec["padded_ms"] = hold_ms
+                    await self.timing_defense.wait_until(t0 + (elapsed_ms + hold_ms) / 1e3)
         except RouterError as e:
             answer = self._fail(rec, e)
         except Exception as e:  # a bug must still answer JSON and leave its audit record
@@ -192,9 +182,7 @@ class Router:
         rec |= getattr(e, "audit", None) or {}
         if hasattr(e, "effective"):
             rec |= {"eff_min_accuracy": e.effective.min_accuracy, "eff_max_latency_ms": e.effective.max_latency_ms}
-        if shed:
-            return e.status, orjson.dumps(e.body()), [(b"retry-after", RETRY_AFTER_S)]
-        if hasattr(e, "retry_after"):
+        if hasattr(e, "retry_after"):  # shed by admission control, or rate-limited by a client defense
             return e.status, orjson.dumps(e.body()), [(b"retry-after", str(e.retry_after).encode())]
         if e.status in (503, 504):
             # Triton's own message names the model; keep it in the audit log, never in the answer.

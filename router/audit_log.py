@@ -1,9 +1,10 @@
 """The router's server-side audit log: ground truth for goodput and for scoring attacks.
 
 JSON Lines, one record per request, appended with a single ``os.write`` on an ``O_APPEND`` descriptor before
-the response leaves the router. Every worker of a router appends to the same file: Linux serialises writes to
-one regular file, so each record's line stays whole whatever the number of workers: once a client has its answer the record is in the kernel, so a crash of the
-router loses no committed record (``fsync=True`` also survives power loss, at ~ms per request).
+the response leaves the router: once a client has its answer the record is in the kernel, so a crash of the
+router loses no committed record (``fsync=True`` also survives power loss, at ~ms per request). Every worker of
+a router appends to the same file; Linux serialises writes to one regular file, so each line stays whole
+whatever the number of workers.
 """
 
 from __future__ import annotations
