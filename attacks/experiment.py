@@ -114,21 +114,30 @@ def summarize_extraction(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def run_timing(router_url: str, api_key: str, audit_path, manifest, probe: np.ndarray, s) -> dict:
+def run_timing(router_url: str, api_key: str, audit_path, manifest, probe: np.ndarray, s,
+               pool: np.ndarray | None = None) -> dict:
     """The timing side channel end to end: the staircase's corners for every front rank (from 200/422 answers
-    only), timed templates at each, then identification scored against the audit log's serving model."""
+    only), timed templates at each, then identification scored against the audit log's serving model. With
+    ``pool``, every query sends the next pool sample instead of the fixed probe (attacks/timing.py)."""
     from .timing import identification_accuracy, templates, timed_answers
 
     front = front_by_accuracy(manifest)
     rank_of = {m.name: k for k, m in enumerate(front, 1)}
     client = RouterClient(router_url, api_key)
-    oracle = SpecOracle(client, probe)
+    oracle = SpecOracle(client, probe, pool=pool)
     fp = staircase(oracle, client.zoo(), FingerprintSettings(target_rank=len(front), verify_queries=1))
     corners = {k: c for k, c in enumerate(fp.corners, 1)}
-    template_times = {k: np.array([t for t, _ in timed_answers(client, probe, c, s.template_queries)])
-                      for k, c in corners.items()}
+    inputs = probe if pool is None else pool
+    sent = fp.queries  # natural streams go on through the pool where the staircase stopped
+    template_times = {}
+    for k, c in corners.items():
+        template_times[k] = np.array([t for t, _ in timed_answers(client, inputs, c, s.template_queries, sent)])
+        sent += s.template_queries
     start = _audit_len(audit_path)
-    test = [(t, rid) for c in corners.values() for t, rid in timed_answers(client, probe, c, s.test_queries)]
+    test = []
+    for c in corners.values():
+        test += timed_answers(client, inputs, c, s.test_queries, sent)
+        sent += s.test_queries
     client.close()
     served = {r["request_id"]: r["model"] for r in list(read_audit_log(audit_path))[start:] if r["outcome"] == "served"}
     test_by_rank: dict[int, list[float]] = {k: [] for k in corners}
@@ -142,4 +151,4 @@ def run_timing(router_url: str, api_key: str, audit_path, manifest, probe: np.nd
             "accuracy_by_samples": {str(m): a for m, a in acc.items()},
             "template_median_ms": {str(k): float(np.exp(v)) for k, v in medians.items()},
             "queries": fp.queries + sum(len(t) for t in template_times.values()),
-            "settings": s.as_dict()}
+            "inputs": "fixed probe" if pool is None else "natural pool samples", "settings": s.as_dict()}

@@ -23,12 +23,18 @@ class SpecOracle:
     client: RouterClient
     probe: np.ndarray  # [1, D]
     queries: int = 0
+    # Natural inputs sent in turn instead of the probe: a stream a per-client detector such as PRADA sees as
+    # ordinary traffic (the probe repeated gives distance 0 again and again). Answers are then on different
+    # inputs, so their signatures no longer name the model: only served/rejected is learned, which is all the
+    # staircase's bisections use (its final verification becomes meaningless).
+    pool: np.ndarray | None = None
 
     def ask(self, min_accuracy: float | None, max_latency_ms: float | None) -> str | None:
         """The answering model's signature, or None when the router found no model for the specification."""
+        x = self.probe if self.pool is None else self.pool[self.queries % len(self.pool)][None]
         self.queries += 1
         try:
-            return signature(self.client.infer(self.probe, min_accuracy, max_latency_ms))
+            return signature(self.client.infer(x, min_accuracy, max_latency_ms))
         except RouterRejected as e:
             if e.status == 422 and e.body.get("error") == NO_MODEL:
                 return None

@@ -9,6 +9,9 @@ through the public API only:
    template median is nearest the samples' median, in log time (latencies are right-skewed and the zoo's tiers
    are roughly geometric). m = 1 identifies a single answer; larger m is the adaptive attacker against noise or
    padding, which pays for the extra samples in queries.
+With ``pool`` (run_timing) every query sends the next natural sample instead of one fixed probe: the adaptive
+attacker against a per-client detector (PRADA flags a probe repeated, not a stream of natural samples), which
+costs it nothing here since neither step reads an output.
 The harness (``identification_accuracy``) scores it against the audit log's record of the model that served.
 """
 
@@ -41,11 +44,16 @@ class TimingSettings:
         return asdict(self)
 
 
-def timed_answers(client: RouterClient, probe: np.ndarray, spec: dict, n: int) -> list[tuple[float, str]]:
-    """(wall ms at the client, request id) of up to n answered requests with ``spec`` (rejections are skipped)."""
-    body = {"inputs": np.asarray(probe, np.float32).tolist()} | {k: v for k, v in spec.items() if v is not None}
+def timed_answers(client: RouterClient, inputs: np.ndarray, spec: dict, n: int,
+                  start: int = 0) -> list[tuple[float, str]]:
+    """(wall ms at the client, request id) of up to n answered requests with ``spec`` (rejections are skipped);
+    request i sends row (start + i) mod len(inputs) of ``inputs``: one row is a fixed probe, many a natural
+    stream (a zoo model's time does not depend on what the sample shows)."""
+    rows = [np.asarray(inputs[j : j + 1], np.float32).tolist() for j in range(len(inputs))]
+    extra = {k: v for k, v in spec.items() if v is not None}
     out = []
-    for _ in range(n):
+    for i in range(n):
+        body = {"inputs": rows[(start + i) % len(rows)]} | extra
         t0 = time.perf_counter()
         status, answer = client.request("POST", "/v1/infer", body)
         ms = (time.perf_counter() - t0) * 1e3

@@ -7,6 +7,11 @@ the class threshold T_c = max(T_c, mean(DG_c) - std(DG_c)) over the distances of
 query streams give roughly normal distances; synthetic or crafted ones do not. Once D holds ``min_distances``
 values, the Shapiro-Wilk W of D (its last ``window`` values) below ``delta`` flags the key, for good.
 
+Cost per sample (the paper tests after every query): T_c comes from running sums of DG_c, not a pass over it;
+the nearest member is found by dot products against stored squared norms, then its distance recomputed
+exactly; Shapiro-Wilk runs once every ``test_every`` new distances (and on the request that reaches
+``min_distances``), so a flag can come up to ``test_every - 1`` distances later than a per-query test would.
+
 Actions on a flagged key: ``log`` (audit records only), ``throttle`` (a token bucket of ``throttle_rate_per_s``
 requests a second, 429 above it), ``block`` (403 for that request and every later one). The request whose
 samples triggered the flag is already answered by the model, but its answer is withheld under ``block``.
@@ -33,16 +38,51 @@ class Blocked(RouterError):
 
 
 class _ClientState:
-    __slots__ = ("groups", "group_d", "thresholds", "distances", "w", "flagged_at", "samples")
+    __slots__ = ("groups", "distances", "n_distances", "tested_at", "w", "flagged_at", "samples")
 
     def __init__(self):
-        self.groups: dict[int, list] = {}  # class -> [buffer [cap, D], n used]: the growing set G_c
-        self.group_d: dict[int, list[float]] = {}  # class -> distances of G_c's members (DG_c)
-        self.thresholds: dict[int, float] = {}
-        self.distances: list[float] = []  # D
+        self.groups: dict[int, _Group] = {}  # class -> the growing set G_c
+        self.distances: list[float] = []  # D (its older values dropped once they leave the window)
+        self.n_distances = 0  # all distances D ever had
+        self.tested_at = 0  # n_distances at the last Shapiro-Wilk test
         self.w: float | None = None
         self.flagged_at: int | None = None  # samples the key had sent when it was flagged
         self.samples = 0
+
+
+class _Group:
+    """G_c: members in a doubling buffer with their squared norms, and running sums of DG_c for T_c."""
+
+    __slots__ = ("buf", "sq", "n", "d_n", "d_sum", "d_sumsq", "threshold")
+
+    def __init__(self, row: np.ndarray):
+        self.buf = np.empty((64, len(row)), np.float32)
+        self.sq = np.empty(64, np.float32)
+        self.buf[0], self.sq[0], self.n = row, row @ row, 1
+        # DG_c starts with the first member's 0, as in the paper's pseudo-code
+        self.d_n, self.d_sum, self.d_sumsq, self.threshold = 1, 0.0, 0.0, 0.0
+
+    def nearest(self, row: np.ndarray) -> float:
+        members = self.buf[: self.n]
+        # argmin ||m - x||^2 = argmin (||m||^2 - 2 m.x); the winner's distance is recomputed exactly so that
+        # a repeated sample gives 0, not float32 cancellation noise
+        i = int(np.argmin(self.sq[: self.n] - 2.0 * (members @ row)))
+        diff = members[i] - row
+        return float(np.sqrt(diff @ diff))
+
+    def update_threshold(self) -> float:
+        mean = self.d_sum / self.d_n
+        std = max(self.d_sumsq / self.d_n - mean * mean, 0.0) ** 0.5  # population std, like np.std
+        self.threshold = max(self.threshold, mean - std)
+        return self.threshold
+
+    def add(self, row: np.ndarray, d: float) -> None:
+        if self.n == len(self.buf):  # grow by doubling: amortised O(1) per added sample
+            self.buf = np.concatenate([self.buf, np.empty_like(self.buf)])
+            self.sq = np.concatenate([self.sq, np.empty_like(self.sq)])
+        self.buf[self.n], self.sq[self.n] = row, row @ row
+        self.n += 1
+        self.d_n, self.d_sum, self.d_sumsq = self.d_n + 1, self.d_sum + d, self.d_sumsq + d * d
 
 
 @dataclass
@@ -51,6 +91,7 @@ class Prada:
     min_distances: int = 100  # distances gathered before the first test
     window: int = 5000  # test the last this many distances (Shapiro-Wilk's p-value is exact up to 5000)
     max_group_size: int = 5000  # samples kept per class per key (memory bound; the test still sees every d)
+    test_every: int = 10  # new distances between Shapiro-Wilk tests (1: after every sample, as in the paper)
     action: str = "log"
     throttle_rate_per_s: float = 1.0
     name = "prada"
@@ -66,6 +107,8 @@ class Prada:
             raise ConfigError(f"prada window must be an integer >= min_distances, got {self.window!r}")
         if not isinstance(self.max_group_size, int) or self.max_group_size < 1:
             raise ConfigError(f"prada max_group_size must be an integer >= 1, got {self.max_group_size!r}")
+        if not isinstance(self.test_every, int) or self.test_every < 1:
+            raise ConfigError(f"prada test_every must be an integer >= 1, got {self.test_every!r}")
         if self.action not in ACTIONS:
             raise ConfigError(f"prada action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
         if not self.throttle_rate_per_s > 0:
@@ -96,7 +139,10 @@ class Prada:
             self._add(s, row, int(c))
         s.samples += len(flat)
         newly = False
-        if s.flagged_at is None and len(s.distances) >= self.min_distances:
+        n = s.n_distances
+        if s.flagged_at is None and n >= self.min_distances and (
+                s.tested_at < self.min_distances or n - s.tested_at >= self.test_every):
+            s.tested_at = n
             d = np.asarray(s.distances[-self.window :])
             s.w = _shapiro_w(d)
             if s.w < self.delta:
@@ -111,23 +157,17 @@ class Prada:
         return info
 
     def _add(self, s: _ClientState, row: np.ndarray, c: int) -> None:
-        entry = s.groups.get(c)
-        if entry is None:
-            buf = np.empty((64, len(row)), np.float32)
-            buf[0] = row
-            s.groups[c], s.group_d[c], s.thresholds[c] = [buf, 1], [0.0], 0.0
+        g = s.groups.get(c)
+        if g is None:
+            s.groups[c] = _Group(row)
             return
-        buf, n = entry
-        d = float(np.sqrt(((buf[:n] - row) ** 2).sum(1).min()))
+        d = g.nearest(row)
         s.distances.append(d)
-        dg = s.group_d[c]
-        s.thresholds[c] = max(s.thresholds[c], float(np.mean(dg) - np.std(dg)))
-        if d > s.thresholds[c] and n < self.max_group_size:
-            if n == len(buf):  # grow by doubling: amortised O(1) per added sample
-                buf = np.concatenate([buf, np.empty_like(buf)])
-            buf[n] = row
-            entry[0], entry[1] = buf, n + 1
-            dg.append(d)
+        s.n_distances += 1
+        if d > g.update_threshold() and g.n < self.max_group_size:
+            g.add(row, d)
+        if len(s.distances) > 2 * self.window:  # D is only ever tested on its last `window` values
+            del s.distances[: -self.window]
 
     def client_report(self) -> dict:
         return {c: {"samples": s.samples, "w": s.w, "flagged_at_samples": s.flagged_at}

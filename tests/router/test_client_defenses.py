@@ -49,6 +49,59 @@ def test_prada_flags_a_stream_that_repeats_one_probe():
     assert infos[-1]["prada_flagged"] and infos[-1]["prada_w"] < 0.9
 
 
+def reference_prada_w(x, labels, delta=0.9, min_distances=100):
+    """PRADA's Algorithm 1 written out plainly (lists, np.mean/np.std over DG_c, a test after every sample):
+    per sample, (W, flagged) as the router's incremental version must report them with test_every=1."""
+    from scipy.stats import shapiro
+
+    groups, dg, thr, dists, out, flagged = {}, {}, {}, [], [], False
+    for row, c in zip(x.astype(np.float32), labels):
+        if c not in groups:
+            groups[c], dg[c], thr[c] = [row], [0.0], 0.0
+        else:
+            d = float(min(np.linalg.norm(g - row) for g in groups[c]))
+            dists.append(d)
+            thr[c] = max(thr[c], float(np.mean(dg[c]) - np.std(dg[c])))
+            if d > thr[c]:
+                groups[c].append(row)
+                dg[c].append(d)
+        if len(dists) >= min_distances and not flagged:  # a flag is for good: no test after it
+            w = float(shapiro(dists).statistic)
+            flagged = w < delta
+        out.append((w if len(dists) >= min_distances else None, flagged))
+    return out
+
+
+@pytest.mark.parametrize("data", ["natural", "synthetic"])
+def test_prada_incremental_statistics_match_the_algorithm_as_written(data):
+    """Catches a wrong running std (sample instead of population, a missing square), a threshold updated after
+    the comparison, a nearest-member search by dot products that picks the wrong member, and a test schedule
+    that skips the first eligible test."""
+    x = (np.random.default_rng(4).normal(size=(400, 40)) if data == "natural" else jbda_like(steps=40)).astype(np.float32)
+    labels = (x @ PROJ).argmax(1)
+    p = make_defense({"name": "prada", "test_every": 1})
+    got = [p.observe("c", x[i : i + 1], labels[i : i + 1]) for i in range(len(x))]
+    want = reference_prada_w(x, labels)
+    for g, (w, flagged) in zip(got, want):
+        assert g["prada_flagged"] == flagged
+        assert (g["prada_w"] is None) == (w is None) and (w is None or abs(g["prada_w"] - w) < 1e-4)
+
+
+def test_prada_tests_every_k_distances_and_flags_at_most_k_late():
+    """With test_every=k the flag comes at the first scheduled test at or after the per-sample test's flag:
+    catches a schedule that never tests again after the first test, or one counting samples, not distances."""
+    x = jbda_like(steps=40)
+    labels = (x @ PROJ).argmax(1)
+    first = {}
+    for k in (1, 10):
+        p = make_defense({"name": "prada", "test_every": k})
+        for i in range(len(x)):
+            if p.observe("c", x[i : i + 1], labels[i : i + 1])["prada_flagged"]:
+                first[k] = i
+                break
+    assert 0 <= first[10] - first[1] < 10
+
+
 def test_prada_block_refuses_the_flagging_request_and_every_later_one():
     p = make_defense({"name": "prada", "action": "block", "min_distances": 20})
     x = jbda_like(steps=10)
@@ -87,7 +140,7 @@ def test_query_budget_rate_limit_and_total_budget_per_key():
 
 
 @pytest.mark.parametrize("spec", [
-    {"name": "prada", "delta": 1.5}, {"name": "prada", "action": "ban"}, {"name": "prada", "min_distances": 2},
+    {"name": "prada", "delta": 1.5}, {"name": "prada", "action": "ban"}, {"name": "prada", "min_distances": 2}, {"name": "prada", "test_every": 0},
     {"name": "query_budget"}, {"name": "query_budget", "rate_per_s": 0}, {"name": "query_budget", "max_samples": 0},
     {"name": "latency_padding"}, {"name": "latency_padding", "floor_ms": -1},
     {"name": "latency_padding", "buckets_ms": [5, 2]}, {"name": "latency_padding", "floor": "median"},

@@ -9,6 +9,7 @@ import requests
 from attacks.experiment import front_by_accuracy, run_timing
 from attacks.timing import TimingSettings
 from psml.errors import PsmlError
+from psml.sut import RouterRejected
 from router.audit_log import read_audit_log
 from tests.conftest import infer
 
@@ -93,3 +94,19 @@ def test_timing_side_channel_identifies_models_and_padding_hides_them(start_rout
     padded = start_router("padded", defenses=[{"name": "latency_padding", "floor": "slowest_front", "margin_ms": 3.0}])
     hidden = run_timing(padded.url, "k-attacker", padded.audit_path, manifest, probe, s)
     assert hidden["accuracy_by_samples"]["1"] < 0.8 < open_["accuracy_by_samples"]["1"]
+
+
+def test_timing_attacker_with_natural_samples_passes_prada_that_blocks_the_fixed_probe(start_router, manifest, data):
+    """The adaptive attacker against per-client detection: the same timing attack sending natural pool samples
+    instead of one probe. Catches a natural stream that still repeats the probe (PRADA would block it too) and a
+    pool attacker whose templates are broken by the varying inputs (identification at chance)."""
+    s = TimingSettings(template_queries=30, test_queries=40, samples=(1, 10), trials=300)
+    router = start_router(defenses=[{"name": "prada", "action": "block", "min_distances": 20}])
+    probe, pool = data.x["attacker_pool"][:1], data.x["attacker_pool"][1:]
+    with pytest.raises(RouterRejected) as e:
+        run_timing(router.url, "k-attacker", router.audit_path, manifest, probe, s)
+    assert e.value.status == 403
+    natural = run_timing(router.url, "k-benign", router.audit_path, manifest, probe, s, pool=pool)
+    assert natural["accuracy_by_samples"]["10"] >= 0.9 and natural["inputs"] == "natural pool samples"
+    records = [r for r in read_audit_log(router.audit_path) if r["client"] == "benign"]
+    assert len(records) > 100 and not any(r.get("prada_flagged") or r["outcome"] == "refused" for r in records)
