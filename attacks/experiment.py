@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from psml.stats import mean_and_std
+from psml.stats import mean_and_std, mean_ci95
 from psml.sut import DirectTriton, RouterClient, RouterRejected
 from router.audit_log import read_audit_log
 from zoo.export import open_session, run_onnx
 
 from .fingerprint import FingerprintSettings, staircase
 from .grid_scan import GridScanSettings, grid_scan
-from .knockoff import KnockoffSettings, collect, score, train_surrogate
+from .knockoff import KnockoffSettings, collect, train_and_score
 from .oracle import SpecOracle
 
 SETTINGS = ("explicit", "fingerprinted", "naive")
@@ -83,34 +83,48 @@ def victim_labels(zoo_dir, victim, x_test: np.ndarray) -> np.ndarray:
 
 
 def run_extraction(setting: str, router_url: str, api_key: str, triton_http_url: str, victim, spec: dict | None,
-                   pool: np.ndarray, data, labels: np.ndarray, s: KnockoffSettings) -> dict:
+                   pool: np.ndarray, data, labels: np.ndarray, s: KnockoffSettings, log=print) -> dict:
+    """One extraction and its score. "fingerprinted" without a specification (the staircase found none) is
+    reported as failed, not run with no requirements: that would be the naive setting under another name."""
     if setting == "explicit":
         sut, req = DirectTriton(triton_http_url, victim.name), {}
     elif setting == "fingerprinted":
-        sut, req = RouterClient(router_url, api_key), dict(spec or {})
+        if spec is None:
+            return {"accuracy": None, "fidelity": None, "failed": True, "answers": 0, "requests": 0,
+                    "rejected_requests": 0, "retry_reasons": ["fingerprinting found no specification for the victim"]}
+        sut, req = RouterClient(router_url, api_key), dict(spec)
     else:
         sut, req = RouterClient(router_url, api_key), {}
     try:
         t = collect(sut, pool, s, req)
     finally:
         sut.close()
-    surrogate = train_surrogate(t, tuple(data.sample_shape), data.n_classes, s)
-    return score(surrogate, data.x["test"], data.y["test"], labels) | {
-        "answers": int(len(t.x)), "requests": t.requests, "rejected_requests": t.rejected_requests}
+    scored = train_and_score(t, tuple(data.sample_shape), data.n_classes, s, data.x["test"], data.y["test"], labels,
+                             log=log)
+    return scored | {"answers": int(len(t.x)), "requests": t.requests, "rejected_requests": t.rejected_requests}
 
 
 def summarize_extraction(runs: list[dict]) -> list[dict]:
-    """Mean and standard deviation over seeds per (budget, setting)."""
+    """Per (budget, setting, labels_only): mean, standard deviation and 95% interval over the seeds whose
+    surrogate trained; failed runs are counted and named (``failed_seeds``), never averaged in."""
     rows = []
-    for budget in dict.fromkeys(r["budget"] for r in runs):
+    keys = dict.fromkeys((r["budget"], r.get("labels_only", False)) for r in runs)
+    for budget, labels_only in keys:
         for setting in SETTINGS:
-            sel = [r for r in runs if r["budget"] == budget and r["setting"] == setting]
+            sel = [r for r in runs if r["budget"] == budget and r["setting"] == setting
+                   and r.get("labels_only", False) == labels_only]
             if not sel:
                 continue
-            acc, acc_sd = mean_and_std([r["accuracy"] for r in sel])
-            fid, fid_sd = mean_and_std([r["fidelity"] for r in sel])
-            rows.append({"budget": budget, "setting": setting, "seeds": len(sel), "accuracy": acc,
-                         "accuracy_std": acc_sd, "fidelity": fid, "fidelity_std": fid_sd})
+            ok = [r for r in sel if not r.get("failed")]
+            row = {"budget": budget, "setting": setting, "labels_only": labels_only, "seeds": len(ok),
+                   "failed_seeds": [r["seed"] for r in sel if r.get("failed")],
+                   "retried_seeds": [r["seed"] for r in sel if r.get("attempts", 1) > 1 and not r.get("failed")]}
+            for metric in ("accuracy", "fidelity"):
+                values = [r[metric] for r in ok]
+                mean, sd = mean_and_std(values) if values else (None, None)
+                ci = mean_ci95(values)[1:] if len(values) > 1 else None
+                row |= {metric: mean, f"{metric}_std": sd, f"{metric}_ci95": ci}
+            rows.append(row)
     return rows
 
 

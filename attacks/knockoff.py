@@ -21,6 +21,42 @@ from zoo.train import TrainSettings, predict_proba, train
 
 # Query budgets in samples (the attacker pool of the default zoo holds 3,600).
 BUDGETS = {"small": 250, "medium": 1000, "large": 3000}
+# A surrogate whose training failed is retried this many times with a fresh initialisation (same transcript).
+SURROGATE_RETRIES = 2
+
+
+def resolve_budget(budget: str | int | float, pool_size: int) -> int:
+    """A budget as samples: a name (small, medium, large), a count ("600") or a fraction of the pool ("0.25").
+    Checked against the pool before the first query is sent."""
+    text = str(budget)
+    if text in BUDGETS:
+        n = BUDGETS[text]
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"budget {text!r} is neither a name ({', '.join(BUDGETS)}), a sample count nor a "
+                              f"fraction of the pool") from None
+        if 0 < value < 1:
+            n = max(1, int(round(value * pool_size)))
+        elif value >= 1 and value == int(value):
+            n = int(value)
+        else:
+            raise ConfigError(f"budget {text!r}: a sample count must be a whole number >= 1, a fraction in (0, 1)")
+    if n > pool_size:
+        raise ConfigError(f"budget {text!r} ({n} samples) exceeds the query pool of {pool_size}")
+    return n
+
+
+def training_failure(losses: list[float], accuracy: float, n_classes: int) -> str | None:
+    """Why a trained surrogate counts as failed, or None: test accuracy at or below 1.5x chance (a surrogate that
+    learnt nothing, not a weak one), or a loss that did not fall by 2% from the first epoch to the last."""
+    chance = 1.0 / n_classes
+    if accuracy <= 1.5 * chance:
+        return f"accuracy {accuracy:.3f} at or below 1.5x chance ({chance:.3f})"
+    if len(losses) >= 2 and not losses[-1] < 0.98 * losses[0]:
+        return f"training loss did not fall ({losses[0]:.4f} -> {losses[-1]:.4f})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -60,7 +96,7 @@ def collect(sut: SystemUnderTest | list[SystemUnderTest], pool: np.ndarray, s: K
             requirements: dict | None = None) -> Transcript:
     """Spend the budget. ``sut`` may be a list (one client per API key): requests rotate over them, the
     adaptive attacker's answer to per-key limits. A request still refused after its resends is given up."""
-    if s.budget > len(pool):
+    if s.budget > len(pool):  # callers check budgets up front (resolve_budget); this guards direct use
         raise ConfigError(f"budget of {s.budget} samples exceeds the query pool of {len(pool)}")
     suts = sut if isinstance(sut, list) else [sut]
     idx = np.random.default_rng(s.seed).choice(len(pool), s.budget, replace=False)
@@ -80,14 +116,37 @@ def collect(sut: SystemUnderTest | list[SystemUnderTest], pool: np.ndarray, s: K
                       np.concatenate(ps) if ps else np.zeros((0, n_classes), np.float32), requests, rejected)
 
 
-def train_surrogate(t: Transcript, sample_shape, n_classes: int, s: KnockoffSettings) -> torch.nn.Module:
+def train_surrogate(t: Transcript, sample_shape, n_classes: int, s: KnockoffSettings,
+                    losses: list[float] | None = None, init_seed: int | None = None) -> torch.nn.Module:
     if len(t.x) == 0:
         raise ConfigError("the attacker collected no answers: every request was rejected")
-    model = build_model(s.surrogate, sample_shape, n_classes, seed=s.seed)
+    seed = s.seed if init_seed is None else init_seed
+    model = build_model(s.surrogate, sample_shape, n_classes, seed=seed)
     targets = t.probs.argmax(1).astype(np.int64) if s.labels_only else t.probs.astype(np.float32)
     train(model, t.x.astype(np.float32), targets,
-          TrainSettings(epochs=s.epochs, batch_size=64, learning_rate=s.learning_rate, seed=s.seed))
+          TrainSettings(epochs=s.epochs, batch_size=64, learning_rate=s.learning_rate, seed=seed), losses=losses)
     return model
+
+
+def train_and_score(t: Transcript, sample_shape, n_classes: int, s: KnockoffSettings, x_test, y_test,
+                    victim_labels, log=print) -> dict:
+    """Train, score, and check the training: a failed surrogate (``training_failure``) is retried up to
+    SURROGATE_RETRIES times with a fresh initialisation, each reason logged and kept. The result says how many
+    attempts it took and, if every attempt failed, ``failed`` with the reasons: callers report it, never
+    average it in."""
+    reasons = []
+    for attempt in range(1 + SURROGATE_RETRIES):
+        losses: list[float] = []
+        sur = train_surrogate(t, sample_shape, n_classes, s, losses, init_seed=s.seed + 1000 * attempt)
+        scored = score(sur, x_test, y_test, victim_labels)
+        reason = training_failure(losses, scored["accuracy"], n_classes)
+        out = scored | {"attempts": attempt + 1, "retry_reasons": reasons, "final_loss": losses[-1] if losses else None}
+        if reason is None:
+            return out | {"failed": False}
+        reasons.append(f"attempt {attempt + 1}: {reason}")
+        log(f"  surrogate training failed (seed {s.seed}, {reasons[-1]}); "
+            + ("retrying with a fresh initialisation" if attempt < SURROGATE_RETRIES else "giving up"))
+    return out | {"failed": True}
 
 
 def score(surrogate: torch.nn.Module, x_test: np.ndarray, y_test: np.ndarray, victim_labels: np.ndarray) -> dict:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from attacks.experiment import consistency, front_by_accuracy, run_fingerprint, run_timing, victim_labels
-from attacks.knockoff import BUDGETS, KnockoffSettings, collect, score, train_surrogate
+from attacks.knockoff import BUDGETS, KnockoffSettings, collect, train_and_score
 from attacks.timing import TimingSettings
 from loadtests.benign import benign_batch, benign_requirements
 from loadtests.config import LoadSettings
@@ -150,9 +150,10 @@ def extraction(router, zoo_info, spec_by_attacker: dict, data, labels, budget: i
                 if len(t.x) == 0:
                     rows.append(base | {"accuracy": None, "fidelity": None, "note": "no answers"})
                     continue
-                sur = train_surrogate(t, tuple(data.sample_shape), data.n_classes,
-                                      KnockoffSettings(budget=budget, seed=seed, labels_only=labels_only, epochs=epochs))
-                rows.append(base | score(sur, data.x["test"], data.y["test"], labels))
+                rows.append(base | train_and_score(
+                    t, tuple(data.sample_shape), data.n_classes,
+                    KnockoffSettings(budget=budget, seed=seed, labels_only=labels_only, epochs=epochs),
+                    data.x["test"], data.y["test"], labels))
         rows_det = detection(router, set(keys))
         for r in rows:
             if r["attacker"] == who:
@@ -162,17 +163,20 @@ def extraction(router, zoo_info, spec_by_attacker: dict, data, labels, budget: i
 
 def strongest(rows: list[dict]) -> dict:
     """Group per (attacker, labels_only): mean and 95% interval over seeds; the strongest by mean fidelity.
-    An attacker that got no answers scores 0 (it stole nothing; its rows say "no answers")."""
+    An attacker that got no answers scores 0 (it stole nothing; its rows say "no answers"). A surrogate whose
+    training failed after its retries (attacks/knockoff.py) is left out of the mean and counted in
+    ``failed_seeds``: a training failure is not a defense's success."""
     groups = {}
     for r in rows:
         groups.setdefault((r["attacker"], r["labels_only"]), []).append(r)
     summary = []
     for (who, lo), rs in groups.items():
-        acc = mean_ci95([r["accuracy"] or 0.0 for r in rs])
-        fid = mean_ci95([r["fidelity"] or 0.0 for r in rs])
+        kept = [r for r in rs if not r.get("failed")] or rs
+        acc = mean_ci95([r["accuracy"] or 0.0 for r in kept])
+        fid = mean_ci95([r["fidelity"] or 0.0 for r in kept])
         summary.append({"attacker": who + (" labels" if lo else ""), "accuracy": acc[0], "accuracy_ci95": acc[1:],
                         "fidelity": fid[0], "fidelity_ci95": fid[1:], "answers": float(np.mean([r["answers"] for r in rs])),
-                        "detected": rs[0]["detected"], "samples_until_detection": rs[0]["samples_until_detection"]})
+                        "failed_seeds": [r["seed"] for r in rs if r.get("failed")], "detected": rs[0]["detected"], "samples_until_detection": rs[0]["samples_until_detection"]})
     return {"by_attacker": summary, "strongest": max(summary, key=lambda s: (s["fidelity"], s["accuracy"]))}
 
 

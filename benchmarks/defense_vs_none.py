@@ -91,18 +91,26 @@ def main(argv=None) -> int:
                     ex = [run_extraction("fingerprinted", router.url, ATTACKER, triton.endpoints.http_url, victim,
                                          fp.spec, data.x["attacker_pool"], data, labels,
                                          KnockoffSettings(budget=BUDGETS[a.budget], seed=seed)) for seed in a.seeds]
-                    acc, acc_sd = mean_and_std([e["accuracy"] for e in ex])
-                    fid, fid_sd = mean_and_std([e["fidelity"] for e in ex])
+                    ok = [e for e in ex if not e.get("failed")]  # failed surrogates are counted, not averaged
+                    # no surrogate at all (fingerprinting found no specification, or every training failed):
+                    # reported as None with the reasons, never as the naive setting or a zero
+                    acc, acc_sd = mean_and_std([e["accuracy"] for e in ok]) if ok else (None, None)
+                    fid, fid_sd = mean_and_std([e["fidelity"] for e in ok]) if ok else (None, None)
                     rows.append(dict(defense=name, attacker=who, goodput=g["goodput_share"], slo=g["slo_attainment"],
                                      rejected=g["reject_rate"], fp_queries=fp.queries, spec=fp.spec,
                                      consistency=c["consistency"], accuracy=acc, accuracy_std=acc_sd, fidelity=fid,
-                                     fidelity_std=fid_sd, defenses=defenses))
+                                     fidelity_std=fid_sd, failed_seeds=[s for s, e in zip(a.seeds, ex) if e.get("failed")],
+                                     failure_reasons=sorted({x for e in ex for x in e.get("retry_reasons", [])}),
+                                     defenses=defenses))
                     print(f"  {name} / {who} attacker: goodput {g['goodput_share']:.3f}, consistency "
-                          f"{c['consistency']:.2f}, extraction acc {acc:.3f} fid {fid:.3f}", flush=True)
+                          f"{c['consistency']:.2f}, extraction "
+                          + (f"acc {acc:.3f} fid {fid:.3f}" if ok else f"failed: {rows[-1]['failure_reasons']}"), flush=True)
     for r in rows:
         base = next(b for b in rows if b["defense"] == "none" and b["attacker"] == r["attacker"])
         r["goodput_ratio"] = r["goodput"] / base["goodput"] if base["goodput"] else None
-        r["d_accuracy"], r["d_fidelity"] = r["accuracy"] - base["accuracy"], r["fidelity"] - base["fidelity"]
+        both = r["accuracy"] is not None and base["accuracy"] is not None
+        r["d_accuracy"] = r["accuracy"] - base["accuracy"] if both else None
+        r["d_fidelity"] = r["fidelity"] - base["fidelity"] if both else None
     print(format_table(rows, [("defense", "defense"), ("attacker", "attacker"), ("goodput", "benign goodput"), ("goodput_ratio", "vs none"),
                               ("slo", "SLO met"), ("rejected", "rejected"), ("fp_queries", "fp queries"),
                               ("consistency", "consistency"), ("accuracy", "extr. acc"), ("d_accuracy", "d acc"),

@@ -88,7 +88,7 @@ def interrupted_requests(out_dir: Path) -> dict[str, int]:
 def attacker_success(transcripts: list[Path], data, victim_labels: np.ndarray, knockoff) -> list[dict]:
     from dataclasses import replace
 
-    from attacks.knockoff import Transcript, score, train_surrogate
+    from attacks.knockoff import Transcript, train_and_score
 
     rows = []
     for path in transcripts:
@@ -99,9 +99,9 @@ def attacker_success(transcripts: list[Path], data, victim_labels: np.ndarray, k
             rows.append({"transcript": path.name, "answers": 0, "fingerprint_queries": fp_queries})
             continue
         s = replace(knockoff, budget=len(t.x))
-        surrogate = train_surrogate(t, tuple(data.sample_shape), data.n_classes, s)
         rows.append({"transcript": path.name, "answers": int(len(t.x)), "fingerprint_queries": fp_queries}
-                    | score(surrogate, data.x["test"], data.y["test"], victim_labels))
+                    | train_and_score(t, tuple(data.sample_shape), data.n_classes, s, data.x["test"],
+                                      data.y["test"], victim_labels))
     return rows
 
 

@@ -91,47 +91,74 @@ def fingerprint(a) -> None:
     _write(a.out, "fingerprint", vars(a), out | {"router": router_info})
 
 
-EXTRACTION_COLUMNS = [("budget", "budget"), ("setting", "setting"), ("seeds", "seeds"), ("accuracy", "accuracy"),
-                      ("accuracy_std", "+/-"), ("fidelity", "fidelity"), ("fidelity_std", "+/-")]
+EXTRACTION_COLUMNS = [("budget", "budget"), ("setting", "setting"), ("outputs", "outputs"), ("seeds", "seeds"),
+                      ("accuracy", "accuracy"), ("accuracy_std", "+/-"), ("fidelity", "fidelity"),
+                      ("fidelity_std", "+/-"), ("failed", "failed seeds")]
 
 
 def extraction_table(rows: list[dict]) -> str:
     from attacks.experiment import PSML_CLAIMS
 
-    lines = [format_table(rows, EXTRACTION_COLUMNS), ""]
-    by = {(r["budget"], r["setting"]): r for r in rows}
-    for budget in dict.fromkeys(r["budget"] for r in rows):
-        f, e, n = (by.get((budget, s)) for s in ("fingerprinted", "explicit", "naive"))
-        if f and e and n:
-            lines.append(f"{budget}: fingerprinted - explicit = {f['accuracy'] - e['accuracy']:+.3f} acc, "
-                         f"{f['fidelity'] - e['fidelity']:+.3f} fid (PSML: {PSML_CLAIMS['fingerprinted_vs_explicit']}); "
-                         f"fingerprinted - naive = {f['accuracy'] - n['accuracy']:+.3f} acc, "
-                         f"{f['fidelity'] - n['fidelity']:+.3f} fid (PSML: {PSML_CLAIMS['fingerprinted_vs_naive']})")
+    shown = [r | {"outputs": "labels" if r.get("labels_only") else "probabilities",
+                  "failed": ", ".join(map(str, r.get("failed_seeds") or [])) or "-"} for r in rows]
+    lines = [format_table(shown, EXTRACTION_COLUMNS), ""]
+    by = {(r["budget"], r.get("labels_only", False), r["setting"]): r for r in rows}
+    for budget, lo in dict.fromkeys((r["budget"], r.get("labels_only", False)) for r in rows):
+        f, e, n = (by.get((budget, lo, s)) for s in ("fingerprinted", "explicit", "naive"))
+        if not (f and e and n):
+            continue
+        if f["accuracy"] is None or e["accuracy"] is None or n["accuracy"] is None:
+            lines.append(f"{budget}{' labels' if lo else ''}: no comparison, a setting has no trained surrogate "
+                         f"(fingerprinting or training failed; see failed seeds)")
+            continue
+        lines.append(f"{budget}{' labels' if lo else ''}: fingerprinted - explicit = {f['accuracy'] - e['accuracy']:+.3f} "
+                     f"acc, {f['fidelity'] - e['fidelity']:+.3f} fid (PSML: {PSML_CLAIMS['fingerprinted_vs_explicit']}); "
+                     f"fingerprinted - naive = {f['accuracy'] - n['accuracy']:+.3f} acc, "
+                     f"{f['fidelity'] - n['fidelity']:+.3f} fid (PSML: {PSML_CLAIMS['fingerprinted_vs_naive']})")
     return "\n".join(lines)
 
 
-def extract_and_score(zoo_dir, manifest, data, triton, router, budgets, seeds, pool_name, base, log=print) -> dict:
-    from attacks.experiment import SETTINGS, front_by_accuracy, run_extraction, summarize_extraction, victim_labels
-    from attacks.knockoff import BUDGETS
+def check_budgets(budgets, data, pool_name: str) -> dict[str, int]:
+    """Every budget as samples, checked against the query pool before anything starts."""
+    from attacks.knockoff import resolve_budget
     from attacks.query_pools import query_pool
 
+    size = len(query_pool(pool_name, data, 0))
+    return {str(b): resolve_budget(b, size) for b in budgets}
+
+
+def extract_and_score(zoo_dir, manifest, data, triton, router, budgets, seeds, pool_name, base, log=print,
+                      labels_only_budgets=(), progress=None) -> dict:
+    """Fingerprint the victim, then Knockoff in the three settings for every budget and seed (probabilities, and
+    top-1 labels for ``labels_only_budgets``). Every budget is checked before the first query."""
+    from attacks.experiment import SETTINGS, front_by_accuracy, run_extraction, summarize_extraction, victim_labels
+    from attacks.query_pools import query_pool
+
+    samples = check_budgets(list(budgets) + [b for b in labels_only_budgets if b not in budgets], data, pool_name)
     fp = fingerprint_and_score(router, manifest, data, ["staircase"], 1, 50, 0, 0)
     spec = fp["results"]["staircase"]["spec"]
+    if spec is None:
+        log("  fingerprinting found no specification: the fingerprinted setting is reported as failed")
     victim = front_by_accuracy(manifest)[0]
     labels = victim_labels(Path(zoo_dir), victim, data.x["test"])
+    plan = [(b, False) for b in budgets] + [(b, True) for b in labels_only_budgets]
     runs = []
-    for budget in budgets:
-        if budget not in BUDGETS:
-            raise ConfigError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    for budget, labels_only in plan:
         for seed in seeds:
             pool = query_pool(pool_name, data, seed)
             for setting in SETTINGS:
-                s = replace(base, budget=BUDGETS[budget], seed=seed)
+                s = replace(base, budget=samples[str(budget)], seed=seed, labels_only=labels_only or base.labels_only)
                 r = run_extraction(setting, router.url, ATTACKER_KEY, triton.endpoints.http_url, victim, spec, pool,
-                                   data, labels, s)
-                runs.append({"budget": budget, "budget_samples": s.budget, "setting": setting, "seed": seed} | r)
-                log(f"  {budget:<6} seed {seed} {setting:<13} acc {r['accuracy']:.3f} fid {r['fidelity']:.3f}")
-    return {"victim": victim.name, "fingerprint": fp, "runs": runs, "summary": summarize_extraction(runs)}
+                                   data, labels, s, log=log)
+                runs.append({"budget": str(budget), "budget_samples": s.budget, "setting": setting, "seed": seed,
+                             "labels_only": s.labels_only} | r)
+                shown = "failed" if r["accuracy"] is None else f"acc {r['accuracy']:.3f} fid {r['fidelity']:.3f}"
+                log(f"  {budget:<6} seed {seed} {setting:<13} {'labels ' if s.labels_only else ''}{shown}"
+                    + (f" (after {r['attempts']} attempts)" if r.get("attempts", 1) > 1 else ""))
+                if progress is not None:
+                    progress()
+    return {"victim": victim.name, "fingerprint": fp, "runs": runs, "summary": summarize_extraction(runs),
+            "budget_samples": samples}
 
 
 def extract(a) -> None:
@@ -139,6 +166,7 @@ def extract(a) -> None:
 
     manifest, data = _load(a.zoo)
     base = KnockoffSettings(surrogate=a.surrogate, epochs=a.epochs, labels_only=a.labels_only, batch_size=a.batch_size)
+    check_budgets(a.budgets, data, a.pool)  # before Triton starts: a bad budget costs nothing
     with tempfile.TemporaryDirectory(prefix="psml-attack-") as tmp, triton_for(a.zoo, tmp) as triton, \
             router_for(a.zoo, tmp, triton, **router_overrides(a.settings)) as router:
         out = extract_and_score(Path(a.zoo), manifest, data, triton, router, a.budgets, a.seeds, a.pool, base)
@@ -177,7 +205,9 @@ def register(sub) -> None:
             p.add_argument("--audit-log", help="with --router-url: its audit log, to score consistency by the model "
                                                "that really answered (else: by answer signatures)")
         else:
-            p.add_argument("--budgets", nargs="+", default=["small", "medium", "large"])
+            p.add_argument("--budgets", nargs="+", default=["small", "medium", "large"],
+                           help="query budgets: names (small 250, medium 1000, large 3000 samples), sample counts "
+                                "or fractions of the query pool, e.g. small 600 0.5")
             p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
             p.add_argument("--pool", default="attacker_pool", choices=["attacker_pool", "ood_noise"])
             p.add_argument("--labels-only", action="store_true")

@@ -20,8 +20,10 @@ class TrainSettings:
     seed: int = 0
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, s: TrainSettings, desc: str = "") -> float:
-    """Train in place; returns wall-clock seconds. Shuffling uses its own generator seeded by ``s.seed``."""
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, s: TrainSettings, desc: str = "",
+          losses: list[float] | None = None) -> float:
+    """Train in place; returns wall-clock seconds. Shuffling uses its own generator seeded by ``s.seed``.
+    ``losses``, when given, receives each epoch's mean training loss (to tell a run that did not learn)."""
     gen = torch.Generator().manual_seed(s.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(model.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
@@ -30,10 +32,15 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, s: TrainSettings, desc
     start = time.perf_counter()
     model.train()
     for _ in tqdm(range(s.epochs), desc=desc, unit="epoch", leave=False, disable=None if desc else True):  # None: only on a terminal
+        total, batches = 0.0, 0
         for idx in torch.randperm(len(yt), generator=gen).split(s.batch_size):
             opt.zero_grad()
-            loss_fn(model(xt[idx]), yt[idx]).backward()
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
             opt.step()
+            total, batches = total + float(loss.detach()), batches + 1
+        if losses is not None:
+            losses.append(total / max(1, batches))
         sched.step()
     model.eval()
     return time.perf_counter() - start

@@ -133,3 +133,64 @@ def test_majority_votes_recover_the_target_through_mild_noise():
     assert r.target_signature == "d" and r.spec is not None and r.verified_share >= 0.8
     with pytest.raises(ConfigError, match="odd"):
         FingerprintSettings(votes=2)
+
+
+def test_budgets_as_names_counts_and_fractions_checked_against_the_pool():
+    """Catches a fraction read as a count (0.5 -> 0 or 1 sample), a name table out of step with BUDGETS, and a
+    budget larger than the pool accepted (the extraction would stop part-way, after the first budgets ran)."""
+    from attacks.knockoff import BUDGETS, resolve_budget
+
+    assert resolve_budget("small", 540) == BUDGETS["small"] and resolve_budget("600", 3600) == 600
+    assert resolve_budget("0.5", 540) == 270 and resolve_budget(0.25, 3600) == 900
+    for bad, words in (("medium", "exceeds the query pool of 540"), ("huge", "neither a name"),
+                       ("2.5", "whole number"), ("-3", "whole number"), ("0", "whole number")):
+        with pytest.raises(ConfigError, match=words):
+            resolve_budget(bad, 540)
+
+
+def test_training_failure_names_a_surrogate_at_chance_or_a_flat_loss():
+    from attacks.knockoff import training_failure
+
+    assert training_failure([2.3, 1.0], 0.80, 10) is None
+    assert "chance" in training_failure([2.3, 1.0], 0.089, 10)  # the digits zoo's seed-2 surrogate
+    assert "did not fall" in training_failure([2.3, 2.29], 0.40, 10)
+
+
+def test_a_surrogate_that_cannot_learn_is_retried_then_reported_failed_and_a_good_one_is_not():
+    """Answers that carry no information (random labels) cannot be learnt: the check must fire, retry with fresh
+    initialisations and report failure with reasons; the same harness on a learnable teacher must not fire.
+    Catches a check that never fires (the below-chance surrogate averaged in) and one that always fires."""
+    from attacks.knockoff import SURROGATE_RETRIES, Transcript, train_and_score
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 40)).astype(np.float32)
+    noise = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 600)]
+    test_x, test_y = rng.normal(size=(400, 40)).astype(np.float32), rng.integers(0, 10, 400)
+    s = KnockoffSettings(budget=600, surrogate="logreg", epochs=5, seed=0)
+    logged = []
+    bad = train_and_score(Transcript(x, noise, 0, 0), (1, 40), 10, s, test_x, test_y, test_y, log=logged.append)
+    assert bad["failed"] and bad["attempts"] == 1 + SURROGATE_RETRIES and len(bad["retry_reasons"]) == bad["attempts"]
+    assert len(logged) == bad["attempts"] and "giving up" in logged[-1]
+    w = rng.normal(size=(40, 10)).astype(np.float32)
+    teacher = TeacherSUT(w).infer(x)
+    good = train_and_score(Transcript(x, teacher, 0, 0), (1, 40), 10, KnockoffSettings(budget=600, surrogate="logreg",
+                           epochs=30, seed=0), test_x, (test_x @ w).argmax(1), (test_x @ w).argmax(1), log=logged.append)
+    assert not good["failed"] and good["attempts"] == 1 and good["accuracy"] > 0.5
+
+
+def test_summary_leaves_failed_seeds_out_of_the_mean_and_names_them():
+    from attacks.experiment import summarize_extraction
+
+    runs = [{"budget": "small", "setting": "naive", "seed": s, "accuracy": a, "fidelity": a, "failed": f}
+            for s, a, f in ((0, 0.914, False), (1, 0.911, False), (2, 0.089, True))]
+    row = summarize_extraction(runs)[0]
+    assert row["failed_seeds"] == [2] and row["seeds"] == 2 and abs(row["accuracy"] - 0.9125) < 1e-9
+    assert row["accuracy_ci95"][0] < row["accuracy"] < row["accuracy_ci95"][1]
+
+
+def test_fingerprinted_extraction_without_a_specification_is_a_failure_not_the_naive_setting():
+    from attacks.experiment import run_extraction
+
+    r = run_extraction("fingerprinted", "http://127.0.0.1:9", "k", "127.0.0.1:9", None, None,
+                       np.zeros((10, 40), np.float32), None, None, KnockoffSettings(budget=10))
+    assert r["failed"] and r["accuracy"] is None and r["requests"] == 0 and "no specification" in r["retry_reasons"][0]
