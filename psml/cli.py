@@ -138,10 +138,10 @@ def parser() -> argparse.ArgumentParser:
     _selection_args(b)
     b.set_defaults(func=zoo_build)
     s = zoo.add_parser("show", help="print a built zoo's table")
-    s.add_argument("--zoo", default=str(DEFAULT_ZOO))
+    s.add_argument("--zoo", default=str(DEFAULT_ZOO), help="a built zoo folder (psml zoo build)")
     s.set_defaults(func=zoo_show)
     v = zoo.add_parser("validate", help="re-measure a built zoo on this host: VALID/INVALID per model and front")
-    v.add_argument("--zoo", default=str(DEFAULT_ZOO))
+    v.add_argument("--zoo", default=str(DEFAULT_ZOO), help="a built zoo folder (psml zoo build)")
     v.add_argument("--concurrency", type=int, nargs="+", help="profiled concurrency levels to re-measure (default: all)")
     v.add_argument("--duration-s", type=float, help="seconds per model and cell (default: the profile's)")
     v.add_argument("--tolerance", type=float, default=0.25,
@@ -155,16 +155,18 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(func=zoo_validate)
 
     tri = sub.add_parser("triton", help="run the embedded Triton server").add_subparsers(dest="cmd", required=True)
+    triton_help = {"start": "start Triton on a zoo's embedded repository and wait until every model is READY",
+                   "stop": "stop the Triton that psml triton start started", "status": "Triton's readiness and each model's state"}
     for name, func in (("start", triton_start), ("stop", triton_stop), ("status", triton_status)):
-        t = tri.add_parser(name)
+        t = tri.add_parser(name, help=triton_help[name])
         t.add_argument("--state-dir", default=str(RUN_DIR), help="where pid, ports and log are kept")
         t.set_defaults(func=func)
         if name == "start":
-            t.add_argument("--zoo", default=str(DEFAULT_ZOO))
-            t.add_argument("--host", default="127.0.0.1")
-            t.add_argument("--http-port", type=int, default=8000)
-            t.add_argument("--grpc-port", type=int, default=8001)
-            t.add_argument("--metrics-port", type=int, default=8002)
+            t.add_argument("--zoo", default=str(DEFAULT_ZOO), help="a built zoo folder (psml zoo build)")
+            t.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+            t.add_argument("--http-port", type=int, default=8000, help="Triton's HTTP port (0: a free one)")
+            t.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port (0: a free one)")
+            t.add_argument("--metrics-port", type=int, default=8002, help="Triton's Prometheus metrics port")
             t.add_argument("--timeout-s", type=float, default=180.0, help="how long to wait for every model READY")
 
     for register in _extensions():
@@ -174,9 +176,9 @@ def parser() -> argparse.ArgumentParser:
 
 def _extensions():
     """Subcommand groups that live beside their code (router, attacks, load tests, demo)."""
-    from . import cli_attack, cli_demo, cli_loadtest, cli_router
+    from . import cli_attack, cli_demo, cli_loadtest, cli_report, cli_router
 
-    return [cli_router.register, cli_attack.register, cli_loadtest.register, cli_demo.register]
+    return [cli_router.register, cli_attack.register, cli_loadtest.register, cli_demo.register, cli_report.register]
 
 
 def main(argv: list[str] | None = None) -> int:

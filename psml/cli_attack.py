@@ -187,17 +187,21 @@ def _write(path: str, kind: str, args: dict, payload: dict) -> None:
 def register(sub) -> None:
     g = sub.add_parser("attack", help="fingerprint the zoo and extract a victim through the router").add_subparsers(
         dest="cmd", required=True)
+    helps = {"fingerprint": "find a specification that always reaches one front model (staircase and/or grid scan)",
+             "extract": "Knockoff extraction of the most accurate model: explicit, fingerprinted and naive settings"}
     for name, func in (("fingerprint", fingerprint), ("extract", extract)):
-        p = g.add_parser(name)
-        p.add_argument("--zoo", default="model_repository/default")
+        p = g.add_parser(name, help=helps[name])
+        p.add_argument("--zoo", default="model_repository/default", help="a built zoo folder (psml zoo build)")
         p.add_argument("--settings", default="router/settings.default.json",
                        help="router settings whose policy, defenses, on_no_model and seed the attacked router uses")
-        p.add_argument("--out", default=f"results/{name}.json")
+        p.add_argument("--out", default=f"results/{name}.json", help="JSON result file (written atomically)")
         p.set_defaults(func=func)
         if name == "fingerprint":
-            p.add_argument("--method", choices=["staircase", "grid_scan", "both"], default="both")
+            p.add_argument("--method", choices=["staircase", "grid_scan", "both"], default="both",
+                           help="fingerprinting method(s) to run and compare")
             p.add_argument("--target-rank", type=int, default=1, help="1 = most accurate Pareto model")
-            p.add_argument("--consistency-queries", type=int, default=200)
+            p.add_argument("--consistency-queries", type=int, default=200,
+                           help="later queries with the found specification, scored by who served them")
             p.add_argument("--grid-size", type=int, default=25, help="grid scan: cells per axis")
             p.add_argument("--repeats", type=int, default=3, help="grid scan: queries per cell")
             p.add_argument("--router-url", help="attack this running router instead of starting a stack")
@@ -208,9 +212,11 @@ def register(sub) -> None:
             p.add_argument("--budgets", nargs="+", default=["small", "medium", "large"],
                            help="query budgets: names (small 250, medium 1000, large 3000 samples), sample counts "
                                 "or fractions of the query pool, e.g. small 600 0.5")
-            p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-            p.add_argument("--pool", default="attacker_pool", choices=["attacker_pool", "ood_noise"])
-            p.add_argument("--labels-only", action="store_true")
-            p.add_argument("--surrogate", default="cnn_large")
-            p.add_argument("--epochs", type=int, default=40)
+            p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                           help="one extraction per seed (which pool samples, the surrogate's initialisation)")
+            p.add_argument("--pool", default="attacker_pool", choices=["attacker_pool", "ood_noise"],
+                           help="the attacker's query pool: in-distribution samples or out-of-distribution noise")
+            p.add_argument("--labels-only", action="store_true", help="train on top-1 labels, not probabilities")
+            p.add_argument("--surrogate", default="cnn_large", help="the attacker's architecture (zoo/architectures.py)")
+            p.add_argument("--epochs", type=int, default=40, help="surrogate training epochs")
             p.add_argument("--batch-size", type=int, default=25, help="samples per request")

@@ -88,8 +88,10 @@ def _load_state(path: Path) -> dict | None:
 def register(sub) -> None:
     g = sub.add_parser("router", help="run the model-selecting router in front of Triton").add_subparsers(dest="cmd", required=True)
     for name, func in (("start", start), ("stop", stop), ("status", status)):
-        p = g.add_parser(name)
-        p.add_argument("--state-dir", default="runs")
+        p = g.add_parser(name, help={"start": "start the router from a settings file and wait until it is ready",
+                                     "stop": "stop the router that psml router start started",
+                                     "status": "whether the router is running and ready"}[name])
+        p.add_argument("--state-dir", default="runs", help="where the router's pid, port and log are kept")
         p.set_defaults(func=func)
         if name == "start":
             p.add_argument("--settings", default=DEFAULT_SETTINGS, help="router settings JSON")
@@ -97,6 +99,6 @@ def register(sub) -> None:
             p.add_argument("--triton-http-url", help="override the settings' Triton HTTP address (host:port)")
             p.add_argument("--triton-grpc-url", help="override the settings' Triton gRPC address (triton_protocol grpc)")
     p = g.add_parser("goodput", help="goodput, SLO attainment and reject/drop rates from the audit log")
-    p.add_argument("--audit-log", default="runs/audit.jsonl")
+    p.add_argument("--audit-log", default="runs/audit.jsonl", help="the router's audit log (JSON lines)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=goodput)

@@ -85,3 +85,26 @@ def test_attack_and_load_against_an_already_running_router(start_router, zoo_dir
     assert summary["count_check"]["unaccounted"] == 0
     assert summary["audit"]["records"] == sum(1 for _ in open(router.audit_path)) - before
     assert run("loadtest", "--zoo", str(zoo_dir), "--router-url", router.url).returncode == 1
+
+
+def test_every_subcommand_and_option_has_a_one_line_help():
+    """Walks the whole parser: catches a new subcommand or option added without help (psml X --help silent)."""
+    import argparse
+
+    from psml.cli import parser
+
+    missing = []
+
+    def walk(p, path):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                helped = {c.dest: c.help for c in a._choices_actions}
+                for name, sp in a.choices.items():
+                    if not helped.get(name):
+                        missing.append(" ".join(path + [name]))
+                    walk(sp, path + [name])
+            elif not isinstance(a, argparse._HelpAction) and not a.help:
+                missing.append(f"{' '.join(path)} {'/'.join(a.option_strings) or a.dest}")
+
+    walk(parser(), ["psml"])
+    assert not missing, missing

@@ -1,0 +1,90 @@
+"""``psml report``: the claim lines' logic, and the whole quick report on the test zoo through a real stack."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from psml import report as rep
+
+
+def runs(pairs, failed=()):
+    """by[setting][seed] rows from {setting: [accuracy per seed]}."""
+    return {setting: {seed: {"accuracy": a, "fidelity": a, "failed": (setting, seed) in failed}
+                      for seed, a in enumerate(accs)} for setting, accs in pairs.items()}
+
+
+def test_gain_needs_an_interval_that_excludes_zero():
+    """Catches a gain judged by its mean alone: +0.5 points on average, but one seed of three loses."""
+    clear = rep._gain(runs({"fingerprinted": [0.95, 0.94, 0.96], "naive": [0.85, 0.86, 0.85]}), "t")
+    noisy = rep._gain(runs({"fingerprinted": [0.95, 0.90, 0.96], "naive": [0.94, 0.91, 0.945]}), "t")
+    assert clear["verdict"] == "VALID" and noisy["verdict"] == "INVALID"
+
+
+def test_failed_seeds_are_left_out_and_named_never_averaged():
+    """The digits zoo's naive seed 2 at 0.089 would turn a clear gain into a huge one if it were averaged in."""
+    by = runs({"fingerprinted": [0.95, 0.94, 0.96], "naive": [0.85, 0.86, 0.089]}, failed={("naive", 2)})
+    line = rep._gain(by, "t")
+    assert "over 2 seeds" in line["measured"] and "naive seed 2" in line["measured"]
+    assert line["verdict"] == "VALID"
+
+
+def test_a_failed_fingerprint_leaves_the_within_claim_undetermined():
+    """Catches 'fingerprinted' silently scored as another setting when it has no surrogate."""
+    by = runs({"fingerprinted": [None, None], "explicit": [0.9, 0.9]}, failed={("fingerprinted", 0), ("fingerprinted", 1)})
+    assert rep._within(by, "t")["verdict"] == "UNDETERMINED"
+    assert rep._within(runs({"fingerprinted": [0.90, 0.91], "explicit": [0.90, 0.90]}), "t")["verdict"] == "VALID"
+    assert rep._within(runs({"fingerprinted": [0.85, 0.86], "explicit": [0.90, 0.90]}), "t")["verdict"] == "INVALID"
+
+
+def test_quick_report_end_to_end_then_cached_then_interrupted(zoo_dir, tmp_path, monkeypatch):
+    """The whole quick report on the test zoo (real Triton and routers): every claim has a verdict, the files
+    exist, a rerun reuses every step and gives the same figures, and a run that fails part-way leaves no report.
+    Catches a report assembled before its steps finished, a cache that is never used (or used across a settings
+    change), and a fingerprinted setting that is not the explicit one on a zoo where the staircase works."""
+    out = tmp_path / "report"
+    s = replace(rep.QUICK, seeds=(0, 1))
+    rep.run_report(zoo_dir, out, s, log=lambda *_: None)
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["complete"] and set(doc["steps"]) == {"zoo", "fingerprint", "extraction", "defense"}
+    verdicts = {c["claim"]: c["verdict"] for c in doc["claims"]}
+    assert all(v in ("VALID", "INVALID", "UNDETERMINED") for v in verdicts.values()) and len(verdicts) == 7
+    within = [c for c in doc["claims"] if c["claim"].startswith("fingerprinted extraction within 1%")]
+    assert within and all(c["verdict"] == "VALID" for c in within)  # the staircase reaches the victim: same answers
+    ranks = doc["steps"]["fingerprint"]["ranks"]
+    assert len(ranks) == len(doc["steps"]["zoo"]["front"]) and all(r["staircase"]["consistency"] >= 0.95 for r in ranks)
+    md = (out / "report.md").read_text()
+    assert "## Claims" in md and "## Extraction" in md and "## Defense" in md
+    for png in ("fingerprint_queries.png", "extraction.png", "defense_tradeoff.png"):
+        assert (out / png).stat().st_size > 0 and f"({png})" in md
+
+    rep.run_report(zoo_dir, out, s, log=lambda *_: None)
+    again = json.loads((out / "report.json").read_text())
+    assert sorted(again["cached"]) == sorted(doc["steps"]) and again["steps"] == doc["steps"]
+
+    def broken(*_):
+        def run(folder):
+            (folder / "half.png").write_bytes(b"x")
+            raise RuntimeError("killed part-way")
+        return run
+
+    monkeypatch.setattr(rep, "fingerprint_step", broken)
+    fresh_out = tmp_path / "interrupted"
+    with pytest.raises(RuntimeError):
+        rep.run_report(zoo_dir, fresh_out, s, log=lambda *_: None)
+    assert not (fresh_out / "report.md").exists() and not (fresh_out / "report.json").exists()
+    cached = [p.name for p in (fresh_out / ".cache").iterdir()]
+    assert any(n.startswith("zoo-") for n in cached) and not any("fingerprint" in n for n in cached)
+
+
+def test_bad_input_exits_2_before_any_work(zoo_dir, tmp_path):
+    from psml.cli import main
+
+    (tmp_path / "file").write_text("x")
+    for argv in (["--zoo", str(tmp_path / "nowhere")], ["--zoo", str(zoo_dir), "--out", str(tmp_path / "file")],
+                 ["--zoo", str(zoo_dir), "--budgets", "999999", "--out", str(tmp_path / "o")],
+                 ["--zoo", str(zoo_dir), "--seeds", "1", "1", "--out", str(tmp_path / "o")]):
+        with pytest.raises(SystemExit) as e:
+            main(["report", *argv])
+        assert e.value.code == 2
+    assert not (tmp_path / "o").exists()
