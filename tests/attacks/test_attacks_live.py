@@ -34,6 +34,7 @@ def test_noise_defense_breaks_consistency(start_router, manifest, data):
     assert c["consistency"] < 0.9 and len(c["served_by"]) >= 2
 
 
+@pytest.mark.timeout(900)  # end to end through real servers: minutes, not a hang
 def test_cli_results_validate(zoo_dir, tmp_path):
     fp, ex = tmp_path / "fp.json", tmp_path / "ex.json"
     base = [sys.executable, "-m", "psml.cli", "attack"]

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from benchmarks import defense_tradeoff
 
 
+@pytest.mark.timeout(900)  # end to end through real servers: minutes, not a hang
 def test_tradeoff_judges_each_defense_by_its_strongest_attacker(zoo_dir, tmp_path):
     """Catches a figure taken from one fixed attacker instead of the strongest, a labels-only surrogate never
     tried against output perturbation, and a result file or plot that is not written."""

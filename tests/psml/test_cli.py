@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from psml.ports import free_port
 from psml.sut import RouterClient
@@ -48,6 +49,7 @@ def test_router_start_with_bad_settings_is_one_line(tmp_path):
     assert r.returncode == 1 and "polcy" in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.timeout(900)  # end to end through real servers: minutes, not a hang
 def test_demo_quick_runs_every_step(zoo_dir, tmp_path):
     r = run("demo", "--profile", zoo_dir.name, "--zoo-root", str(zoo_dir.parent), "--run-dir", str(tmp_path),
             "--quick", timeout=600)

@@ -37,6 +37,7 @@ def test_a_failed_fingerprint_leaves_the_within_claim_undetermined():
     assert rep._within(runs({"fingerprinted": [0.85, 0.86], "explicit": [0.90, 0.90]}), "t")["verdict"] == "INVALID"
 
 
+@pytest.mark.timeout(900)  # end to end through real servers: minutes, not a hang
 def test_quick_report_end_to_end_then_cached_then_interrupted(zoo_dir, tmp_path, monkeypatch):
     """The whole quick report on the test zoo (real Triton and routers): every claim has a verdict, the files
     exist, a rerun reuses every step and gives the same figures, and a run that fails part-way leaves no report.

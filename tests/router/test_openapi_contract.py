@@ -1,5 +1,6 @@
 """The published OpenAPI schema says what the live router enforces (schemathesis against a real router)."""
 
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ def test_schema_publishes_the_limits_it_enforces(start_router, manifest):
     assert requests.get(f"{router.url}/metrics", timeout=10).headers["content-type"].startswith("text/plain")
 
 
+@pytest.mark.timeout(900)  # end to end through real servers: minutes, not a hang
 def test_schemathesis_finds_no_contract_violation(start_router, tmp_path):
     router = start_router(max_batch_size=8)
     config = tmp_path / "schemathesis.toml"
