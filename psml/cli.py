@@ -77,42 +77,52 @@ def _triton_state_path(a) -> Path:
 
 
 def triton_start(a) -> None:
-    from .triton_server import ServerState, TritonServer, process_alive
+    from .triton_server import ServerState, TritonServer, stale_reason
 
     state_path = _triton_state_path(a)
     old = ServerState.load(state_path)
-    if old and process_alive(old.pid):
+    if old and stale_reason(old.pid, old.start_ticks) is None:
         raise PsmlError(f"Triton is already running (pid {old.pid}, HTTP {old.host}:{old.http_port}); psml triton stop first")
+    if old:
+        print(f"stale Triton state file ({stale_reason(old.pid, old.start_ticks)}): replaced")
     repo = Path(a.zoo) / "embedded"
     log_path = Path(a.state_dir) / "triton.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    from .triton_server import process_start_ticks
+
     server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host,
                           startup_timeout_s=a.timeout_s, log_path=log_path).start()
     e = server.endpoints
-    ServerState(server.process.pid, str(repo), e.host, e.http_port, e.grpc_port, e.metrics_port, str(log_path)).save(state_path)
+    ServerState(server.process.pid, str(repo), e.host, e.http_port, e.grpc_port, e.metrics_port, str(log_path),
+                process_start_ticks(server.process.pid)).save(state_path)
     print(f"Triton ready: pid {server.process.pid}, HTTP {e.http_url}, gRPC {e.grpc_url}, metrics {e.host}:{e.metrics_port}")
 
 
 def triton_stop(a) -> None:
-    from .triton_server import ServerState, process_alive, stop_process_group
+    from .triton_server import ServerState, stale_reason, stop_process_group
 
     state_path = _triton_state_path(a)
     s = ServerState.load(state_path)
     if s is None:
         print("Triton is not running (no state file)")
         return
-    if process_alive(s.pid):
+    reason = stale_reason(s.pid, s.start_ticks)
+    if reason is None:
         stop_process_group(s.pid)
+    else:  # never signal a pid that is no longer ours
+        print(f"stale Triton state file ({reason}): removed")
     state_path.unlink(missing_ok=True)
     print(f"Triton stopped (pid {s.pid})")
 
 
 def triton_status(a) -> None:
-    from .triton_server import ServerState, is_ready, model_states, process_alive
+    from .triton_server import ServerState, is_ready, model_states, stale_reason
 
     s = ServerState.load(_triton_state_path(a))
-    if s is None or not process_alive(s.pid):
+    if s is None:
         raise PsmlError("Triton is not running")
+    if stale_reason(s.pid, s.start_ticks):
+        raise PsmlError(f"Triton is not running (stale state file: {stale_reason(s.pid, s.start_ticks)})")
     ready = is_ready(s.endpoints)
     print(f"Triton pid {s.pid}, HTTP {s.endpoints.http_url}, gRPC {s.endpoints.grpc_url}: {'READY' if ready else 'NOT READY'}")
     for name, st in sorted(model_states(s.endpoints).items()):

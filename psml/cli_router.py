@@ -15,29 +15,35 @@ def start(a) -> None:
     from router.settings import load_settings
 
     from .router_process import RouterProcess
-    from .triton_server import process_alive
+    from .triton_server import process_start_ticks, stale_reason
 
     state_path = Path(a.state_dir) / STATE
     old = _load_state(state_path)
-    if old and process_alive(old["pid"]):
+    if old and stale_reason(old["pid"], old.get("start_ticks")) is None:
         raise PsmlError(f"the router is already running (pid {old['pid']}, {old['url']}); psml router stop first")
+    if old:
+        print(f"stale router state file ({stale_reason(old['pid'], old.get('start_ticks'))}): replaced")
     s = load_settings(a.settings)  # validate here, so a bad file fails with its reason before any process starts
     r = RouterProcess(Path(a.settings), a.port if a.port is not None else s.port, host=s.host,
                       log_path=Path(a.state_dir) / "router.log", triton_http_url=a.triton_http_url, triton_grpc_url=a.triton_grpc_url).start()
-    state_path.write_text(json.dumps({"pid": r.process.pid, "url": r.url, "settings": a.settings}))
+    state_path.write_text(json.dumps({"pid": r.process.pid, "url": r.url, "settings": a.settings,
+                                      "start_ticks": process_start_ticks(r.process.pid)}))
     print(f"router ready: pid {r.process.pid}, {r.url} (audit log {s.audit_log})")
 
 
 def stop(a) -> None:
-    from .triton_server import process_alive, stop_process_group
+    from .triton_server import stale_reason, stop_process_group
 
     state_path = Path(a.state_dir) / STATE
     st = _load_state(state_path)
     if st is None:
         print("the router is not running (no state file)")
         return
-    if process_alive(st["pid"]):
+    reason = stale_reason(st["pid"], st.get("start_ticks"))
+    if reason is None:
         stop_process_group(st["pid"], timeout_s=10)
+    else:  # never signal a pid that is no longer ours
+        print(f"stale router state file ({reason}): removed")
     state_path.unlink(missing_ok=True)
     print(f"router stopped (pid {st['pid']})")
 
@@ -45,9 +51,14 @@ def stop(a) -> None:
 def status(a) -> None:
     import urllib.request
 
+    from .triton_server import stale_reason
+
     st = _load_state(Path(a.state_dir) / STATE)
     if st is None:
         raise PsmlError("the router is not running")
+    reason = stale_reason(st["pid"], st.get("start_ticks"))
+    if reason:
+        raise PsmlError(f"the router is not running (stale state file: {reason})")
     try:
         with urllib.request.urlopen(f"{st['url']}/healthz", timeout=2) as r:
             print(f"router pid {st['pid']}, {st['url']}: {r.read().decode()}")

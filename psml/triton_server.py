@@ -255,6 +255,7 @@ class ServerState:
     grpc_port: int
     metrics_port: int
     log_path: str
+    start_ticks: int | None = None  # process_start_ticks(pid) at start: tells a reused pid apart
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,3 +283,29 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), None where unknown: with
+    the pid it names one process for good, where the pid alone may since have been reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # fields after "(comm)": state is 3, starttime 22
+
+
+def stale_reason(pid: int, start_ticks: int | None = None) -> str | None:
+    """Why a state file's process is not the server it recorded, or None when it is: gone, a zombie (killed,
+    not yet reaped: it still answers kill(pid, 0)), or another process that has since taken the pid."""
+    if not process_alive(pid):
+        return f"pid {pid} is gone"
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None  # no /proc (not Linux): the signal check above is all there is
+    if state in ("Z", "X"):
+        return f"pid {pid} is a zombie (the server died)"
+    if start_ticks is not None and process_start_ticks(pid) != start_ticks:
+        return f"pid {pid} now belongs to another process"
+    return None

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -110,3 +111,46 @@ def test_every_subcommand_and_option_has_a_one_line_help():
 
     walk(parser(), ["psml"])
     assert not missing, missing
+
+
+def test_stale_state_is_recognised_gone_zombie_or_someone_elses_pid():
+    """Catches the kill(pid, 0) check alone: a killed, unreaped server (a zombie) still passes it, and so does any
+    process that has since taken the pid."""
+    import os
+    import signal
+
+    from psml.triton_server import process_start_ticks, stale_reason
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ticks = process_start_ticks(child.pid)
+    assert stale_reason(child.pid, ticks) is None
+    os.kill(child.pid, signal.SIGKILL)
+    for _ in range(100):  # not reaped: a zombie until wait()
+        if stale_reason(child.pid, ticks):
+            break
+        time.sleep(0.02)
+    assert "zombie" in stale_reason(child.pid, ticks)
+    child.wait()
+    assert "gone" in stale_reason(child.pid, ticks)
+    assert "another process" in stale_reason(os.getpid(), (process_start_ticks(os.getpid()) or 0) + 1)
+
+
+def test_router_killed_with_sigkill_leaves_a_state_that_start_and_status_call_stale(zoo_dir, triton, tmp_path):
+    import os
+    import signal
+
+    settings = tmp_path / "router.json"
+    settings.write_text(json.dumps({"zoo": str(zoo_dir), "triton_http_url": triton.endpoints.http_url,
+                                    "api_keys": API_KEYS, "audit_log": str(tmp_path / "audit.jsonl"), "port": 0}))
+    state = ["--state-dir", str(tmp_path)]
+    assert run("router", "start", "--settings", str(settings), *state).returncode == 0
+    os.kill(json.loads((tmp_path / "router.state.json").read_text())["pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    st = run("router", "status", *state)
+    assert st.returncode == 1 and "stale state file" in st.stderr
+    again = run("router", "start", "--settings", str(settings), *state)
+    try:
+        assert again.returncode == 0 and "stale router state file" in again.stdout, again.stderr
+        assert run("router", "status", *state).returncode == 0
+    finally:
+        assert run("router", "stop", *state).returncode == 0
