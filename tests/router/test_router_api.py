@@ -168,6 +168,10 @@ def test_triton_down_gives_503_then_the_router_recovers(start_router, zoo_dir, d
 
 @pytest.mark.parametrize("mechanism", ["exponential_mechanism", "permute_and_flip"])
 def test_dp_selection_frequencies_on_the_live_router_match_the_mechanism(start_router, manifest, data, mechanism):
+    """Live frequencies fit the mechanism's probabilities and reject the plausible wrong samplers: uniform over
+    the front (epsilon ignored) and the same mechanism at half the epsilon. Epsilon is chosen for power on this
+    zoo: the first at which a uniform sampler's expected chi-square distance is >= 40 (it then fails p < 1e-3
+    almost surely) while every model keeps >= 10 expected answers (so the test is valid)."""
     from scipy.stats import chisquare
 
     from router.requirements import Requirements
@@ -175,19 +179,26 @@ def test_dp_selection_frequencies_on_the_live_router_match_the_mechanism(start_r
     from tests.router.test_selection import _permute_and_flip_exact
     from router.defenses.exponential_mechanism import exponential_probabilities, utilities
 
-    eps, n = 4.0, 400
+    n = 400
     target = max(manifest.pareto_models(), key=lambda m: m.accuracy)
     req = Requirements(target.accuracy, None)
-    r = start_router(mechanism, defenses=[{"name": mechanism, "epsilon": eps}], seed=11)
-    for _ in range(n):
-        assert infer(r, data.x["test"][:1], min_accuracy=target.accuracy).status_code == 200
     zoo = ZooView.from_manifest(manifest)
     u = utilities(zoo, req)
-    p = exponential_probabilities(u, eps) if mechanism == "exponential_mechanism" else _permute_and_flip_exact(u, eps)
+    probs = lambda e: exponential_probabilities(u, e) if mechanism == "exponential_mechanism" else _permute_and_flip_exact(u, e)
+    uniform = np.full(len(u), 1 / len(u))
+    power = lambda e, alt: n * float(np.sum((probs(e) - alt) ** 2 / alt))
+    eps = next((e for e in np.arange(0.5, 64, 0.25) if power(e, uniform) >= 40 and n * probs(e).min() >= 10
+                and power(e, probs(e / 2)) >= 40), None)
+    assert eps is not None, f"no epsilon separates the mechanism from uniform on this front (utilities {u})"
+    r = start_router(mechanism, defenses=[{"name": mechanism, "epsilon": float(eps)}], seed=11)
+    for _ in range(n):
+        assert infer(r, data.x["test"][:1], min_accuracy=target.accuracy).status_code == 200
     served = [rec["model"] for rec in audit(r)]
     counts = np.array([served.count(m.name) for m in zoo.pareto])
     assert counts.sum() == n
-    assert chisquare(counts, n * p).pvalue > 1e-3
+    assert chisquare(counts, n * probs(eps)).pvalue > 1e-3
+    assert chisquare(counts, n * uniform).pvalue < 1e-3  # epsilon ignored
+    assert chisquare(counts, n * probs(eps / 2)).pvalue < 1e-3  # epsilon halved (e.g. sensitivity counted twice)
 
 
 def test_model_pinning_is_refused_unless_the_router_is_a_profiling_one(start_router, manifest, data):
@@ -287,3 +298,76 @@ def test_admission_control_sheds_at_once_per_router_and_per_client(start_router,
         attacker_codes = [c for f in attackers for c in f.result()]
     assert set(benign) == {200}
     assert 429 in attacker_codes and set(attacker_codes) <= {200, 429}
+
+
+def test_triton_timeout_gives_504_json_that_never_names_the_model(start_router, manifest, data):
+    """A Triton call that outlives request_timeout_ms: 504 with a JSON reason, an audit record with the real
+    cause, the router still up. Catches a timeout answered as 500 or 503, a hung request, a body that leaks the
+    selected model's name (a free fingerprint), and a router that dies on it."""
+    r = start_router("slow", request_timeout_ms=0.01)
+    x = data.x["test"][:2]
+    answers = [infer(r, x) for _ in range(3)]
+    assert all(a.status_code == 504 and a.json()["error"] == "backend_timeout" for a in answers)
+    assert not any(m.name in a.text for a in answers for m in manifest.models)
+    recs = audit(r)
+    assert len(recs) == 3 and all(rec["outcome"] == "unavailable" and "did not answer" in rec["detail"] for rec in recs)
+    assert requests.get(f"{r.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_model_triton_has_not_loaded_gives_503_without_its_name(start_router, manifest, zoo_dir, data, tmp_path):
+    """Triton up, but without the model the router selects (a repository missing it, as when one model failed to
+    load): 503 for that model only, the body never naming it, the audit log keeping Triton's reason."""
+    import shutil
+
+    from psml.ports import free_port
+
+    best = max(manifest.pareto_models(), key=lambda m: m.accuracy)
+    repo = tmp_path / "repo"
+    shutil.copytree(zoo_dir / "embedded", repo)
+    shutil.rmtree(repo / best.name)
+    with TritonServer(repo, *[free_port() for _ in range(3)]) as server:
+        r = start_router("partial", endpoints=server.endpoints, policy="fastest_feasible")
+        x = data.x["test"][:2]
+        missing = infer(r, x, min_accuracy=best.accuracy)
+        assert missing.status_code == 503 and missing.json()["error"] == "backend_unavailable"
+        assert not any(m.name in missing.text for m in manifest.models)
+        assert infer(r, x, min_accuracy=0.0).status_code == 200  # another model still serves
+        rec = audit(r)[0]
+        assert rec["model"] == best.name and best.name in rec["detail"] and rec["outcome"] == "unavailable"
+
+
+def test_concurrent_requests_batched_by_triton_each_get_their_own_answer(start_router, manifest, zoo_dir, data,
+                                                                         triton):
+    """Triton's dynamic batcher merges concurrent requests and the Python backend splits the result: every answer
+    must be the one its own input gets alone. Catches rows returned to the wrong request, or a batch split at the
+    wrong offsets (different batch sizes in flight together)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = start_router("batched", policy="fastest_feasible")
+    best = max(manifest.pareto_models(), key=lambda m: m.accuracy)
+    session = open_session(zoo_dir / best.onnx_file)
+    sizes = [1, 3, 2, 5, 1, 4, 2, 1] * 8
+    starts = np.cumsum([0] + sizes[:-1]) % (len(data.x["test"]) - 8)
+    inputs = [data.x["test"][s : s + n] for s, n in zip(starts, sizes)]
+
+    def ask(x):
+        return infer(r, x, min_accuracy=best.accuracy)
+
+    def stats():
+        import tritonclient.http as http
+
+        c = http.InferenceServerClient(triton.endpoints.http_url)
+        st = c.get_inference_statistics(best.name)["model_stats"][0]
+        c.close()
+        return st["inference_count"], st["execution_count"]
+
+    before = stats()
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, inputs))
+    after = stats()
+    samples, executions = after[0] - before[0], after[1] - before[1]
+    assert samples == sum(sizes) and executions < len(inputs)  # Triton did merge requests into batches
+    for x, a in zip(inputs, answers):
+        assert a.status_code == 200
+        np.testing.assert_allclose(np.array(a.json()["probabilities"]), run_onnx(session, x), atol=1e-5)
+    assert {rec["model"] for rec in audit(r)} == {best.name}
