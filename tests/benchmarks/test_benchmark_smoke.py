@@ -1,0 +1,33 @@
+"""Smoke runs of the load benchmarks on the test zoo: tiny settings, real servers, the result files checked.
+They catch a benchmark that no longer runs (an import or a signature changed under it) or that writes a result
+without the fields its README table is built from; the figures themselves are not judged here."""
+
+import json
+
+import pytest
+
+from benchmarks import overload, router_vs_direct
+
+
+@pytest.mark.timeout(600)
+def test_router_vs_direct_smoke(zoo_dir, tmp_path):
+    out = tmp_path / "rvd.json"
+    assert router_vs_direct.main(["--zoo", str(zoo_dir), "--batch-sizes", "1", "--concurrency", "2",
+                                  "--workers", "1", "--formats", "json", "binary", "--requests-per-round", "40",
+                                  "--rounds", "1", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert {c["system"] for c in r["cells"]} == {"direct", "router json w1", "router binary w1"}
+    for row in r["table"]:
+        assert row["errors"] == 0 and row["requests"] == 40 and row["tput_ratio"] > 0 and row["cpu_us_router"] > 0
+    assert r["software"] and r["hardware"] and r["settings"]["cores"] >= 1
+
+
+@pytest.mark.timeout(600)
+def test_overload_smoke(zoo_dir, tmp_path):
+    out = tmp_path / "overload.json"
+    assert overload.main(["--zoo", str(zoo_dir), "--concurrency", "24", "--duration-s", "1.5", "--max-in-flight", "2",
+                          "--out", str(out)]) == 0
+    rows = {r["router"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"no admission control", "max_in_flight 2"}
+    assert rows["no admission control"]["shed"] == 0 and rows["max_in_flight 2"]["shed"] > 0  # the bound sheds
+    assert all(r["errors"] == 0 and r["offered_per_s"] > 0 for r in rows.values())
