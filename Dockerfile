@@ -5,6 +5,7 @@
 FROM python:3.11-slim AS router
 WORKDIR /app
 COPY pyproject.toml ./
+COPY common ./common
 COPY psml ./psml
 COPY zoo ./zoo
 COPY router ./router
@@ -15,6 +16,8 @@ FROM python:3.11-slim AS full
 WORKDIR /app
 COPY requirements.txt pyproject.toml ./
 RUN pip install --no-cache-dir -r requirements.txt
+COPY common ./common
+COPY stack ./stack
 COPY psml ./psml
 COPY zoo ./zoo
 COPY router ./router

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from psml.stats import mean_and_std, mean_ci95
-from psml.sut import DirectTriton, RouterClient, RouterRejected
+from common.stats import mean_and_std, mean_ci95
+from stack.clients import DirectTriton, RouterClient, RouterRejected
 from router.audit_log import read_audit_log
 from zoo.export import open_session, run_onnx
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 from .oracle import SpecOracle
 

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from psml.errors import ConfigError
-from psml.sut import RouterRejected, SystemUnderTest
+from common.errors import ConfigError
+from stack.clients import RouterRejected, SystemUnderTest
 from zoo.architectures import ARCHITECTURES, build_model
 from zoo.train import TrainSettings, predict_proba, train
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psml.sut import RouterClient, RouterRejected
+from stack.clients import RouterClient, RouterRejected
 
 NO_MODEL = "no_model_meets_requirements"
 

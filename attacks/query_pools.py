@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 POOLS = ("attacker_pool", "ood_noise")
 

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from psml.errors import ConfigError
-from psml.sut import RouterClient
+from common.errors import ConfigError
+from stack.clients import RouterClient
 
 
 @dataclass(frozen=True)

@@ -38,12 +38,12 @@ from attacks.knockoff import BUDGETS, KnockoffSettings, collect, train_and_score
 from attacks.timing import TimingSettings
 from loadtests.benign import benign_batch, benign_requirements
 from loadtests.config import LoadSettings
-from psml.proc_cpu import tree_cpu_s
-from psml.results import write_result
-from psml.stack import router_for, triton_for
-from psml.stats import latency_summary, mean_ci95
-from psml.sut import RouterClient, RouterRejected
-from psml.tables import format_table
+from common.proc_cpu import tree_cpu_s
+from common.results import write_result
+from stack.loopback import router_for, triton_for
+from common.stats import latency_summary, mean_ci95
+from stack.clients import RouterClient, RouterRejected
+from common.tables import format_table
 from router.audit_log import read_audit_log
 from router.defenses import is_client_defense, is_output_defense, make_defense
 from router.goodput import summarize

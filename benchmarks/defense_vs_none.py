@@ -27,11 +27,11 @@ from attacks.experiment import consistency, front_by_accuracy, run_extraction, r
 from attacks.knockoff import BUDGETS, KnockoffSettings
 from loadtests.benign import benign_batch, benign_requirements
 from loadtests.config import LoadSettings
-from psml.results import write_result
-from psml.stack import DEMO_KEYS, router_for, triton_for
-from psml.stats import mean_and_std
-from psml.sut import RouterClient, RouterRejected
-from psml.tables import format_table
+from common.results import write_result
+from stack.loopback import DEMO_KEYS, router_for, triton_for
+from common.stats import mean_and_std
+from stack.clients import RouterClient, RouterRejected
+from common.tables import format_table
 from router.audit_log import read_audit_log
 from router.goodput import summarize
 from zoo.data import Dataset

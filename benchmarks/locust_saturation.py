@@ -22,10 +22,10 @@ import psutil
 
 from loadtests.config import LoadSettings
 from loadtests.summary import exact_latencies, locust_stats
-from psml.cli_loadtest import run_locust
-from psml.results import write_result
-from psml.stack import router_for, triton_for
-from psml.tables import format_table
+from loadtests.run import run_locust
+from common.results import write_result
+from stack.loopback import router_for, triton_for
+from common.tables import format_table
 
 
 def _cpu_s(pid: int, children: bool) -> float:

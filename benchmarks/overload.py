@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from psml.proc_cpu import self_cpu_s, tree_cpu_s
-from psml.results import write_result
-from psml.stack import DEMO_KEYS, router_for, triton_for
-from psml.tables import format_table
+from common.proc_cpu import self_cpu_s, tree_cpu_s
+from common.results import write_result
+from stack.loopback import DEMO_KEYS, router_for, triton_for
+from common.tables import format_table
 from router.audit_log import read_audit_log
 from router.goodput import goodput_by_client
 from zoo.data import Dataset

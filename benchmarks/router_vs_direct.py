@@ -1,7 +1,7 @@
 """Router vs direct Triton, interleaved in one run: batch sizes x concurrencies x (JSON, binary) x (1, 2 workers).
 
 Every system serves the same model with the same inputs through the same closed-loop harness
-(psml/closed_loop.py): the router is asked for that model's exact accuracy under the fastest_feasible policy
+(stack/closed_loop.py): the router is asked for that model's exact accuracy under the fastest_feasible policy
 (so it always selects it), the direct client calls it by name over Triton's HTTP API with binary tensors.
 Rounds alternate the order of the systems so drift on a noisy machine hits all alike. For every cell the CPU
 seconds of the router (all its processes), of Triton (with its Python-backend stubs) and of the load
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from psml.closed_loop import run_closed_loop
-from psml.proc_cpu import self_cpu_s, tree_cpu_s
-from psml.results import write_result
-from psml.stack import DEMO_KEYS, router_for, triton_for
-from psml.stats import percentile_summary
-from psml.sut import DirectTriton, RouterClient
-from psml.tables import format_table
+from stack.closed_loop import run_closed_loop
+from common.proc_cpu import self_cpu_s, tree_cpu_s
+from common.results import write_result
+from stack.loopback import DEMO_KEYS, router_for, triton_for
+from common.stats import percentile_summary
+from stack.clients import DirectTriton, RouterClient
+from common.tables import format_table
 from zoo.data import Dataset
 from zoo.manifest import load_manifest
 

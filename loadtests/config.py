@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, fields
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 
 # Requests Locust cut off at stop, one JSON line each, in LoadSettings.out_dir (written by users.py).

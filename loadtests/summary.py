@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from psml.stats import latency_summary
+from common.stats import latency_summary
 from router.goodput import goodput_by_client, latency_met
 
 from .config import INTERRUPTED_FILE, LATENCY_FILE_GLOB

@@ -18,7 +18,7 @@ from locust import User, between, constant, events, task
 from locust.exception import StopUser
 
 from attacks.fingerprint import FingerprintSettings, staircase
-from psml.sut import RouterClient, RouterRejected
+from stack.clients import RouterClient, RouterRejected
 from zoo.data import Dataset
 
 from .benign import benign_batch, benign_requirements

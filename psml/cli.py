@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import PsmlError
+from common.errors import PsmlError
 
 DEFAULT_ZOO = Path("model_repository/default")
 RUN_DIR = Path("runs")
@@ -16,7 +16,7 @@ RUN_DIR = Path("runs")
 def zoo_build(a) -> None:
     from zoo.build import build_zoo, get_profile
     from zoo.manifest import load_manifest
-    from .tables import zoo_table
+    from zoo.table import zoo_table
 
     from dataclasses import replace
 
@@ -36,7 +36,7 @@ def zoo_build(a) -> None:
 
 def zoo_show(a) -> None:
     from zoo.manifest import load_manifest
-    from .tables import zoo_table
+    from zoo.table import zoo_table
 
     print(zoo_table(load_manifest(Path(a.zoo))))
 
@@ -77,7 +77,7 @@ def _triton_state_path(a) -> Path:
 
 
 def triton_start(a) -> None:
-    from .triton_server import ServerState, TritonServer, stale_reason
+    from stack.triton_server import ServerState, TritonServer, stale_reason
 
     state_path = _triton_state_path(a)
     old = ServerState.load(state_path)
@@ -88,7 +88,7 @@ def triton_start(a) -> None:
     repo = Path(a.zoo) / "embedded"
     log_path = Path(a.state_dir) / "triton.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    from .triton_server import process_start_ticks
+    from stack.triton_server import process_start_ticks
 
     server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host,
                           startup_timeout_s=a.timeout_s, log_path=log_path).start()
@@ -99,7 +99,7 @@ def triton_start(a) -> None:
 
 
 def triton_stop(a) -> None:
-    from .triton_server import ServerState, stale_reason, stop_process_group
+    from stack.triton_server import ServerState, stale_reason, stop_process_group
 
     state_path = _triton_state_path(a)
     s = ServerState.load(state_path)
@@ -116,7 +116,7 @@ def triton_stop(a) -> None:
 
 
 def triton_status(a) -> None:
-    from .triton_server import ServerState, is_ready, model_states, stale_reason
+    from stack.triton_server import ServerState, is_ready, model_states, stale_reason
 
     s = ServerState.load(_triton_state_path(a))
     if s is None:

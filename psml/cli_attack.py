@@ -9,11 +9,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .atomic import write_json_atomic
-from .errors import ConfigError
-from .stack import DEMO_KEYS, router_for, triton_for
-from .tables import format_table
-from .versions import hardware, software_versions
+from common.atomic import write_json_atomic
+from common.errors import ConfigError
+from stack.loopback import DEMO_KEYS, router_for, triton_for
+from common.tables import format_table
+from common.versions import hardware, software_versions
 
 ATTACKER_KEY = next(k for k, v in DEMO_KEYS.items() if v == "attacker")
 SELECTION_KEYS = ("policy", "defenses", "on_no_model", "seed")

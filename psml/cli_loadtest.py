@@ -3,47 +3,15 @@ with Locust's CSV and HTML reports and the psml summary (JSON plus a printed tab
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from .atomic import write_json_atomic
-from .errors import PsmlError
-from .tables import format_table
-from .versions import hardware, software_versions
+from common.atomic import write_json_atomic
+from common.errors import PsmlError
+from common.tables import format_table
+from common.versions import hardware, software_versions
+from loadtests.run import prepare_out_dir, run_locust
 
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
-
-
-def prepare_out_dir(out_dir: Path) -> Path:
-    """Create the run folder and remove what an earlier run left there that this run's summary would read."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from loadtests.config import INTERRUPTED_FILE, LATENCY_FILE_GLOB
-
-    for old in [*out_dir.glob("attacker-*.npz"), *out_dir.glob(LATENCY_FILE_GLOB), out_dir / INTERRUPTED_FILE]:
-        old.unlink(missing_ok=True)
-    return out_dir
-
-
-def run_locust(router_url: str, settings, out_dir: Path, processes: int = 0) -> Path:
-    """Run Locust headless to the end of the load shape; returns the CSV prefix."""
-    prefix = out_dir / "locust"
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", router_url,
-           "--csv", str(prefix), "--html", str(out_dir / "locust.html"), "--exit-code-on-error", "0",
-           "--loglevel", "WARNING", "--only-summary",
-           "--stop-timeout", "10"]  # stopped users finish their request, so Locust's counts match the audit log
-    if processes:
-        cmd += ["--processes", str(processes)]
-    env = dict(os.environ) | settings.to_env()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LOCUSTFILE.parent.parent), env.get("PYTHONPATH")]))
-    with open(out_dir / "locust.log", "wb") as log:
-        r = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=settings.total_s + 180)
-    if r.returncode != 0 or not Path(f"{prefix}_stats.csv").is_file():
-        tail = (out_dir / "locust.log").read_text(errors="replace").strip().splitlines()[-1:] or ["(empty)"]
-        raise PsmlError(f"locust failed with code {r.returncode}: {tail[0]} (see {out_dir / 'locust.log'})")
-    return prefix
 
 
 def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, settings, knockoff,
@@ -132,7 +100,7 @@ def loadtest(a) -> None:
     from loadtests.summary import check_goals
 
     from .cli_attack import router_overrides
-    from .stack import router_for, triton_for
+    from stack.loopback import router_for, triton_for
 
     out_dir = prepare_out_dir(Path(a.out_dir))
     zoo_dir = Path(a.zoo)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .errors import PsmlError
+from common.errors import PsmlError
 
 
 def report(a) -> None:

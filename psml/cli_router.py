@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import PsmlError
+from common.errors import PsmlError
 
 STATE = "router.state.json"
 DEFAULT_SETTINGS = "router/settings.default.json"
@@ -14,8 +14,8 @@ DEFAULT_SETTINGS = "router/settings.default.json"
 def start(a) -> None:
     from router.settings import load_settings
 
-    from .router_process import RouterProcess
-    from .triton_server import process_start_ticks, stale_reason
+    from stack.router_process import RouterProcess
+    from stack.triton_server import process_start_ticks, stale_reason
 
     state_path = Path(a.state_dir) / STATE
     old = _load_state(state_path)
@@ -32,7 +32,7 @@ def start(a) -> None:
 
 
 def stop(a) -> None:
-    from .triton_server import stale_reason, stop_process_group
+    from stack.triton_server import stale_reason, stop_process_group
 
     state_path = Path(a.state_dir) / STATE
     st = _load_state(state_path)
@@ -51,7 +51,7 @@ def stop(a) -> None:
 def status(a) -> None:
     import urllib.request
 
-    from .triton_server import stale_reason
+    from stack.triton_server import stale_reason
 
     st = _load_state(Path(a.state_dir) / STATE)
     if st is None:
@@ -70,7 +70,7 @@ def goodput(a) -> None:
     from router.audit_log import read_audit_log
     from router.goodput import goodput_by_client
 
-    from .tables import format_table
+    from common.tables import format_table
 
     path = Path(a.audit_log)
     if not path.is_file():

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .stack import DEMO_KEYS, router_for, triton_for
-from .sut import DirectTriton, RouterClient, RouterRejected
-from .tables import format_table, zoo_table
+from stack.loopback import DEMO_KEYS, router_for, triton_for
+from stack.clients import DirectTriton, RouterClient, RouterRejected
+from common.tables import format_table
+from zoo.table import zoo_table
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,8 @@ def attack_step(zoo_dir, manifest, data, triton, router, run_dir, demo: DemoSett
     """[5] fingerprinting (staircase vs grid scan) without and with the noise defense; [6] extraction."""
     from attacks.knockoff import KnockoffSettings
 
-    from .atomic import write_json_atomic
-    from .versions import software_versions
+    from common.atomic import write_json_atomic
+    from common.versions import software_versions
     from .cli_attack import (FINGERPRINT_COLUMNS, extract_and_score, extraction_table, fingerprint_and_score,
                              fingerprint_rows)
 
@@ -157,9 +158,11 @@ def load_step(zoo_dir, manifest, data, triton, router, run_dir, demo: DemoSettin
     from attacks.knockoff import KnockoffSettings
     from loadtests.config import LoadSettings
 
-    from .atomic import write_json_atomic
-    from .cli_loadtest import prepare_out_dir, print_summary, run_locust, summarize_run
-    from .versions import software_versions
+    from common.atomic import write_json_atomic
+    from loadtests.run import prepare_out_dir, run_locust
+
+    from .cli_loadtest import print_summary, summarize_run
+    from common.versions import software_versions
 
     out_dir = prepare_out_dir(run_dir / "loadtest")
     s = LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out_dir), benign_users=demo.benign_users,

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_json_atomic, write_text_atomic
-from .errors import ConfigError
-from .stats import mean_ci95
-from .versions import hardware, software_versions
+from common.atomic import write_json_atomic, write_text_atomic
+from common.errors import ConfigError
+from common.stats import mean_ci95
+from common.versions import hardware, software_versions
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE_PACKAGES = ("attacks", "benchmarks", "loadtests", "psml", "router", "zoo", "harness", "stack")
+CODE_PACKAGES = ("common", "stack", "zoo", "router", "attacks", "loadtests", "benchmarks", "psml")
 DEFENSE_CONFIG = "metric_noise 0.02/0.1ms"  # the PSML paper's defense, at benchmarks.defense_vs_none's scales
 FINGERPRINT_TOLERANCE = 0.01  # PSML: fingerprinted within 1% of explicit
 PAPER_DEFENSE = {"d_accuracy": -0.098, "d_fidelity": -0.048, "min_goodput": 0.80}
@@ -90,7 +90,7 @@ def check_inputs(zoo_dir: Path, out_dir: Path, s: ReportSettings):
     from zoo.data import Dataset
     from zoo.manifest import load_manifest
 
-    from .errors import ManifestError
+    from common.errors import ManifestError
 
     if not (zoo_dir / "zoo.json").is_file():
         raise ConfigError(f"no zoo at {zoo_dir} (no zoo.json); build one with psml zoo build")
@@ -164,7 +164,7 @@ def zoo_step(zoo_dir: Path, s: ReportSettings, log):
     def run(folder: Path) -> dict:
         from zoo.manifest import load_manifest
 
-        from .tables import zoo_rows
+        from zoo.table import zoo_rows
         from .zoo_validation import run_validation
 
         manifest = load_manifest(zoo_dir)
@@ -190,7 +190,7 @@ def fingerprint_step(zoo_dir: Path, manifest, data, s: ReportSettings, log):
         from attacks.experiment import front_by_accuracy
 
         from .cli_attack import fingerprint_and_score
-        from .stack import router_for, triton_for
+        from stack.loopback import router_for, triton_for
 
         ranks = []
         with triton_for(zoo_dir, folder) as triton, router_for(zoo_dir, folder, triton) as router:
@@ -215,7 +215,7 @@ def extraction_step(zoo_dir: Path, manifest, data, s: ReportSettings, log):
         from attacks.knockoff import KnockoffSettings
 
         from .cli_attack import extract_and_score
-        from .stack import router_for, triton_for
+        from stack.loopback import router_for, triton_for
 
         total = (len(s.budgets) + len(s.labels_only_budgets)) * len(s.seeds) * 3
         base = KnockoffSettings(surrogate=s.surrogate, epochs=s.surrogate_epochs)

@@ -7,9 +7,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .atomic import write_json_atomic
-from .errors import ConfigError, ManifestError
-from .versions import hardware, software_versions
+from common.atomic import write_json_atomic
+from common.errors import ConfigError, ManifestError
+from common.versions import hardware, software_versions
 
 
 def _entries(manifest) -> dict[str, dict]:

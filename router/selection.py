@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 from .defenses import check_combination, is_requirement_defense, is_selection_defense
 from .errors import NoModelMeetsRequirements

@@ -21,7 +21,7 @@ import time
 
 import uvicorn
 
-from psml.errors import PsmlError
+from common.errors import PsmlError
 
 from .settings import RouterSettings, load_settings
 from .workers import WorkerIdentity

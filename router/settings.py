@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 
 class RouterSettings(BaseModel):

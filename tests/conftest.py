@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import requests
 
-from psml.router_process import RouterProcess
-from psml.stack import write_router_settings
-from psml.triton_server import TritonServer
+from stack.router_process import RouterProcess
+from stack.loopback import write_router_settings
+from stack.triton_server import TritonServer
 from zoo.build import build_zoo, get_profile
 from zoo.data import Dataset
 from zoo.manifest import load_manifest

@@ -71,5 +71,5 @@ def test_locust_settings_are_valid_load_settings(compose):
 
 def test_dockerfile_copies_every_package():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for pkg in ("psml", "zoo", "router", "attacks", "loadtests", "benchmarks"):
+    for pkg in ("common", "stack", "psml", "zoo", "router", "attacks", "loadtests", "benchmarks"):
         assert f"COPY {pkg} ./{pkg}" in dockerfile

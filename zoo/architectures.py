@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 
 class Reshape(nn.Module):

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from psml.errors import ConfigError
-from psml.versions import hardware, software_versions
+from common.errors import ConfigError
+from common.versions import hardware, software_versions
 
 from .architectures import build_model, n_parameters
 from .data import load_dataset

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from psml.errors import ConfigError, DataError
+from common.errors import ConfigError, DataError
 
 SPLITS = ("victim_train", "test", "attacker_pool")
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from psml.errors import ExportError
+from common.errors import ExportError
 
 INPUT_NAME = "INPUT"
 OUTPUT_NAME = "PROBS"

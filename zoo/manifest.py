@@ -23,8 +23,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from psml.atomic import write_json_atomic
-from psml.errors import ManifestError
+from common.atomic import write_json_atomic
+from common.errors import ManifestError
 
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "zoo.json"

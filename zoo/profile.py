@@ -4,7 +4,7 @@ A profile is a grid of cells, one per (path, batch size, concurrency), in the st
 latency-vs-concurrency curves:
 - path ``direct``: tritonclient HTTP (binary tensors) straight to Triton; ``router``: the router's public API
   end to end, with the model pinned (a profiling router only, see ``allow_pinned_model``);
-- each cell is a closed loop of ``concurrency`` client threads (psml.closed_loop, the same code the benchmarks
+- each cell is a closed loop of ``concurrency`` client threads (stack.closed_loop, the same code the benchmarks
   use); percentiles come from the exact per-request times, with percentile-bootstrap 95% intervals.
 
 The cell the router selects with (``SelectionFigure``: percentile, path, batch size, concurrency) is measured
@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from psml.closed_loop import run_closed_loop
-from psml.errors import ConfigError, PsmlError
-from psml.stats import PERCENTILES, latency_summary
+from stack.closed_loop import run_closed_loop
+from common.errors import ConfigError, PsmlError
+from common.stats import PERCENTILES, latency_summary
 
 PATHS = ("direct", "router")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from psml.errors import ConfigError, TritonError
-from psml.sut import DirectTriton, RouterClient
+from common.errors import ConfigError, TritonError
+from stack.clients import DirectTriton, RouterClient
 
 from .profile import Profiler, ProfileSettings, merge
 
@@ -30,7 +30,7 @@ def profile_zoo(zoo_dir: Path, models: list[str], x: np.ndarray, s: ProfileSetti
     in between (the build writes its provisional manifest there, which the router needs)."""
     import tritonclient.http as httpclient
 
-    from psml.stack import router_for, triton_for
+    from stack.loopback import router_for, triton_for
 
     if triton_http_url and "router" in s.paths and not router_url:
         raise ConfigError("profiling an external Triton end to end needs --router-url of a router started with "

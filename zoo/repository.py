@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 from .export import INPUT_NAME, OUTPUT_NAME
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 from ..requirements import Requirements, ZooModel
 from ..zoo_view import ZooView

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 from ..requirements import Requirements, ZooModel, violation
 from ..zoo_view import ZooView

@@ -17,7 +17,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 FLOORS = ("slowest_front",)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 from ..errors import RouterError
 from .query_budget import RateLimited

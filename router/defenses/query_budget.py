@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 from ..errors import RouterError
 from .token_bucket import TokenBuckets, retry_after_s

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 EPS = 1e-7  # keeps logit(y) finite at y = 0 or 1
 

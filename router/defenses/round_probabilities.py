@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from attacks.experiment import consistency, front_by_accuracy, run_fingerprint
-from psml.stack import DEMO_KEYS
+from stack.loopback import DEMO_KEYS
 
 
 @pytest.fixture

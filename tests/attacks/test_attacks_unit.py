@@ -7,8 +7,8 @@ from attacks.fingerprint import FingerprintSettings, staircase
 from attacks.grid_scan import GridScanSettings, grid_scan
 from attacks.knockoff import KnockoffSettings, collect, train_surrogate
 from attacks.query_pools import ood_noise, query_pool
-from psml.errors import ConfigError
-from psml.sut import RouterRejected
+from common.errors import ConfigError
+from stack.clients import RouterRejected
 from router.errors import NoModelMeetsRequirements
 from router.policies import make_policy
 from router.requirements import Requirements, ZooModel

@@ -8,7 +8,7 @@ import pytest
 
 from loadtests.config import LoadSettings
 from loadtests.summary import check_goals
-from psml.errors import ConfigError
+from common.errors import ConfigError
 from router.audit_log import read_audit_log
 
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from psml.ports import free_port
-from psml.sut import RouterClient
+from common.ports import free_port
+from stack.clients import RouterClient
 from tests.conftest import API_KEYS
 
 PSML = [sys.executable, "-m", "psml.cli"]
@@ -119,7 +119,7 @@ def test_stale_state_is_recognised_gone_zombie_or_someone_elses_pid():
     import os
     import signal
 
-    from psml.triton_server import process_start_ticks, stale_reason
+    from stack.triton_server import process_start_ticks, stale_reason
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     ticks = process_start_ticks(child.pid)

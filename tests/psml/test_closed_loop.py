@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from psml.closed_loop import run_closed_loop
+from stack.closed_loop import run_closed_loop
 
 
 class Counting:

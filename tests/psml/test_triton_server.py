@@ -10,8 +10,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from psml.errors import ModelLoadError, PortInUseError, TritonError
-from psml.triton_server import TritonServer, model_states, process_alive
+from common.errors import ModelLoadError, PortInUseError, TritonError
+from stack.triton_server import TritonServer, model_states, process_alive
 from zoo.export import open_session, run_onnx
 
 
@@ -100,7 +100,7 @@ def test_cli_start_on_busy_port_prints_one_line_and_exits_nonzero(zoo_dir, tmp_p
 
 
 def test_cli_start_status_stop(zoo_dir, tmp_path):
-    from psml.ports import free_port
+    from common.ports import free_port
 
     ports = [str(free_port()) for _ in range(3)]
     base = [sys.executable, "-m", "psml.cli", "triton"]
@@ -118,7 +118,7 @@ def test_cli_start_status_stop(zoo_dir, tmp_path):
 
 
 def test_missing_triton_binary_is_a_clear_error(monkeypatch, tmp_path):
-    import psml.triton_server as ts
+    import stack.triton_server as ts
 
     monkeypatch.setattr(ts, "_pytriton_dir", lambda: tmp_path)
     with pytest.raises(TritonError, match="the Triton binary is missing"):

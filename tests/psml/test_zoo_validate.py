@@ -75,7 +75,7 @@ def test_update_rewrites_the_profile_and_keeps_accuracies_and_files(zoo_copy, tm
 
 
 def test_failed_update_leaves_the_manifest_untouched(zoo_copy, tmp_path):
-    from psml.ports import free_port
+    from common.ports import free_port
 
     old = (zoo_copy / "zoo.json").read_bytes()
     r = validate("--zoo", zoo_copy, "--update", "--triton-url", f"127.0.0.1:{free_port()}",

@@ -146,7 +146,7 @@ def test_query_budget_rate_limit_and_total_budget_per_key():
     {"name": "latency_padding", "buckets_ms": [5, 2]}, {"name": "latency_padding", "floor": "median"},
 ])
 def test_bad_parameters_are_refused(spec):
-    from psml.errors import ConfigError
+    from common.errors import ConfigError
 
     with pytest.raises(ConfigError, match=spec["name"]):
         make_defense(spec)

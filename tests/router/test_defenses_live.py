@@ -8,8 +8,8 @@ import requests
 
 from attacks.experiment import front_by_accuracy, run_timing
 from attacks.timing import TimingSettings
-from psml.errors import PsmlError
-from psml.sut import RouterRejected
+from common.errors import PsmlError
+from stack.clients import RouterRejected
 from router.audit_log import read_audit_log
 from tests.conftest import infer
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 from router.defenses import check_combination, make_defense
 from router.zoo_view import ZooView
 from router.requirements import ZooModel

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import requests
 
-from psml.triton_server import TritonServer
+from stack.triton_server import TritonServer
 from router.audit_log import read_audit_log
 from router.goodput import goodput_by_client
 from tests.conftest import infer
@@ -141,7 +141,7 @@ def test_noise_defense_changes_selection_reproducibly(start_router, manifest, da
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_triton_down_gives_503_then_the_router_recovers(start_router, zoo_dir, data, workers):
-    from psml.ports import free_port
+    from common.ports import free_port
 
     ports = [free_port() for _ in range(3)]
     server = TritonServer(zoo_dir / "embedded", *ports).start()
@@ -319,7 +319,7 @@ def test_a_model_triton_has_not_loaded_gives_503_without_its_name(start_router, 
     load): 503 for that model only, the body never naming it, the audit log keeping Triton's reason."""
     import shutil
 
-    from psml.ports import free_port
+    from common.ports import free_port
 
     best = max(manifest.pareto_models(), key=lambda m: m.accuracy)
     repo = tmp_path / "repo"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 from router.defenses import make_defense
 from router.defenses.exponential_mechanism import ExponentialMechanism, exponential_probabilities, utilities
 from router.defenses.metric_noise import MetricNoise

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 from router.settings import load_settings
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from psml.errors import PsmlError
+from common.errors import PsmlError
 from router.audit_log import read_audit_log
 from router.defenses import make_defense
 from router.policies import make_policy

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from psml.errors import ConfigError, ManifestError
+from common.errors import ConfigError, ManifestError
 from zoo.build import PROFILES, build_zoo, get_profile, sha256
 from zoo.export import open_session, run_onnx
 from zoo.manifest import load_manifest

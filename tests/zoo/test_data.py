@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from psml.errors import ConfigError, DataError
+from common.errors import ConfigError, DataError
 from zoo.data import SPLITS, Dataset, digits, load_dataset, mnist1d
 
 

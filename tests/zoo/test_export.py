@@ -3,7 +3,7 @@ import onnx
 import pytest
 import torch
 
-from psml.errors import ExportError
+from common.errors import ExportError
 from zoo.architectures import ARCHITECTURES, build_model
 from zoo.export import check_parity, export_onnx, open_session, run_onnx
 from zoo.train import TrainSettings, predict_proba, train

@@ -1,6 +1,6 @@
 import pytest
 
-from psml.errors import ConfigError
+from common.errors import ConfigError
 from zoo.repository import RepositorySettings, config_pbtxt
 
 

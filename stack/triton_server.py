@@ -19,8 +19,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import ModelLoadError, TritonError
-from .ports import check_free, free_port
+from common.errors import ModelLoadError, TritonError
+from common.ports import check_free, free_port
 
 LOOPBACK = "127.0.0.1"
 

@@ -10,8 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import PsmlError
-from .ports import check_free, free_port
+from common.errors import PsmlError
+from common.ports import check_free, free_port
 from .triton_server import stop_process_group
 
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import PsmlError
+from common.errors import PsmlError
 
 
 class SystemUnderTest(Protocol):

@@ -1,24 +1,8 @@
-"""Plain-text tables for the terminal (and for notes): no statistics here, only layout."""
+"""The zoo as a terminal table: each model's accuracy, selection figure with its interval, and profiled cells."""
 
 from __future__ import annotations
 
-
-def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """``columns``: (key, header) pairs; floats are shown with 3 significant decimals."""
-
-    def cell(v) -> str:
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        if isinstance(v, int):
-            return f"{v:,d}"
-        return str(v)
-
-    cells = [[cell(r.get(k, "")) for k, _ in columns] for r in rows]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h) in enumerate(columns)]
-    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))
-    return "\n".join([line([h for _, h in columns]), line(["-" * w for w in widths])] + [line(c) for c in cells])
+from common.tables import format_table
 
 
 def _grid_edges(manifest) -> tuple[int, int]:
@@ -54,7 +38,7 @@ def zoo_columns(manifest) -> list[tuple[str, str]]:
 
 
 def zoo_table(manifest) -> str:
-    from zoo.pareto import format_check
+    from .pareto import format_check
 
     table = format_table(zoo_rows(manifest), zoo_columns(manifest))
     return table + "\n\nfront check (" + manifest.profile.selection_describe() + "):\n" + format_check(manifest.profile.front_check)
