@@ -4,9 +4,11 @@ each judged against the strongest attacker tried.
 Per configuration (a router of its own, the same code, zoo and Triton):
 - benign: a population of benign clients, each with its own API key, interleaved (loadtests/benign.py):
   goodput (both definitions), reject / drop / refused rates, end-to-end p50/p99 from exact client times, router
-  CPU per request (/proc), and false positives: the share of benign keys a per-client defense flagged or refused;
+  CPU per request (/proc), and false positives: the share of benign keys a per-client defense flagged or refused,
+  among short sessions and among long ones that send as many samples as one extraction (``long_benign_phase``);
 - fingerprinting: the staircase, plain and adaptive (votes + back-off), queries and consistency (audit log);
-- extraction (medium budget, --seeds): attackers, each with fresh API keys:
+- extraction (medium budget, --seeds): attackers, fresh API keys for every (attacker, seed), so a per-client
+  defense's state never carries from one seed's attack to the next:
   * staircase: Knockoff through the plain staircase's specification;
   * staircase_adaptive: through the adaptive staircase's specification;
   * top_accuracy: no fingerprinting: ask for the published top accuracy with no latency bound, resend a
@@ -73,12 +75,18 @@ SPLIT_KEYS = 3
 PAPER = {"d_accuracy": -0.098, "d_fidelity": -0.048, "min_goodput": 0.80}
 
 
-def keys_for(n_benign: int) -> dict[str, str]:
-    keys = {f"benign-{i:02d}": f"benign-{i:02d}" for i in range(n_benign)}
-    for who in ("fp-plain", "fp-adaptive", "top_accuracy", "timing", "timing-natural"):
-        keys[who] = who
-    keys |= {f"split-{j}": f"split-{j}" for j in range(SPLIT_KEYS)}
-    return keys
+LONG_BENIGN_CLIENTS = 5  # benign keys that each send as many samples as one extraction (equal-volume FP rate)
+
+
+def keys_for(n_benign: int, seeds) -> dict[str, str]:
+    """Every key is its own client. Each (attacker, seed) extraction is an independent attack instance with fresh
+    keys: a per-client defense's state (a PRADA flag, a spent budget) must not carry from one seed to the next."""
+    names = [f"benign-{i:02d}" for i in range(n_benign)] + [f"long-benign-{i}" for i in range(LONG_BENIGN_CLIENTS)]
+    names += ["fp-plain", "fp-adaptive", "timing", "timing-natural"]
+    for seed in seeds:
+        names += [f"{who}-s{seed}" for who in ("staircase", "staircase_adaptive", "top_accuracy")]
+        names += [f"split-{j}-s{seed}" for j in range(SPLIT_KEYS)]
+    return {k: k for k in names}
 
 
 def zoo_info(url: str) -> dict:
@@ -115,6 +123,29 @@ def benign_phase(router, data, clients: int, per_client: int, seed: int) -> dict
                                  "false_positive_rate": len(flagged) / clients}
 
 
+def long_benign_phase(router, data, samples: int, seed: int) -> dict:
+    """False positives at equal volume: LONG_BENIGN_CLIENTS benign keys each send as many natural samples as one
+    extraction (test-split samples, distinct within a key, 25 per request, no requirements). Short benign
+    sessions alone would flatter a detector that flags any long stream."""
+    rng = np.random.default_rng(seed + 7)
+    per_key = {}
+    for i in range(LONG_BENIGN_CLIENTS):
+        key = f"long-benign-{i}"
+        c = RouterClient(router.url, key)
+        idx = rng.choice(len(data.x["test"]), min(samples, len(data.x["test"])), replace=False)
+        for start in range(0, len(idx), 25):
+            try:
+                c.infer(data.x["test"][idx[start : start + 25]])
+            except RouterRejected:
+                pass
+        c.close()
+        per_key[key] = detection(router, {key})
+    flagged = [d for d in per_key.values() if d["detected"]]
+    return {"clients": LONG_BENIGN_CLIENTS, "samples_each": int(min(samples, len(data.x["test"]))),
+            "false_positive_rate": len(flagged) / LONG_BENIGN_CLIENTS,
+            "samples_until_detection": [d["samples_until_detection"] for d in flagged], "per_key": per_key}
+
+
 def detection(router, clients: set[str]) -> dict:
     """For an attacker's keys: flagged or refused at all, and the samples it had sent when it first was."""
     sent, first = 0, None
@@ -130,15 +161,19 @@ def detection(router, clients: set[str]) -> dict:
 def extraction(router, zoo_info, spec_by_attacker: dict, data, labels, budget: int, seeds, output_defended: bool,
                per_client: bool, epochs: int) -> list[dict]:
     rows = []
-    # The staircase attackers extract with the key they fingerprinted with (a per-client detector sees both).
+    # Every (attacker, seed) extracts with fresh keys of its own (keys_for): seeds are independent attack
+    # instances. The staircase attackers fingerprinted once per configuration on keys of their own (fp-plain,
+    # fp-adaptive), so a per-client detector sees fingerprinting and extraction as different clients.
     # top_accuracy asks for the published top accuracy less 0.001 (the published figure is rounded to 4 places).
-    plans = {"staircase": (["fp-plain"], spec_by_attacker["staircase"], 0),
-             "staircase_adaptive": (["fp-adaptive"], spec_by_attacker["staircase_adaptive"], 0),
+    plans = {"staircase": (["staircase"], spec_by_attacker["staircase"], 0),
+             "staircase_adaptive": (["staircase_adaptive"], spec_by_attacker["staircase_adaptive"], 0),
              "top_accuracy": (["top_accuracy"], {"min_accuracy": zoo_info["accuracy_range"][1] - 0.001}, 20)}
     if per_client:
         plans["key_split"] = ([f"split-{j}" for j in range(SPLIT_KEYS)], plans["top_accuracy"][1], 20)
-    for who, (keys, spec, resend) in plans.items():
+    for who, (base_keys, spec, resend) in plans.items():
+        det = []
         for seed in seeds:
+            keys = [f"{k}-s{seed}" for k in base_keys]
             s = KnockoffSettings(budget=budget, seed=seed, resend_rejected=resend, epochs=epochs)
             clients = [RouterClient(router.url, k) for k in keys]
             t = collect(clients, data.x["attacker_pool"], s, dict(spec or {}))
@@ -148,16 +183,13 @@ def extraction(router, zoo_info, spec_by_attacker: dict, data, labels, budget: i
                 base = {"attacker": who, "labels_only": labels_only, "seed": seed, "answers": int(len(t.x)),
                         "requests": t.requests, "rejected_requests": t.rejected_requests}
                 if len(t.x) == 0:
-                    rows.append(base | {"accuracy": None, "fidelity": None, "note": "no answers"})
+                    rows.append(base | {"accuracy": None, "fidelity": None, "note": "no answers"}
+                                | detection(router, set(keys)))
                     continue
                 rows.append(base | train_and_score(
                     t, tuple(data.sample_shape), data.n_classes,
                     KnockoffSettings(budget=budget, seed=seed, labels_only=labels_only, epochs=epochs),
-                    data.x["test"], data.y["test"], labels))
-        rows_det = detection(router, set(keys))
-        for r in rows:
-            if r["attacker"] == who:
-                r |= rows_det
+                    data.x["test"], data.y["test"], labels) | detection(router, set(keys)))
     return rows
 
 
@@ -176,7 +208,9 @@ def strongest(rows: list[dict]) -> dict:
         fid = mean_ci95([r["fidelity"] or 0.0 for r in kept])
         summary.append({"attacker": who + (" labels" if lo else ""), "accuracy": acc[0], "accuracy_ci95": acc[1:],
                         "fidelity": fid[0], "fidelity_ci95": fid[1:], "answers": float(np.mean([r["answers"] for r in rs])),
-                        "failed_seeds": [r["seed"] for r in rs if r.get("failed")], "detected": rs[0]["detected"], "samples_until_detection": rs[0]["samples_until_detection"]})
+                        "failed_seeds": [r["seed"] for r in rs if r.get("failed")],
+                        "detected": any(r["detected"] for r in rs), "detected_seeds": sum(r["detected"] for r in rs),
+                        "seeds": len(rs), "samples_until_detection": [r["samples_until_detection"] for r in rs]})
     return {"by_attacker": summary, "strongest": max(summary, key=lambda s: (s["fidelity"], s["accuracy"]))}
 
 
@@ -250,7 +284,7 @@ def main(argv=None) -> int:
     victim = front_by_accuracy(manifest)[0]
     labels = victim_labels(Path(a.zoo), victim, data.x["test"])
     probe = data.x["attacker_pool"][:1]
-    keys = keys_for(a.benign_clients)
+    keys = keys_for(a.benign_clients, seeds)
     rows, details = [], {}
     with tempfile.TemporaryDirectory(prefix="psml-tradeoff-") as tmp, triton_for(a.zoo, tmp) as triton:
         for i, name in enumerate(names):
@@ -261,6 +295,7 @@ def main(argv=None) -> int:
             with router_for(a.zoo, tmp, triton, f"r{i}", defenses=defenses, seed=a.router_seed, api_keys=keys,
                             max_batch_size=64) as router:
                 benign = benign_phase(router, data, a.benign_clients, a.benign_per_client, a.router_seed)
+                long_benign = long_benign_phase(router, data, BUDGETS[budget], a.router_seed)
                 fps, specs = {}, {}
                 for who, votes, back in (("plain", 1, (0.0, 0.0)), ("adaptive", 5, (0.0, 0.05))):
                     try:
@@ -291,6 +326,7 @@ def main(argv=None) -> int:
                    "reject_rate": benign["reject_rate"], "drop_rate": benign["drop_rate"],
                    "benign_p50_ms": benign["latency_ms"]["p50_ms"], "benign_p99_ms": benign["latency_ms"]["p99_ms"],
                    "router_cpu_us": benign["router_cpu_us_per_request"], "benign_fp_rate": benign["false_positive_rate"],
+                   "long_benign_fp_rate": long_benign["false_positive_rate"],
                    "fp_queries": fps["plain"]["queries"], "fp_consistency": max(f["consistency"] for f in fps.values()),
                    "strongest_attacker": s["attacker"], "accuracy": s["accuracy"], "accuracy_ci95": s["accuracy_ci95"],
                    "fidelity": s["fidelity"], "fidelity_ci95": s["fidelity_ci95"],
@@ -300,7 +336,7 @@ def main(argv=None) -> int:
                    "timing_detected": [w for w, t in timings.items() if t["detection"]["detected"]],
                    "defenses": defenses}
             rows.append(row)
-            details[name] = {"benign": benign, "fingerprint": fps, "extraction": ex, "by_attacker": best["by_attacker"],
+            details[name] = {"benign": benign, "long_benign": long_benign, "fingerprint": fps, "extraction": ex, "by_attacker": best["by_attacker"],
                              "timing": timings}
             print(f"  [{i + 1}/{len(names)}] {name}: goodput {row['goodput']:.3f}, strongest {s['attacker']} "
                   f"acc {s['accuracy']:.3f} fid {s['fidelity']:.3f}, timing(1) {row['timing_1']}", flush=True)
@@ -313,6 +349,7 @@ def main(argv=None) -> int:
     print(format_table(rows, [("config", "defense"), ("goodput", "goodput"), ("reject_rate", "rejected"),
                               ("drop_rate", "dropped"), ("benign_p50_ms", "p50 ms"), ("benign_p99_ms", "p99 ms"),
                               ("router_cpu_us", "router CPU us"), ("benign_fp_rate", "benign FP"),
+                              ("long_benign_fp_rate", "FP equal volume"),
                               ("fp_consistency", "fp consist."), ("strongest_attacker", "strongest attacker"),
                               ("accuracy", "acc"), ("d_accuracy", "d acc"), ("fidelity", "fid"),
                               ("d_fidelity", "d fid"), ("timing_attacker", "timing by"), ("timing_1", "timing m=1"),
