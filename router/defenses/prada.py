@@ -114,6 +114,9 @@ class Prada:
         if not self.throttle_rate_per_s > 0:
             raise ConfigError(f"prada throttle_rate_per_s must be > 0, got {self.throttle_rate_per_s}")
         self._throttle = TokenBuckets(self.throttle_rate_per_s, 1.0)
+        # scipy only when PRADA is configured (the serving path imports no scientific stack otherwise), but at
+        # start-up: imported on the first test it cost a request ~1 s of CPU and inflated per-request figures
+        from scipy.stats import shapiro  # noqa: F401
 
     def flagged(self, client: str) -> bool:
         s = self._clients.get(client)

@@ -18,7 +18,8 @@ def test_router_vs_direct_smoke(zoo_dir, tmp_path):
     r = json.loads(out.read_text())
     assert {c["system"] for c in r["cells"]} == {"direct", "router json w1", "router binary w1"}
     for row in r["table"]:
-        assert row["errors"] == 0 and row["requests"] == 40 and row["tput_ratio"] > 0 and row["cpu_us_router"] > 0
+        # CPU is read in clock ticks (10 ms): 40 requests may read 0, so only its presence is checked here
+        assert row["errors"] == 0 and row["requests"] == 40 and row["tput_ratio"] > 0 and row["cpu_us_router"] >= 0
     assert r["software"] and r["hardware"] and r["settings"]["cores"] >= 1
 
 
