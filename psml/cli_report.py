@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("--budgets", nargs="+", help="extraction budgets: names, sample counts or pool fractions "
                                                 "(default small medium large)")
     p.add_argument("--labels-only-budgets", nargs="*", help="budgets also run with top-1 labels only (default medium)")
-    p.add_argument("--epochs", type=int, help="surrogate training epochs (default 20)")
+    p.add_argument("--epochs", type=int, help="surrogate training epochs (default 40)")
     p.add_argument("--fresh", action="store_true", help="ignore cached steps and run everything again")
     p.add_argument("--no-defense", action="store_true", help="skip the defense step (the longest after extraction)")
     p.set_defaults(func=report)
