@@ -1,0 +1,89 @@
+"""Checks for a user's own ONNX models and data (zoo/onnx_import.py): foreign image-shaped models exported here
+by torch with architectures psml does not build, and each kind of bad input named in one line."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from zoo.onnx_import import ImportFailure, accuracy, check_zoo, inspect_onnx, load_eval_data
+
+
+def export(model: nn.Module, path, shape=(1, 8, 8), dynamic=True, softmax=True, batch=4):
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x):
+            z = self.m(x)
+            return torch.softmax(z, 1) if softmax else z
+
+    torch.manual_seed(0)
+    torch.onnx.export(Wrapped().eval(), (torch.zeros(batch, *shape),), str(path), input_names=["image"],
+                      output_names=["scores"], opset_version=17, dynamo=False,
+                      dynamic_axes={"image": {0: "n"}, "scores": {0: "n"}} if dynamic else None)
+    return path
+
+
+def small_cnn(classes=10):
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, classes))
+
+
+def mlp(classes=10):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, classes))
+
+
+@pytest.fixture
+def digits_like(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 60)
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    return tmp_path / "eval.npz", x, y
+
+
+def test_three_foreign_image_models_pass_and_are_scored(tmp_path, digits_like):
+    """Catches a checker that only accepts flat inputs, or one that compares the batch axis across models."""
+    paths = [export(small_cnn(), tmp_path / "cnn.onnx"), export(mlp(), tmp_path / "mlp.onnx"),
+             export(mlp(), tmp_path / "fixed.onnx", dynamic=False, batch=8)]
+    models = [inspect_onnx(p) for p in paths]
+    assert [m.sample_shape for m in models] == [(1, 8, 8)] * 3 and models[2].max_batch == 8
+    assert check_zoo(models) == ((1, 8, 8), 10) and all(m.parameters > 0 for m in models)
+    path, x, y = digits_like
+    xs, ys = load_eval_data(path, (1, 8, 8), 10)
+    for m in models:
+        a = accuracy(m, xs, ys, softmax=False)
+        assert 0.0 <= a <= 1.0
+    # the fixed-batch model, padded to its batch of 8 on the last chunk, answers each sample as alone
+    from zoo.onnx_import import predict
+
+    np.testing.assert_allclose(predict(models[2], xs[:3], False), predict(models[2], xs[:8], False)[:3], atol=1e-6)
+
+
+def test_each_bad_input_is_one_line_naming_the_file(tmp_path, digits_like):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(ImportFailure, match="bad.onnx: fails the ONNX checker"):
+        inspect_onnx(bad)
+    flat = export(nn.Sequential(nn.Linear(40, 10)), tmp_path / "flat.onnx", shape=(40,))
+    img = export(small_cnn(), tmp_path / "img.onnx")
+    with pytest.raises(ImportFailure, match="flat.onnx: input sample shape \\[40\\] differs"):
+        check_zoo([inspect_onnx(img), inspect_onnx(flat)])
+    five = export(small_cnn(5), tmp_path / "five.onnx")
+    with pytest.raises(ImportFailure, match="five.onnx: 5 classes differ"):
+        check_zoo([inspect_onnx(img), inspect_onnx(five)])
+    one = export(small_cnn(), tmp_path / "one.onnx", dynamic=False, batch=1)
+    with pytest.raises(ImportFailure, match="one.onnx: .*fixed batch axis of 1"):
+        inspect_onnx(one)
+    path, x, y = digits_like
+    np.savez(tmp_path / "labels.npz", x=x, y=y + 5)
+    with pytest.raises(ImportFailure, match="labels.npz: labels span .* outside the models' 10 classes"):
+        load_eval_data(tmp_path / "labels.npz", (1, 8, 8), 10)
+    with pytest.raises(ImportFailure, match="eval.npz: samples have shape \\[1, 8, 8\\], the models take \\[40\\]"):
+        load_eval_data(path, (40,), 10)
+    logits = inspect_onnx(export(small_cnn(), tmp_path / "logits.onnx", softmax=False))
+    xs, ys = load_eval_data(path, (1, 8, 8), 10)
+    with pytest.raises(ImportFailure, match="logits.onnx: answers are not probabilities.*--softmax"):
+        accuracy(logits, xs, ys, softmax=False)
+    assert 0 <= accuracy(logits, xs, ys, softmax=True) <= 1
