@@ -147,13 +147,13 @@ def run_timing(router_url: str, api_key: str, audit_path, manifest, probe: np.nd
     for k, c in corners.items():
         template_times[k] = np.array([t for t, _ in timed_answers(client, inputs, c, s.template_queries, sent)])
         sent += s.template_queries
-    start = _audit_len(audit_path)
     test = []
     for c in corners.values():
         test += timed_answers(client, inputs, c, s.test_queries, sent)
         sent += s.test_queries
     client.close()
-    served = {r["request_id"]: r["model"] for r in list(read_audit_log(audit_path))[start:] if r["outcome"] == "served"}
+    # looked up by request id, so one pass over the log serves (no offset to read the log for first)
+    served = {r["request_id"]: r["model"] for r in read_audit_log(audit_path) if r["outcome"] == "served"}
     test_by_rank: dict[int, list[float]] = {k: [] for k in corners}
     for t, rid in test:
         k = rank_of.get(served.get(rid))

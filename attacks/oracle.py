@@ -23,10 +23,10 @@ class SpecOracle:
     client: RouterClient
     probe: np.ndarray  # [1, D]
     queries: int = 0
-    # Natural inputs sent in turn instead of the probe: a stream a per-client detector such as PRADA sees as
-    # ordinary traffic (the probe repeated gives distance 0 again and again). Answers are then on different
-    # inputs, so their signatures no longer name the model: only served/rejected is learned, which is all the
-    # staircase's bisections use (its final verification becomes meaningless).
+    # Natural inputs sent in turn instead of the probe, against a per-client detector such as PRADA (the probe
+    # repeated gives distance 0 again and again; whether the natural stream passes depends on the data).
+    # Answers are then on different inputs, so their signatures no longer name the model: only served/rejected
+    # is learned, which is all the staircase's bisections use (its final verification becomes meaningless).
     pool: np.ndarray | None = None
 
     def ask(self, min_accuracy: float | None, max_latency_ms: float | None) -> str | None:

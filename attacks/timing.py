@@ -9,9 +9,9 @@ through the public API only:
    template median is nearest the samples' median, in log time (latencies are right-skewed and the zoo's tiers
    are roughly geometric). m = 1 identifies a single answer; larger m is the adaptive attacker against noise or
    padding, which pays for the extra samples in queries.
-With ``pool`` (run_timing) every query sends the next natural sample instead of one fixed probe: the adaptive
-attacker against a per-client detector (PRADA flags a probe repeated, not a stream of natural samples), which
-costs it nothing here since neither step reads an output.
+With ``pool`` (run_timing) every query sends the next natural sample instead of one fixed probe, which costs
+nothing here since neither step reads an output: the variant fielded against a per-client detector (PRADA
+flags a repeated probe at its first test; on the default zoo it flags this stream too, a little later).
 The harness (``identification_accuracy``) scores it against the audit log's record of the model that served.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from common.errors import ConfigError
-from stack.clients import RouterClient
+from stack.clients import RouterClient, RouterRejected
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,15 @@ def timed_answers(client: RouterClient, inputs: np.ndarray, spec: dict, n: int,
     """(wall ms at the client, request id) of up to n answered requests with ``spec`` (rejections are skipped);
     request i sends row (start + i) mod len(inputs) of ``inputs``: one row is a fixed probe, many a natural
     stream (a zoo model's time does not depend on what the sample shows)."""
-    rows = [np.asarray(inputs[j : j + 1], np.float32).tolist() for j in range(len(inputs))]
-    extra = {k: v for k, v in spec.items() if v is not None}
     out = []
     for i in range(n):
-        body = {"inputs": rows[(start + i) % len(rows)]} | extra
+        x = inputs[(start + i) % len(inputs)][None]
         t0 = time.perf_counter()
-        status, answer = client.request("POST", "/v1/infer", body)
-        ms = (time.perf_counter() - t0) * 1e3
-        if status == 200:
-            out.append((ms, answer["request_id"]))
+        try:
+            answer = client.answer(x, spec.get("min_accuracy"), spec.get("max_latency_ms"))
+        except RouterRejected:
+            continue
+        out.append(((time.perf_counter() - t0) * 1e3, answer["request_id"]))
     return out
 
 

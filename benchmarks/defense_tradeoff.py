@@ -117,7 +117,7 @@ def benign_phase(router, data, clients: int, per_client: int, seed: int) -> dict
     for c in conns:
         c.close()
     records = [r for r in read_audit_log(router.audit_path) if str(r["client"]).startswith("benign-")]
-    flagged = {r["client"] for r in records if r.get("prada_flagged") or r["outcome"] == "refused"}
+    flagged = {r["client"] for r in records if flagged_or_refused(r)}
     return summarize(records) | {"latency_ms": latency_summary(times), "router_cpu_us_per_request": cpu_us,
                                  "false_positive_clients": len(flagged), "clients": clients,
                                  "false_positive_rate": len(flagged) / clients}
@@ -128,7 +128,6 @@ def long_benign_phase(router, data, samples: int, seed: int) -> dict:
     extraction (test-split samples, distinct within a key, 25 per request, no requirements). Short benign
     sessions alone would flatter a detector that flags any long stream."""
     rng = np.random.default_rng(seed + 7)
-    per_key = {}
     for i in range(LONG_BENIGN_CLIENTS):
         key = f"long-benign-{i}"
         c = RouterClient(router.url, key)
@@ -139,20 +138,26 @@ def long_benign_phase(router, data, samples: int, seed: int) -> dict:
             except RouterRejected:
                 pass
         c.close()
-        per_key[key] = detection(router, {key})
+    records = list(read_audit_log(router.audit_path))
+    per_key = {key: detection(records, {key}) for key in (f"long-benign-{i}" for i in range(LONG_BENIGN_CLIENTS))}
     flagged = [d for d in per_key.values() if d["detected"]]
     return {"clients": LONG_BENIGN_CLIENTS, "samples_each": int(min(samples, len(data.x["test"]))),
             "false_positive_rate": len(flagged) / LONG_BENIGN_CLIENTS,
             "samples_until_detection": [d["samples_until_detection"] for d in flagged], "per_key": per_key}
 
 
-def detection(router, clients: set[str]) -> dict:
+def flagged_or_refused(record: dict) -> bool:
+    """A per-client defense acted on this request: PRADA had flagged its key, or it was refused."""
+    return bool(record.get("prada_flagged")) or record["outcome"] == "refused"
+
+
+def detection(records: list[dict], clients: set[str]) -> dict:
     """For an attacker's keys: flagged or refused at all, and the samples it had sent when it first was."""
     sent, first = 0, None
-    for r in read_audit_log(router.audit_path):
+    for r in records:
         if r["client"] not in clients:
             continue
-        if first is None and (r.get("prada_flagged") or r["outcome"] == "refused"):
+        if first is None and flagged_or_refused(r):
             first = sent
         sent += r.get("batch_size") or 0
     return {"detected": first is not None, "samples_until_detection": first, "samples_sent": sent}
@@ -171,31 +176,40 @@ def extraction(router, zoo_info, spec_by_attacker: dict, data, labels, budget: i
     if per_client:
         plans["key_split"] = ([f"split-{j}" for j in range(SPLIT_KEYS)], plans["top_accuracy"][1], 20)
     for who, (base_keys, spec, resend) in plans.items():
-        det = []
         for seed in seeds:
             keys = [f"{k}-s{seed}" for k in base_keys]
+            base = {"attacker": who, "seed": seed}
+            if spec is None:
+                # its fingerprint found no specification: no extraction to run (with no requirements it would be
+                # the naive setting under another name); it stole nothing through fingerprinting
+                rows += [base | {"labels_only": lo, "answers": 0, "requests": 0, "rejected_requests": 0,
+                                 "accuracy": None, "fidelity": None, "note": "fingerprint failed",
+                                 "detected": False, "samples_until_detection": None, "samples_sent": 0}
+                         for lo in ((False, True) if output_defended else (False,))]
+                continue
             s = KnockoffSettings(budget=budget, seed=seed, resend_rejected=resend, epochs=epochs)
             clients = [RouterClient(router.url, k) for k in keys]
-            t = collect(clients, data.x["attacker_pool"], s, dict(spec or {}))
+            t = collect(clients, data.x["attacker_pool"], s, dict(spec))
             for c in clients:
                 c.close()
+            base |= {"answers": int(len(t.x)), "requests": t.requests, "rejected_requests": t.rejected_requests}
+            base |= detection(list(read_audit_log(router.audit_path)), set(keys))
             for labels_only in ((False, True) if output_defended else (False,)):
-                base = {"attacker": who, "labels_only": labels_only, "seed": seed, "answers": int(len(t.x)),
-                        "requests": t.requests, "rejected_requests": t.rejected_requests}
                 if len(t.x) == 0:
-                    rows.append(base | {"accuracy": None, "fidelity": None, "note": "no answers"}
-                                | detection(router, set(keys)))
+                    rows.append(base | {"labels_only": labels_only, "accuracy": None, "fidelity": None,
+                                        "note": "no answers"})
                     continue
-                rows.append(base | train_and_score(
+                rows.append(base | {"labels_only": labels_only} | train_and_score(
                     t, tuple(data.sample_shape), data.n_classes,
                     KnockoffSettings(budget=budget, seed=seed, labels_only=labels_only, epochs=epochs),
-                    data.x["test"], data.y["test"], labels) | detection(router, set(keys)))
+                    data.x["test"], data.y["test"], labels))
     return rows
 
 
 def strongest(rows: list[dict]) -> dict:
     """Group per (attacker, labels_only): mean and 95% interval over seeds; the strongest by mean fidelity.
-    An attacker that got no answers scores 0 (it stole nothing; its rows say "no answers"). A surrogate whose
+    An attacker that got no answers, or whose fingerprint failed, scores 0 (it stole nothing; its rows say
+    "no answers" or "fingerprint failed"). A surrogate whose
     training failed after its retries (attacks/knockoff.py) is left out of the mean and counted in
     ``failed_seeds``: a training failure is not a defense's success."""
     groups = {}
@@ -317,7 +331,7 @@ def main(argv=None) -> int:
                                                   TimingSettings(), pool=pool)
                     except RouterRejected as e:  # this attacker's stream was refused part-way
                         timings[who] = {"refused": e.status, "accuracy_by_samples": {}, "chance": None}
-                    timings[who] |= {"detection": detection(router, {who})}
+                    timings[who] |= {"detection": detection(list(read_audit_log(router.audit_path)), {who})}
                 timing_who = max(timings, key=lambda w: timings[w]["accuracy_by_samples"].get("1") or 0.0)
                 timing = timings[timing_who]
             best = strongest(ex)

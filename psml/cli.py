@@ -81,10 +81,12 @@ def triton_start(a) -> None:
 
     state_path = _triton_state_path(a)
     old = ServerState.load(state_path)
-    if old and stale_reason(old.pid, old.start_ticks) is None:
-        raise PsmlError(f"Triton is already running (pid {old.pid}, HTTP {old.host}:{old.http_port}); psml triton stop first")
     if old:
-        print(f"stale Triton state file ({stale_reason(old.pid, old.start_ticks)}): replaced")
+        reason = stale_reason(old.pid, old.start_ticks)
+        if reason is None:
+            raise PsmlError(f"Triton is already running (pid {old.pid}, HTTP {old.host}:{old.http_port}); "
+                            f"psml triton stop first")
+        print(f"stale Triton state file ({reason}): replaced")
     repo = Path(a.zoo) / "embedded"
     log_path = Path(a.state_dir) / "triton.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +123,9 @@ def triton_status(a) -> None:
     s = ServerState.load(_triton_state_path(a))
     if s is None:
         raise PsmlError("Triton is not running")
-    if stale_reason(s.pid, s.start_ticks):
-        raise PsmlError(f"Triton is not running (stale state file: {stale_reason(s.pid, s.start_ticks)})")
+    reason = stale_reason(s.pid, s.start_ticks)
+    if reason:
+        raise PsmlError(f"Triton is not running (stale state file: {reason})")
     ready = is_ready(s.endpoints)
     print(f"Triton pid {s.pid}, HTTP {s.endpoints.http_url}, gRPC {s.endpoints.grpc_url}: {'READY' if ready else 'NOT READY'}")
     for name, st in sorted(model_states(s.endpoints).items()):

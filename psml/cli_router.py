@@ -19,10 +19,11 @@ def start(a) -> None:
 
     state_path = Path(a.state_dir) / STATE
     old = _load_state(state_path)
-    if old and stale_reason(old["pid"], old.get("start_ticks")) is None:
-        raise PsmlError(f"the router is already running (pid {old['pid']}, {old['url']}); psml router stop first")
     if old:
-        print(f"stale router state file ({stale_reason(old['pid'], old.get('start_ticks'))}): replaced")
+        reason = stale_reason(old["pid"], old.get("start_ticks"))
+        if reason is None:
+            raise PsmlError(f"the router is already running (pid {old['pid']}, {old['url']}); psml router stop first")
+        print(f"stale router state file ({reason}): replaced")
     s = load_settings(a.settings)  # validate here, so a bad file fails with its reason before any process starts
     r = RouterProcess(Path(a.settings), a.port if a.port is not None else s.port, host=s.host,
                       log_path=Path(a.state_dir) / "router.log", triton_http_url=a.triton_http_url, triton_grpc_url=a.triton_grpc_url).start()

@@ -86,7 +86,7 @@ class StepRun:
 # ---- checks before any work ----------------------------------------------------------------------------------
 def check_inputs(zoo_dir: Path, out_dir: Path, s: ReportSettings):
     """Everything a run needs, checked before the first step: one ConfigError naming what is wrong."""
-    from attacks.knockoff import resolve_budget
+    from attacks.knockoff import BUDGETS, resolve_budget
     from zoo.data import Dataset
     from zoo.manifest import load_manifest
 
@@ -109,10 +109,8 @@ def check_inputs(zoo_dir: Path, out_dir: Path, s: ReportSettings):
     pool = len(data.x["attacker_pool"])
     for b in (*s.budgets, *s.labels_only_budgets, s.defense_budget):
         resolve_budget(b, pool)
-    from benchmarks.defense_tradeoff import BUDGETS as TRADEOFF_BUDGETS
-
-    if s.defense_budget not in TRADEOFF_BUDGETS:
-        raise ConfigError(f"the defense step takes a named budget ({', '.join(TRADEOFF_BUDGETS)}), "
+    if s.defense_budget not in BUDGETS:  # the trade-off benchmark takes names only
+        raise ConfigError(f"the defense step takes a named budget ({', '.join(BUDGETS)}), "
                           f"got {s.defense_budget!r}")
     return manifest, data
 

@@ -59,8 +59,12 @@ class RouterClient:
             return r.status, json.loads(r.read() or b"null")
 
     def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:
+        return np.asarray(self.answer(x, min_accuracy, max_latency_ms)["probabilities"], dtype=np.float32)
+
+    def answer(self, x, min_accuracy=None, max_latency_ms=None) -> dict:
+        """The whole 200 answer (request_id, probabilities, labels); RouterRejected otherwise."""
         if self.binary:
-            return self._infer_binary(np.asarray(x, dtype="<f4"), min_accuracy, max_latency_ms)
+            return self._answer_binary(np.asarray(x, dtype="<f4"), min_accuracy, max_latency_ms)
         body = {"inputs": np.asarray(x, dtype=np.float32).tolist()}
         if min_accuracy is not None:
             body["min_accuracy"] = float(min_accuracy)
@@ -69,9 +73,9 @@ class RouterClient:
         status, answer = self.request("POST", "/v1/infer", body)
         if status != 200:
             raise RouterRejected(status, answer or {})
-        return np.asarray(answer["probabilities"], dtype=np.float32)
+        return answer
 
-    def _infer_binary(self, x: np.ndarray, min_accuracy, max_latency_ms) -> np.ndarray:
+    def _answer_binary(self, x: np.ndarray, min_accuracy, max_latency_ms) -> dict:
         headers = self.headers | {"content-type": "application/octet-stream", "x-psml-shape": f"{x.shape[0]},{x.shape[1]}"}
         if min_accuracy is not None:
             headers["x-psml-min-accuracy"] = repr(float(min_accuracy))
@@ -80,7 +84,7 @@ class RouterClient:
         status, answer = self.request("POST", "/v1/infer", np.ascontiguousarray(x).tobytes(), headers)
         if status != 200:
             raise RouterRejected(status, answer or {})
-        return np.asarray(answer["probabilities"], dtype=np.float32)
+        return answer
 
     def zoo(self) -> dict:
         return self.request("GET", "/v1/zoo")[1]
