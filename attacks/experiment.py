@@ -87,7 +87,7 @@ def run_extraction(setting: str, router_url: str, api_key: str, triton_http_url:
     """One extraction and its score. "fingerprinted" without a specification (the staircase found none) is
     reported as failed, not run with no requirements: that would be the naive setting under another name."""
     if setting == "explicit":
-        sut, req = DirectTriton(triton_http_url, victim.name), {}
+        sut, req = DirectTriton.for_entry(triton_http_url, victim), {}
     elif setting == "fingerprinted":
         if spec is None:
             return {"accuracy": None, "fidelity": None, "failed": True, "answers": 0, "requests": 0,

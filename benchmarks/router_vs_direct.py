@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         routers = {w: stack.enter_context(router_for(a.zoo, tmp, triton, f"router_w{w}", policy="fastest_feasible",
                                                      seed=a.seed, workers=w, max_in_flight=None))
                    for w in a.workers}
-        systems = {"direct": (lambda: DirectTriton(triton.endpoints.http_url, model.name), {}, None)}
+        systems = {"direct": (lambda: DirectTriton.for_entry(triton.endpoints.http_url, model), {}, None)}
         for w, r in routers.items():
             for fmt in a.formats:
                 systems[f"router {fmt} w{w}"] = (

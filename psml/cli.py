@@ -34,6 +34,31 @@ def zoo_build(a) -> None:
     print(zoo_table(m))
 
 
+def zoo_import(a) -> None:
+    """Exit 0: imported; 2: a file, the data or Triton refused it (one line naming the file; nothing written)."""
+    from dataclasses import replace
+
+    from zoo.importer import QUICK_PROFILE, ImportSpec, import_zoo
+    from zoo.manifest import load_manifest
+    from zoo.profile import ProfileSettings
+    from zoo.repository import RepositorySettings
+    from zoo.table import zoo_table
+
+    profiling = QUICK_PROFILE if a.quick else ProfileSettings()
+    sel = _selection_overrides(a)
+    if sel:
+        profiling = replace(profiling, selection=replace(profiling.selection, **sel))
+    spec = ImportSpec(name=a.name, onnx_files=tuple(Path(p) for p in a.onnx), data=Path(a.data),
+                      attacker_pool=Path(a.attacker_pool) if a.attacker_pool else None,
+                      softmax=None if a.softmax is None else tuple(a.softmax), pool_fraction=a.pool_fraction,
+                      seed=a.seed, profiling=profiling,
+                      repository=RepositorySettings(instance_count=a.instances))
+    out = import_zoo(spec, Path(a.out))
+    m = load_manifest(out)
+    print(f"\nzoo {m.zoo.name!r} imported in {m.zoo.build_seconds:.0f} s -> {out}\n")
+    print(zoo_table(m))
+
+
 def zoo_show(a) -> None:
     from zoo.manifest import load_manifest
     from zoo.table import zoo_table
@@ -150,6 +175,22 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--max-queue-delay-us", type=int, help="dynamic batcher delay in microseconds (0: no wait)")
     _selection_args(b)
     b.set_defaults(func=zoo_build)
+    i = zoo.add_parser("import", help="a zoo from your own ONNX classifiers and labelled data: check, serve, profile")
+    i.add_argument("--name", required=True, help="the zoo's name (its folder under --out)")
+    i.add_argument("--onnx", nargs="+", required=True, help="two or more ONNX files, one model each (name: file stem)")
+    i.add_argument("--data", required=True,
+                   help="labelled evaluation set: .npz with x and y, or a torchvision MNIST/CIFAR-10 folder")
+    i.add_argument("--attacker-pool", help=".npz with x: the attackers' query pool (default: part of --data)")
+    i.add_argument("--pool-fraction", type=float, default=0.5,
+                   help="share of --data set aside as the attackers' pool when no --attacker-pool (default 0.5)")
+    i.add_argument("--softmax", nargs="*", metavar="MODEL",
+                   help="append a softmax to models that answer logits: alone for all, or the models' names")
+    i.add_argument("--out", default="model_repository", help="parent folder of the zoo (default: model_repository)")
+    i.add_argument("--seed", type=int, default=0, help="seed of the evaluation split and the profile (default 0)")
+    i.add_argument("--instances", type=int, default=1, help="Triton model instances per model (default 1)")
+    i.add_argument("--quick", action="store_true", help="a short profile (rough figures): to try an import out")
+    _selection_args(i)
+    i.set_defaults(func=zoo_import)
     s = zoo.add_parser("show", help="print a built zoo's table")
     s.add_argument("--zoo", default=str(DEFAULT_ZOO), help="a built zoo folder (psml zoo build)")
     s.set_defaults(func=zoo_show)
@@ -200,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except PsmlError as e:
         print(f"psml: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)
     except KeyboardInterrupt:
         print("psml: interrupted", file=sys.stderr)
         return 130

@@ -56,7 +56,7 @@ def ensure_zoo(zoo_root: Path, profile: str, rebuild: bool) -> Path:
 
 def run_every_model_once(triton, manifest, x: np.ndarray) -> None:
     for m in manifest.models:
-        sut = DirectTriton(triton.endpoints.http_url, m.name)
+        sut = DirectTriton.for_entry(triton.endpoints.http_url, m)
         try:
             probs = sut.infer(x[:4])
         finally:

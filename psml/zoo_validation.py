@@ -36,6 +36,7 @@ def run_validation(zoo_dir: Path, concurrency: tuple[int, ...] = (), duration_s:
     from zoo.plots import accuracy_latency, latency_vs_concurrency
     from zoo.profile import ProfileSettings
     from zoo.profiling import profile_zoo, restrict
+    from zoo.repository import ModelIO
     from zoo.validate import compare, verdict_lines
 
     manifest = load_manifest(zoo_dir)
@@ -62,7 +63,8 @@ def run_validation(zoo_dir: Path, concurrency: tuple[int, ...] = (), duration_s:
     data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
     started = time.perf_counter()
     observed = profile_zoo(zoo_dir, [m.name for m in manifest.models], data.x["test"], s, log=log,
-                           triton_http_url=triton_url, router_url=router_url, api_key=api_key)
+                           triton_http_url=triton_url, router_url=router_url, api_key=api_key,
+                           tensors={m.name: ModelIO.of_entry(m) for m in manifest.models})
     report = compare(manifest, observed, tolerance)
     print("\n".join(verdict_lines(report)))
     out_dir = out_dir or Path("runs") / "validate" / zoo_dir.name

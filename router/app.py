@@ -111,8 +111,8 @@ class Router:
 
     def parse(self, kind: str, body: bytes, headers: dict[str, str]) -> tuple[np.ndarray, Requirements]:
         if kind == BINARY:
-            return parse_binary(body, headers, self.zoo.input_dim, self.settings.max_batch_size)
-        return parse_json(body, self.zoo.input_dim, self.settings.max_batch_size)
+            return parse_binary(body, headers, self.zoo.sample_shape, self.settings.max_batch_size)
+        return parse_json(body, self.zoo.sample_shape, self.settings.max_batch_size)
 
     def pinned(self, headers: dict[str, str], req: Requirements) -> Selection | None:
         name = headers.get(PIN_HEADER)
@@ -144,7 +144,7 @@ class Router:
             rec |= {"eff_min_accuracy": sel.effective.min_accuracy, "eff_max_latency_ms": sel.effective.max_latency_ms,
                     "model": sel.model.name, "model_accuracy": sel.model.accuracy, "model_latency_ms": sel.model.latency_ms}
             t1 = time.perf_counter()
-            probs = await self.backend.infer(sel.model.name, x)
+            probs = await self.backend.infer(sel.model.name, self.zoo.to_model(x))
             rec["triton_ms"] = (time.perf_counter() - t1) * 1e3
             labels = probs.argmax(1)
             for d in self.client_defenses:  # before the answer leaves: a detector may still withhold it
@@ -228,7 +228,7 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
     errors = {s: {"model": ErrorBody} for s in (400, 401, 403, 413, 415, 422, 429, 503, 504)}
 
     @api.post("/v1/infer", response_model=InferResponse, responses=errors,
-              openapi_extra=openapi_body_schema(router.zoo.input_dim, settings.max_batch_size))
+              openapi_extra=openapi_body_schema(router.zoo.sample_shape, settings.max_batch_size))
     async def infer(request: Request):
         """Classify a batch under the stated requirements. The answer never names the model that served it.
         Over a bound on requests in flight the answer is 503 (this worker) or 429 (your client), with

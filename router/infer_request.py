@@ -6,6 +6,11 @@
   ``x-psml-max-latency-ms``). For large batches: a 32x40 batch costs ~80 us of CPU to parse as JSON and
   ~2 us as bytes.
 
+A sample has the zoo's sample shape (``/v1/zoo`` publishes it): [40] for a built MNIST-1D zoo, [1, 8, 8] for an
+imported image zoo. Shaped samples may come as nested lists of that shape or flattened row-major (the same
+bytes); the binary shape header is then ``batch,1,8,8`` or ``batch,64``. Either way the router hands on a flat
+[B, D] batch, which the client defenses read, and reshapes it for Triton only.
+
 Both formats share every limit (batch size, row width, finite float32 values, requirement ranges) and every
 error: a 4xx with a JSON reason, raised as a RouterError.
 """
@@ -13,9 +18,10 @@ error: a 4xx with a JSON reason, raised as a RouterError.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import InvalidRequest, MalformedJSON, UnsupportedMediaType
 from .requirements import Requirements
@@ -36,6 +42,21 @@ class InferRequest(BaseModel):
                                          description="maximum latency in milliseconds")
 
 
+@lru_cache(maxsize=8)
+def _shaped_request(rank: int) -> type[InferRequest]:
+    """The JSON body for a zoo whose samples have ``rank`` axes: each sample flat or nested ``rank`` deep."""
+    nested = float
+    for _ in range(rank):
+        nested = list[nested]
+    return create_model(f"InferRequestRank{rank}", __base__=InferRequest,
+                        inputs=(list[list[float] | nested], Field(description="a batch of samples, each of the zoo's "
+                                                                             "sample_shape or flattened")))
+
+
+def _describe(sample_shape: tuple[int, ...]) -> str:
+    return f"{list(sample_shape)} (or {int(np.prod(sample_shape))} values, flattened)"
+
+
 def media_type(content_type: str) -> str:
     kind = content_type.split(";")[0].strip().lower()
     if kind not in (JSON, BINARY):
@@ -54,22 +75,52 @@ def _check_batch(x: np.ndarray, input_dim: int, max_batch_size: int) -> np.ndarr
     return x
 
 
-def parse_json(body: bytes, input_dim: int, max_batch_size: int) -> tuple[np.ndarray, Requirements]:
+def parse_json(body: bytes, sample_shape: tuple[int, ...], max_batch_size: int) -> tuple[np.ndarray, Requirements]:
+    sample_shape = tuple(sample_shape)
+    input_dim = int(np.prod(sample_shape))
+    model = InferRequest if len(sample_shape) == 1 else _shaped_request(len(sample_shape))
     try:
-        req = InferRequest.model_validate_json(body)
+        req = model.model_validate_json(body)
     except ValidationError as e:
         first = e.errors()[0]
         if first["type"] == "json_invalid":
             raise MalformedJSON(f"request body is not valid JSON: {first['msg']}") from e
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        # a shaped zoo's union adds type tags ("list[float]") to the location: keep the body's own path
+        where = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and "[" in p)) or "body"
         raise InvalidRequest(f"{where}: {first['msg']}") from e
     if len(req.inputs) > max_batch_size:  # before the width scan: a huge batch is refused without reading it
         raise InvalidRequest(f"batch of {len(req.inputs)} samples exceeds the limit of {max_batch_size}")
+    if len(sample_shape) > 1:
+        return _check_batch(_shaped(req.inputs, sample_shape), input_dim, max_batch_size), \
+            Requirements(req.min_accuracy, req.max_latency_ms)
     bad = next((i for i, row in enumerate(req.inputs) if len(row) != input_dim), None)
     if bad is not None:
         raise InvalidRequest(f"inputs[{bad}] has {len(req.inputs[bad])} values; every sample needs {input_dim}")
     x = np.asarray(req.inputs, dtype=np.float32).reshape(len(req.inputs), input_dim)
     return _check_batch(x, input_dim, max_batch_size), Requirements(req.min_accuracy, req.max_latency_ms)
+
+
+def _shaped(inputs: list, sample_shape: tuple[int, ...]) -> np.ndarray:
+    """Nested or flat samples to a flat [B, D] float32 batch; the first sample of another shape is named."""
+    dim = int(np.prod(sample_shape))
+    if not inputs:
+        return np.zeros((0, dim), np.float32)  # refused as empty by _check_batch
+    try:
+        x = np.asarray(inputs, dtype=np.float32)
+        if x.shape[1:] in (sample_shape, (dim,)):
+            return x.reshape(len(x), dim)
+    except ValueError:  # ragged, or flat and nested samples mixed in one batch
+        pass
+    for i, sample in enumerate(inputs):
+        try:
+            shape = np.asarray(sample, dtype=np.float32).shape
+        except ValueError:
+            raise InvalidRequest(f"inputs[{i}] is ragged (its nested lists differ in length); every sample needs "
+                                 f"{_describe(sample_shape)}") from None
+        if shape not in (sample_shape, (dim,)):
+            raise InvalidRequest(f"inputs[{i}] has shape {list(shape)}; every sample needs {_describe(sample_shape)}")
+    raise InvalidRequest(f"inputs mix flat and nested samples; send every sample as {list(sample_shape)} or every "
+                         f"sample flattened to {dim} values")
 
 
 def _header_float(headers: dict, name: str, low: float, high: float, low_inclusive: bool) -> float | None:
@@ -86,15 +137,24 @@ def _header_float(headers: dict, name: str, low: float, high: float, low_inclusi
     return v
 
 
-def parse_binary(body: bytes, headers: dict, input_dim: int, max_batch_size: int) -> tuple[np.ndarray, Requirements]:
+def parse_binary(body: bytes, headers: dict, sample_shape: tuple[int, ...],
+                 max_batch_size: int) -> tuple[np.ndarray, Requirements]:
     """``headers``: lower-case names to str values."""
+    sample_shape = tuple(sample_shape)
+    input_dim = int(np.prod(sample_shape))
+    example = ",".join(map(str, (8, *sample_shape)))
     shape_raw = headers.get(SHAPE_HEADER)
     if shape_raw is None:
-        raise InvalidRequest(f"a {BINARY} body needs its shape in the {SHAPE_HEADER} header, e.g. '8,{input_dim}'")
+        raise InvalidRequest(f"a {BINARY} body needs its shape in the {SHAPE_HEADER} header, e.g. '{example}'")
     try:
-        n, dim = (int(v) for v in shape_raw.split(","))
+        n, *axes = (int(v) for v in shape_raw.split(","))
     except ValueError:
-        raise InvalidRequest(f"{SHAPE_HEADER}: {shape_raw!r} is not 'batch,{input_dim}'") from None
+        raise InvalidRequest(f"{SHAPE_HEADER}: {shape_raw!r} is not 'batch,{','.join(map(str, sample_shape))}'") from None
+    if len(sample_shape) == 1 and len(axes) != 1:
+        raise InvalidRequest(f"{SHAPE_HEADER}: {shape_raw!r} is not 'batch,{input_dim}'")
+    if len(sample_shape) > 1 and tuple(axes) not in (sample_shape, (input_dim,)):
+        raise InvalidRequest(f"{SHAPE_HEADER}: samples of shape {axes}; every sample needs {_describe(sample_shape)}")
+    dim = int(np.prod(axes)) if axes else 0
     dtype_name = headers.get(DTYPE_HEADER, "float32").strip().lower()
     dtype = BINARY_DTYPES.get(dtype_name)
     if dtype is None:
@@ -104,7 +164,7 @@ def parse_binary(body: bytes, headers: dict, input_dim: int, max_batch_size: int
     if n < 0:
         raise InvalidRequest(f"{SHAPE_HEADER}: batch size {n} is negative")
     if len(body) != n * dim * dtype.itemsize:
-        raise InvalidRequest(f"body of {len(body)} bytes does not match {SHAPE_HEADER} {n},{dim} of {dtype_name} "
+        raise InvalidRequest(f"body of {len(body)} bytes does not match {SHAPE_HEADER} {shape_raw} of {dtype_name} "
                              f"({n * dim * dtype.itemsize} bytes)")
     x = np.frombuffer(body, dtype=dtype).reshape(n, dim).astype(np.float32)
     req = Requirements(_header_float(headers, MIN_ACCURACY_HEADER, 0.0, 1.0, True),
@@ -112,20 +172,30 @@ def parse_binary(body: bytes, headers: dict, input_dim: int, max_batch_size: int
     return _check_batch(x, input_dim, max_batch_size), req
 
 
-def openapi_body_schema(input_dim: int, max_batch_size: int) -> dict:
+def _array_schema(shape: tuple[int, ...]) -> dict:
+    inner = {"type": "number"} if len(shape) == 1 else _array_schema(shape[1:])
+    return {"type": "array", "items": inner, "minItems": shape[0], "maxItems": shape[0]}
+
+
+def openapi_body_schema(sample_shape: tuple[int, ...], max_batch_size: int) -> dict:
     """The request body as the served zoo constrains it: published limits are the enforced ones."""
+    sample_shape = tuple(sample_shape)
+    input_dim = int(np.prod(sample_shape))
     schema = InferRequest.model_json_schema()
-    schema["properties"]["inputs"] |= {
-        "minItems": 1, "maxItems": max_batch_size,
-        "items": {"type": "array", "items": {"type": "number"}, "minItems": input_dim, "maxItems": input_dim}}
+    flat = _array_schema((input_dim,))
+    sample = flat if len(sample_shape) == 1 else {"anyOf": [_array_schema(sample_shape), flat]}
+    schema["properties"]["inputs"] |= {"minItems": 1, "maxItems": max_batch_size, "items": sample,
+                                       "description": f"a batch of samples of shape {list(sample_shape)}"
+                                       + (" or flattened" if len(sample_shape) > 1 else "")}
     return {"requestBody": {"required": True, "content": {
         JSON: {"schema": schema},
         BINARY: {"schema": {"type": "string", "format": "binary",
                             "description": f"row-major little-endian tensor bytes; shape in {SHAPE_HEADER}"}},
     }}, "parameters": [
         {"name": SHAPE_HEADER, "in": "header", "required": False,
-         "description": f"binary bodies only (required there): 'batch,{input_dim}', batch 1..{max_batch_size}",
-         "schema": {"type": "string", "pattern": r"^[0-9]+,[0-9]+$"}},
+         "description": f"binary bodies only (required there): 'batch,{','.join(map(str, sample_shape))}'"
+                        + (f" or 'batch,{input_dim}'" if len(sample_shape) > 1 else "") + f", batch 1..{max_batch_size}",
+         "schema": {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)+$"}},
         {"name": DTYPE_HEADER, "in": "header", "required": False, "description": "binary bodies only",
          "schema": {"type": "string", "enum": list(BINARY_DTYPES), "default": "float32"}},
         {"name": MIN_ACCURACY_HEADER, "in": "header", "required": False, "description": "binary bodies only",

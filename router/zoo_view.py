@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+
 from .requirements import ZooModel
 
 
@@ -14,12 +16,22 @@ class ZooView:
     input_dim: int
     n_classes: int
     tensor_names: dict[str, tuple[str, str]] = field(default_factory=dict)  # model -> (input, output) tensor
+    sample_shape: tuple[int, ...] = ()  # one sample as the models take it: (input_dim,) for built zoos
+
+    def __post_init__(self):
+        if not self.sample_shape:
+            object.__setattr__(self, "sample_shape", (self.input_dim,))
 
     @classmethod
     def from_manifest(cls, manifest) -> "ZooView":
         models = tuple(ZooModel(m.name, m.accuracy, m.selection_latency_ms, m.pareto) for m in manifest.models)
         names = {m.name: (m.input.name, m.output.name) for m in manifest.models}
-        return cls(models, manifest.models[0].input.shape[1], manifest.models[0].output.shape[1], names)
+        shape = manifest.models[0].sample_shape  # one shape for the whole zoo (zoo import checks it)
+        return cls(models, int(np.prod(shape)), manifest.models[0].output.shape[1], names, shape)
+
+    def to_model(self, x: np.ndarray) -> np.ndarray:
+        """A flat [B, D] batch as the models take it: a view, no copy."""
+        return x if len(self.sample_shape) == 1 else x.reshape(len(x), *self.sample_shape)
 
     @cached_property
     def pareto(self) -> tuple[ZooModel, ...]:
@@ -43,6 +55,7 @@ class ZooView:
             "accuracy_range": [round(min(accs), 4), round(max(accs), 4)],
             "latency_range_ms": [round(min(lats), 3), round(max(lats), 3)],
             "input_dim": self.input_dim,
+            "sample_shape": list(self.sample_shape),
             "n_classes": self.n_classes,
             "max_batch_size": max_batch_size,
             "requirements": {

@@ -76,7 +76,7 @@ class RouterClient:
         return answer
 
     def _answer_binary(self, x: np.ndarray, min_accuracy, max_latency_ms) -> dict:
-        headers = self.headers | {"content-type": "application/octet-stream", "x-psml-shape": f"{x.shape[0]},{x.shape[1]}"}
+        headers = self.headers | {"content-type": "application/octet-stream", "x-psml-shape": ",".join(map(str, x.shape))}
         if min_accuracy is not None:
             headers["x-psml-min-accuracy"] = repr(float(min_accuracy))
         if max_latency_ms is not None:
@@ -94,20 +94,30 @@ class RouterClient:
 
 
 class DirectTriton:
-    """One zoo model called straight through tritonclient HTTP (binary tensors); requirements are ignored."""
+    """One zoo model called straight through tritonclient HTTP (binary tensors); requirements are ignored.
+    ``sample_shape``: the model's own (an imported image model's [1, 8, 8]); flat samples are reshaped to it."""
 
-    def __init__(self, http_url: str, model: str, timeout_s: float = 60.0):
+    def __init__(self, http_url: str, model: str, timeout_s: float = 60.0, input_name: str = "INPUT",
+                 output_name: str = "PROBS", sample_shape: tuple[int, ...] | None = None):
         import tritonclient.http as httpclient
 
         self._mod, self.model = httpclient, model
+        self.input_name, self.output_name, self.sample_shape = input_name, output_name, sample_shape
         self.client = httpclient.InferenceServerClient(http_url, connection_timeout=timeout_s, network_timeout=timeout_s)
-        self.outputs = [httpclient.InferRequestedOutput("PROBS", binary_data=True)]
+        self.outputs = [httpclient.InferRequestedOutput(output_name, binary_data=True)]
+
+    @classmethod
+    def for_entry(cls, http_url: str, entry, timeout_s: float = 60.0) -> "DirectTriton":
+        """The client for a manifest's model entry: its tensor names and sample shape."""
+        return cls(http_url, entry.name, timeout_s, entry.input.name, entry.output.name, entry.sample_shape)
 
     def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        inp = self._mod.InferInput("INPUT", list(x.shape), "FP32")
+        if self.sample_shape is not None and x.shape[1:] != tuple(self.sample_shape):
+            x = x.reshape(len(x), *self.sample_shape)
+        inp = self._mod.InferInput(self.input_name, list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=True)
-        return self.client.infer(self.model, [inp], outputs=self.outputs).as_numpy("PROBS")
+        return self.client.infer(self.model, [inp], outputs=self.outputs).as_numpy(self.output_name)
 
     def close(self) -> None:
         self.client.close()

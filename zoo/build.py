@@ -28,7 +28,7 @@ from .manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, save_manifest
 from .pareto import front_check, pareto_front
 from .profile import ProfileSettings, figure_from_cell
 from .profiling import profile_zoo
-from .repository import RepositorySettings, render
+from .repository import ModelIO, RepositorySettings, render
 from .train import TrainSettings, predict_proba, train
 
 DATA_FILE = "data.npz"
@@ -117,7 +117,8 @@ def build_zoo(p: ZooProfile, out_root: Path, data_root: Path | None = None, log=
                 output=dict(name=OUTPUT_NAME, dtype="FP32", shape=[-1, data.n_classes]),
                 accuracy=accuracy, parity=parity.as_dict(), train_seconds=seconds,
             )
-        render(onnx_files, data.input_dim, data.n_classes, work, p.repository)
+        io = ModelIO((data.input_dim,), data.n_classes)
+        render({arch: (path, io) for arch, path in onnx_files.items()}, work, p.repository)
         header = dict(
             zoo=dict(name=p.name, seed=p.seed, created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      build_seconds=0.0,

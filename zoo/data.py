@@ -107,28 +107,61 @@ def _find(root: Path, stem: str) -> Path:
     raise DataError(f"MNIST file {stem}[.gz] not found under {root} (expected torchvision's MNIST/raw layout)")
 
 
-def mnist_from_disk(root: Path, seed: int, fractions=(0.5, 0.2, 0.3)) -> Dataset:
-    """MNIST already on disk in torchvision's layout: <root>/MNIST/raw/*-ubyte[.gz]. Never downloads."""
+def mnist_arrays(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MNIST's official splits from torchvision's layout, <root>/MNIST/raw/*-ubyte[.gz]: "train" and "test" as
+    ([N, 1, 28, 28] float32 in [0, 1], [N] labels). Never downloads."""
     raw = Path(root) / "MNIST" / "raw"
-    xs = [_read_idx(_find(raw, f"{p}-images-idx3-ubyte")) for p in ("train", "t10k")]
-    ys = [_read_idx(_find(raw, f"{p}-labels-idx1-ubyte")) for p in ("train", "t10k")]
-    x = np.concatenate(xs).astype(np.float32) / 255.0
-    return split("mnist", (1, 28, 28), 10, x, np.concatenate(ys), fractions, seed)
+    out = {}
+    for split_name, prefix in (("train", "train"), ("test", "t10k")):
+        x = _read_idx(_find(raw, f"{prefix}-images-idx3-ubyte")).astype(np.float32) / 255.0
+        out[split_name] = (x.reshape(len(x), 1, 28, 28), _read_idx(_find(raw, f"{prefix}-labels-idx1-ubyte")).astype(np.int64))
+    return out
+
+
+def cifar10_arrays(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """CIFAR-10's official splits from torchvision's layout, <root>/cifar-10-batches-py/: "train" and "test" as
+    ([N, 3, 32, 32] float32 in [0, 1], [N] labels). Never downloads."""
+    base = Path(root) / "cifar-10-batches-py"
+    out = {}
+    for split_name, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        xs, ys = [], []
+        for n in names:
+            if not (base / n).is_file():
+                raise DataError(f"CIFAR-10 file {base / n} not found (expected torchvision's cifar-10-batches-py layout)")
+            with open(base / n, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            xs.append(np.asarray(batch["data"], dtype=np.float32) / 255.0)
+            ys.append(np.asarray(batch["labels"]))
+        x = np.concatenate(xs)
+        out[split_name] = (x.reshape(len(x), 3, 32, 32), np.concatenate(ys).astype(np.int64))
+    return out
+
+
+def torchvision_folder(root: Path) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Which torchvision data set a folder holds (MNIST or CIFAR-10 layout), and its splits."""
+    root = Path(root)
+    if (root / "MNIST" / "raw").is_dir():
+        return "mnist", mnist_arrays(root)
+    if (root / "cifar-10-batches-py").is_dir():
+        return "cifar10", cifar10_arrays(root)
+    raise DataError(f"{root}: neither MNIST/raw nor cifar-10-batches-py inside (torchvision's layouts)")
+
+
+def _pooled(arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.concatenate([arrays["train"][0], arrays["test"][0]]),
+            np.concatenate([arrays["train"][1], arrays["test"][1]]))
+
+
+def mnist_from_disk(root: Path, seed: int, fractions=(0.5, 0.2, 0.3)) -> Dataset:
+    """MNIST already on disk in torchvision's layout, both official splits pooled and split anew."""
+    x, y = _pooled(mnist_arrays(root))
+    return split("mnist", (1, 28, 28), 10, x, y, fractions, seed)
 
 
 def cifar10_from_disk(root: Path, seed: int, fractions=(0.5, 0.2, 0.3)) -> Dataset:
-    """CIFAR-10 already on disk in torchvision's layout: <root>/cifar-10-batches-py/. Never downloads."""
-    base = Path(root) / "cifar-10-batches-py"
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    xs, ys = [], []
-    for n in names:
-        if not (base / n).is_file():
-            raise DataError(f"CIFAR-10 file {base / n} not found (expected torchvision's cifar-10-batches-py layout)")
-        with open(base / n, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        xs.append(np.asarray(batch["data"], dtype=np.float32) / 255.0)
-        ys.append(np.asarray(batch["labels"]))
-    return split("cifar10", (3, 32, 32), 10, np.concatenate(xs), np.concatenate(ys), fractions, seed)
+    """CIFAR-10 already on disk in torchvision's layout, both official splits pooled and split anew."""
+    x, y = _pooled(cifar10_arrays(root))
+    return split("cifar10", (3, 32, 32), 10, x, y, fractions, seed)
 
 
 def load_dataset(name: str, seed: int, n_samples: int = 12000, data_root: Path | None = None) -> Dataset:

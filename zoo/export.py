@@ -64,7 +64,12 @@ def open_session(path: Path):
 
 
 def run_onnx(session, x: np.ndarray, batch: int = 1024) -> np.ndarray:
-    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+    """The model's answers for ``x``, flat [N, D] or already shaped: any zoo model (built or imported, whatever
+    its tensor names), since both come from the session."""
+    inp, out = session.get_inputs()[0], session.get_outputs()[0].name
+    if x.ndim != len(inp.shape):  # flat samples for a model with shaped ones (an imported image model)
+        x = x.reshape(len(x), *inp.shape[1:])
+    return np.concatenate([session.run([out], {inp.name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 @dataclass(frozen=True)

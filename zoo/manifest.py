@@ -10,6 +10,10 @@ Schema (version 2), every latency in milliseconds, accuracy as a fraction in [0,
   figure, its interval, per-round values and run-to-run spread), ``latency.triton[]`` (Triton's queue/compute
   split), ``selection_latency_ms`` (the figure the router compares with a request's ``max_latency_ms``, chosen
   by ``profile.selection``), ``pareto`` (on the accuracy/latency front built on that figure);
+- ``models[].source`` (imported zoos only, ``psml zoo import``): the user's file and its sha256, whether a
+  softmax was appended to logits, whether a fixed batch axis was made dynamic; ``parity`` there compares the
+  served answers (through Triton) with onnxruntime on the user's file;
+- ``zoo.origin``: ``built`` (trained by psml) or ``imported``;
 - ``profile``: the hardware, software versions and settings the latencies were measured with, which figure
   selection uses, and the front's separation check.
 Version 1 (one idle client p99 per batch size) is refused with a message that says to rebuild or re-profile.
@@ -92,6 +96,15 @@ class ModelLatency(_Strict):
                     None)
 
 
+class ImportSource(_Strict):
+    """Where an imported model came from and what psml changed in it (nothing but these two)."""
+
+    file: str
+    sha256: str
+    softmax_appended: bool
+    batch_axis_made_dynamic: bool
+
+
 class Parity(_Strict):
     max_abs_diff: float
     top1_mismatches: int
@@ -101,7 +114,7 @@ class Parity(_Strict):
 class ModelEntry(_Strict):
     name: str
     architecture: str
-    parameters: int = Field(ge=1)
+    parameters: int = Field(ge=0)
     onnx_file: str
     onnx_sha256: str
     input: TensorSpec
@@ -112,6 +125,12 @@ class ModelEntry(_Strict):
     latency: ModelLatency
     selection_latency_ms: float = Field(gt=0)
     pareto: bool
+    source: ImportSource | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape as the model takes it (its input without the batch axis)."""
+        return tuple(self.input.shape[1:])
 
 
 class DatasetInfo(_Strict):
@@ -125,6 +144,7 @@ class DatasetInfo(_Strict):
 
 class ZooInfo(_Strict):
     name: str
+    origin: Literal["built", "imported"] = "built"
     seed: int
     dataset: DatasetInfo
     created_utc: str

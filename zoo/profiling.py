@@ -24,10 +24,13 @@ PROFILING_KEY = "psml-profiling-key"
 
 def profile_zoo(zoo_dir: Path, models: list[str], x: np.ndarray, s: ProfileSettings, log=print,
                 triton_http_url: str | None = None,
-                router_url: str | None = None, api_key: str | None = None, before_router=None) -> dict[str, dict]:
-    """Measure ``models`` on every path of ``s`` (see zoo.profile). With no URLs, starts Triton on
-    ``zoo_dir/embedded`` and a profiling router on ``zoo_dir``'s manifest; ``before_router(direct_results)`` runs
-    in between (the build writes its provisional manifest there, which the router needs)."""
+                router_url: str | None = None, api_key: str | None = None, before_router=None,
+                tensors: dict | None = None, after_triton=None) -> dict[str, dict]:
+    """Measure ``models`` on every path of ``s`` (see zoo.profile) with flat samples ``x``. With no URLs, starts
+    Triton on ``zoo_dir/embedded`` and a profiling router on ``zoo_dir``'s manifest; ``before_router(direct_results)``
+    runs in between (the build writes its provisional manifest there, which the router needs).
+    ``tensors``: model -> zoo.repository.ModelIO where a model's tensors are not the built zoos' flat INPUT/PROBS;
+    ``after_triton(http_url)`` runs once Triton is ready (the import checks served answers there)."""
     import tritonclient.http as httpclient
 
     from stack.loopback import router_for, triton_for
@@ -49,7 +52,17 @@ def profile_zoo(zoo_dir: Path, models: list[str], x: np.ndarray, s: ProfileSetti
             raise TritonError(f"Triton at {triton_http_url} cannot be reached: {str(e).splitlines()[0][:200]}") from e
         if not ready:
             raise TritonError(f"Triton at {triton_http_url} is not ready")
-        direct = lambda path, m: DirectTriton(triton_http_url, m)
+        if after_triton is not None:
+            after_triton(triton_http_url)
+        tensors = tensors or {}
+
+        def direct(path, m):
+            io = tensors.get(m)
+            if io is None:
+                return DirectTriton(triton_http_url, m)
+            return DirectTriton(triton_http_url, m, input_name=io.input_name, output_name=io.output_name,
+                                sample_shape=io.sample_shape)
+
         results = {m: {"cells": [], "triton": []} for m in models}
         if "direct" in s.paths:
             log("profiling direct to Triton ...")

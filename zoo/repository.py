@@ -7,7 +7,9 @@ The source of truth is the zoo's ONNX files plus :class:`RepositorySettings`; bo
   ``1/model.py`` (zoo/onnx_python_backend.py) runs ``1/model.onnx`` with onnxruntime.
 - ``gpu/``: NVIDIA's Triton image. Each model uses the native ``onnxruntime`` backend on ``KIND_GPU``.
 
-Inputs, outputs, batching and instance counts are identical in both.
+Inputs, outputs, batching and instance counts are identical in both. Each model's tensors keep their own
+names and sample shape (:class:`ModelIO`): built zoos take flat [B, D] samples named INPUT/PROBS, imported
+zoos whatever their ONNX files declare (e.g. [B, 1, 8, 8] images).
 """
 
 from __future__ import annotations
@@ -22,6 +24,21 @@ from .export import INPUT_NAME, OUTPUT_NAME
 
 VARIANTS = ("embedded", "gpu")
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("onnx_python_backend.py")
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """One model's tensors as Triton serves them: names, the sample shape without the batch axis, classes."""
+
+    sample_shape: tuple[int, ...]
+    n_classes: int
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+
+    @classmethod
+    def of_entry(cls, entry) -> "ModelIO":
+        """From a manifest's model entry."""
+        return cls(entry.sample_shape, entry.output.shape[1], entry.input.name, entry.output.name)
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,7 @@ class RepositorySettings:
             raise ConfigError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
 
 
-def config_pbtxt(name: str, input_dim: int, n_classes: int, variant: str, s: RepositorySettings) -> str:
+def config_pbtxt(name: str, io: ModelIO, variant: str, s: RepositorySettings) -> str:
     if variant not in VARIANTS:
         raise ConfigError(f"unknown repository variant {variant!r}; choose from {', '.join(VARIANTS)}")
     backend, kind = ("python", "KIND_CPU") if variant == "embedded" else ("onnxruntime", "KIND_GPU")
@@ -50,8 +67,8 @@ def config_pbtxt(name: str, input_dim: int, n_classes: int, variant: str, s: Rep
         f'name: "{name}"',
         f'backend: "{backend}"',
         f"max_batch_size: {s.max_batch_size}",
-        f'input [ {{ name: "{INPUT_NAME}" data_type: TYPE_FP32 dims: [ {input_dim} ] }} ]',
-        f'output [ {{ name: "{OUTPUT_NAME}" data_type: TYPE_FP32 dims: [ {n_classes} ] }} ]',
+        f'input [ {{ name: "{io.input_name}" data_type: TYPE_FP32 dims: [ {", ".join(map(str, io.sample_shape))} ] }} ]',
+        f'output [ {{ name: "{io.output_name}" data_type: TYPE_FP32 dims: [ {io.n_classes} ] }} ]',
         f"dynamic_batching {{ max_queue_delay_microseconds: {s.max_queue_delay_us} }}",
         f"instance_group [ {{ count: {s.instance_count} kind: {kind} }} ]",
     ]
@@ -65,13 +82,13 @@ def config_pbtxt(name: str, input_dim: int, n_classes: int, variant: str, s: Rep
     return "\n".join(lines) + "\n"
 
 
-def render(onnx_files: dict[str, Path], input_dim: int, n_classes: int, root: Path, s: RepositorySettings) -> None:
+def render(models: dict[str, tuple[Path, ModelIO]], root: Path, s: RepositorySettings) -> None:
     """Write ``root/embedded`` and ``root/gpu``, one folder per model, from the given ONNX files."""
     for variant in VARIANTS:
-        for name, onnx_path in onnx_files.items():
+        for name, (onnx_path, io) in models.items():
             version_dir = root / variant / name / "1"
             version_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(onnx_path, version_dir / "model.onnx")
             if variant == "embedded":
                 shutil.copyfile(PYTHON_MODEL_SOURCE, version_dir / "model.py")
-            (root / variant / name / "config.pbtxt").write_text(config_pbtxt(name, input_dim, n_classes, variant, s))
+            (root / variant / name / "config.pbtxt").write_text(config_pbtxt(name, io, variant, s))
