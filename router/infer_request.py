@@ -87,6 +87,10 @@ def parse_json(body: bytes, sample_shape: tuple[int, ...], max_batch_size: int) 
             raise MalformedJSON(f"request body is not valid JSON: {first['msg']}") from e
         # a shaped zoo's union adds type tags ("list[float]") to the location: keep the body's own path
         where = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and "[" in p)) or "body"
+        if len(sample_shape) > 1 and first["loc"][:1] == ("inputs",) and len(first["loc"]) > 1:
+            # a sample nested to another depth fails every member of the union: say what a sample is
+            raise InvalidRequest(f"inputs[{first['loc'][1]}] is not a sample of numbers of shape "
+                                 f"{_describe(sample_shape)} ({where}: {first['msg']})") from e
         raise InvalidRequest(f"{where}: {first['msg']}") from e
     if len(req.inputs) > max_batch_size:  # before the width scan: a huge batch is refused without reading it
         raise InvalidRequest(f"batch of {len(req.inputs)} samples exceeds the limit of {max_batch_size}")
