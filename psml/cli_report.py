@@ -31,6 +31,8 @@ def register(sub) -> None:
                                                 "(default small medium large)")
     p.add_argument("--labels-only-budgets", nargs="*", help="budgets also run with top-1 labels only (default medium)")
     p.add_argument("--epochs", type=int, help="surrogate training epochs (default 40)")
+    p.add_argument("--defense-budget", help="the defense step's named budget: small, medium or large (default "
+                                            "medium; an imported zoo with a smaller pool needs small)")
     p.add_argument("--fresh", action="store_true", help="ignore cached steps and run everything again")
     p.add_argument("--no-defense", action="store_true", help="skip the defense step (the longest after extraction)")
     p.set_defaults(func=report)

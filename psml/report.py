@@ -504,5 +504,5 @@ def settings_from_args(a) -> ReportSettings:
     s = QUICK if a.quick else ReportSettings()
     over = {k: tuple(v) if isinstance(v, list) else v for k, v in
             (("seeds", a.seeds), ("budgets", a.budgets), ("labels_only_budgets", a.labels_only_budgets),
-             ("surrogate_epochs", a.epochs)) if v is not None}
+             ("surrogate_epochs", a.epochs), ("defense_budget", a.defense_budget)) if v is not None}
     return replace(s, **over)

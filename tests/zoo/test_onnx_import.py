@@ -87,3 +87,43 @@ def test_each_bad_input_is_one_line_naming_the_file(tmp_path, digits_like):
     with pytest.raises(ImportFailure, match="logits.onnx: answers are not probabilities.*--softmax"):
         accuracy(logits, xs, ys, softmax=False)
     assert 0 <= accuracy(logits, xs, ys, softmax=True) <= 1
+
+
+def test_prepared_copy_appends_softmax_and_keeps_the_users_tensor_names(tmp_path, digits_like):
+    """Catches a softmax over the wrong axis or on the wrong tensor, or renamed tensors (Triton's config names
+    them): the served copy must answer exactly softmax(the original's logits) under the original's names."""
+    from zoo.onnx_import import check_prepared, prepare_onnx, predict
+
+    original = inspect_onnx(export(small_cnn(), tmp_path / "logits.onnx", softmax=False))
+    assert prepare_onnx(original, True, tmp_path / "served.onnx") == (True, False)
+    served = inspect_onnx(tmp_path / "served.onnx", "logits")
+    assert (served.input_name, served.output_name) == ("image", "scores")
+    _, x, _ = digits_like
+    probs = check_prepared(original, served, x, softmax=True)
+    np.testing.assert_allclose(probs, predict(original, x, softmax=True), atol=1e-6)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_a_fixed_batch_axis_is_made_dynamic_only_when_answers_stay_the_same(tmp_path, digits_like):
+    """A graph that hard-codes its batch (a Reshape to 8 rows) cannot be batched freely: refused with the advice
+    to re-export. Catches an import that only rewrites the declared input shape and serves a broken model."""
+    from zoo.onnx_import import check_prepared, prepare_onnx
+
+    class HardCoded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.reshape(8, 64))
+
+    _, x, _ = digits_like
+    ok = inspect_onnx(export(mlp(), tmp_path / "ok.onnx", dynamic=False, batch=8))
+    assert prepare_onnx(ok, False, tmp_path / "ok_served.onnx") == (False, True)
+    served = inspect_onnx(tmp_path / "ok_served.onnx", "ok")
+    assert served.dynamic_batch
+    check_prepared(ok, served, x, softmax=False)
+    bad = inspect_onnx(export(HardCoded(), tmp_path / "hard.onnx", dynamic=False, batch=8))
+    prepare_onnx(bad, False, tmp_path / "hard_served.onnx")
+    with pytest.raises(ImportFailure, match="hard.onnx: .*fixed batch axis of 8.*dynamic batch axis"):
+        check_prepared(bad, inspect_onnx(tmp_path / "hard_served.onnx", "hard"), x, softmax=False)
