@@ -8,8 +8,6 @@ whole build succeeded, so a failed build never leaves a zoo that looks complete.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.atomic import staged_folder
 from common.errors import ConfigError
 from common.versions import hardware, software_versions
 
@@ -84,14 +83,10 @@ def sha256(path: Path) -> str:
 def build_zoo(p: ZooProfile, out_root: Path, data_root: Path | None = None, log=print) -> Path:
     """Build zoo ``p`` into ``out_root/<p.name>`` atomically; returns that folder."""
     started = time.perf_counter()
-    out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    final = out_root / p.name
-    work = out_root / f".{p.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "onnx").mkdir(parents=True)
+    final = Path(out_root) / p.name
     torch.set_num_threads(p.torch_threads)
-    try:
+    with staged_folder(final) as work:
+        (work / "onnx").mkdir()
         data = load_dataset(p.dataset, p.seed, p.n_samples, data_root)
         data.save(work / DATA_FILE)
         log(f"data: {data.name}, splits {data.sizes()}, seed {p.seed}")
@@ -136,10 +131,6 @@ def build_zoo(p: ZooProfile, out_root: Path, data_root: Path | None = None, log=
         header["zoo"]["build_seconds"] = time.perf_counter() - started
         manifest = compose_manifest(header, entries, results, p.profiling)
         save_manifest(manifest, work / MANIFEST_NAME)
-        _replace(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return final
 
 
@@ -168,11 +159,3 @@ def compose_manifest(header: dict, entries: dict[str, dict], results: dict[str, 
                      selection=asdict(s.selection), front_check=check,
                      measured_utc=datetime.now(timezone.utc).isoformat(timespec="seconds")),
     ))
-
-
-def _replace(new: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)

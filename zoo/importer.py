@@ -16,8 +16,6 @@ attacker's pool comes from its own file; ``victim_train`` is empty: psml never s
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -25,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import staged_folder
 from common.errors import ModelLoadError, TritonError
 
-from .build import DATA_FILE, _direct_only, _replace, compose_manifest, sha256
+from .build import DATA_FILE, _direct_only, compose_manifest, sha256
 from .data import SPLITS, Dataset
 from .manifest import MANIFEST_NAME, save_manifest
 from .onnx_import import (ImportFailure, answers_probabilities, check_name, check_prepared, check_zoo,
@@ -110,13 +109,9 @@ def import_zoo(spec: ImportSpec, out_root: Path, log=print) -> Path:
     x_test = data.x["test"].reshape(-1, *sample_shape)
     log(f"data: {data.name}, sample shape {list(sample_shape)}, {n_classes} classes, splits {data.sizes()}")
 
-    out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    final = out_root / spec.name
-    work = out_root / f".{spec.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "onnx").mkdir(parents=True)
-    try:
+    final = Path(out_root) / spec.name
+    with staged_folder(final) as work:
+        (work / "onnx").mkdir()
         entries, served, probs_by_model = {}, {}, {}
         for m in originals:
             if m.name in with_softmax and answers_probabilities(m, x_test[:64]):
@@ -174,10 +169,6 @@ def import_zoo(spec: ImportSpec, out_root: Path, log=print) -> Path:
         header["zoo"]["build_seconds"] = time.perf_counter() - started
         save_manifest(compose_manifest(header, entries, results, replace(spec.profiling, seed=spec.seed)),
                       work / MANIFEST_NAME)
-        _replace(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return final
 
 
