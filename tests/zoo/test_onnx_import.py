@@ -127,3 +127,28 @@ def test_a_fixed_batch_axis_is_made_dynamic_only_when_answers_stay_the_same(tmp_
     prepare_onnx(bad, False, tmp_path / "hard_served.onnx")
     with pytest.raises(ImportFailure, match="hard.onnx: .*fixed batch axis of 8.*dynamic batch axis"):
         check_prepared(bad, inspect_onnx(tmp_path / "hard_served.onnx", "hard"), x, softmax=False)
+
+
+def test_a_torchvision_cifar_folder_gives_the_official_test_split_and_the_training_split_as_pool(tmp_path):
+    """Catches reading CIFAR's row-major channel planes in the wrong layout (pixel [c, h, w] must be byte
+    c*1024 + h*32 + w), scoring on the training split, or a folder of the wrong layout passing silently."""
+    import pickle
+
+    from zoo.onnx_import import load_folder
+
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name, n in [(f"data_batch_{i}", 4) for i in range(1, 6)] + [("test_batch", 6)]:
+        batches[name] = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, n))}
+        (base / name).write_bytes(pickle.dumps(batches[name]))
+    name, x, y, pool = load_folder(tmp_path, (3, 32, 32), 10)
+    assert name == "cifar10" and x.shape == (6, 3, 32, 32) and pool.shape == (20, 3, 32, 32)
+    raw = batches["test_batch"]["data"]
+    assert x[2, 1, 5, 7] == pytest.approx(raw[2, 1 * 1024 + 5 * 32 + 7] / 255.0)
+    np.testing.assert_array_equal(y, batches["test_batch"]["labels"])
+    with pytest.raises(ImportFailure, match="samples have shape \\[3, 32, 32\\], the models take \\[1, 8, 8\\]"):
+        load_folder(tmp_path, (1, 8, 8), 10)
+    with pytest.raises(ImportFailure, match="neither MNIST/raw nor cifar-10-batches-py"):
+        load_folder(tmp_path / "cifar-10-batches-py", (3, 32, 32), 10)
