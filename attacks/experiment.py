@@ -35,12 +35,14 @@ def _audit_len(path) -> int:
     return sum(1 for _ in read_audit_log(path)) if path.exists() else 0
 
 
-def consistency(router_url: str, api_key: str, audit_path, spec: dict | None, inputs: np.ndarray, target: str) -> dict:
-    """Send one query per input with ``spec``; the share of them the target model served, from the audit log."""
+def consistency(router_url: str, api_key: str, audit_path, spec: dict | None, inputs: np.ndarray, target: str,
+                endpoint: str = "/v1/infer") -> dict:
+    """Send one query per input with ``spec``; the share of them the target model served, from the audit log.
+    ``endpoint``: the router's path for the zoo's kind (/v1/embed for encoder zoos), here and below."""
     if spec is None:
         return {"consistency": 0.0, "queries": 0}
     start = _audit_len(audit_path)
-    client = RouterClient(router_url, api_key)
+    client = RouterClient(router_url, api_key, endpoint=endpoint)
     for i in range(len(inputs)):
         try:
             client.infer(inputs[i : i + 1], **spec)
@@ -54,19 +56,21 @@ def consistency(router_url: str, api_key: str, audit_path, spec: dict | None, in
 
 
 def signature_consistency(router_url: str, api_key: str, probe: np.ndarray, spec: dict | None,
-                          target_signature: str | None, n: int) -> dict:
+                          target_signature: str | None, n: int, endpoint: str = "/v1/infer") -> dict:
     """Without an audit log: the share of ``n`` probe queries with ``spec`` answered with the target's signature."""
     if spec is None or target_signature is None:
         return {"consistency": 0.0, "queries": 0, "scored_by": "signature"}
-    oracle = SpecOracle(RouterClient(router_url, api_key), probe)
+    oracle = SpecOracle(RouterClient(router_url, api_key, endpoint=endpoint), probe)
     hits = sum(oracle.ask(spec["min_accuracy"], spec["max_latency_ms"]) == target_signature for _ in range(n))
     oracle.client.close()
     return {"consistency": hits / n, "queries": n, "scored_by": "signature"}
 
 
 def run_fingerprint(method: str, router_url: str, api_key: str, probe: np.ndarray, target_rank: int,
-                    grid_size: int = 25, repeats: int = 3, votes: int = 1, backoff: tuple[float, float] = (0.0, 0.0)):
-    client = RouterClient(router_url, api_key)
+                    grid_size: int = 25, repeats: int = 3, votes: int = 1, backoff: tuple[float, float] = (0.0, 0.0),
+                    endpoint: str = "/v1/infer"):
+    """Encoder zoos (``endpoint`` /v1/embed): unchanged, the probe's embedding is the answering model's signature."""
+    client = RouterClient(router_url, api_key, endpoint=endpoint)
     oracle = SpecOracle(client, probe)
     info = client.zoo()
     if method == "staircase":

@@ -20,7 +20,14 @@ def zoo_build(a) -> None:
 
     from dataclasses import replace
 
-    p = get_profile(a.profile)
+    from common.errors import ConfigError
+
+    name = a.profile
+    if a.kind == "encoder" and name in ("default", "test"):  # the encoder recipe of the same size
+        name = "encoder" if name == "default" else "encoder-test"
+    p = get_profile(name)
+    if p.kind != a.kind:
+        raise ConfigError(f"zoo profile {name!r} builds {p.kind}s, not {a.kind}s (--kind)")
     sel = _selection_overrides(a)
     if sel:
         p = replace(p, profiling=replace(p.profiling, selection=replace(p.profiling.selection, **sel)))
@@ -166,7 +173,10 @@ def parser() -> argparse.ArgumentParser:
 
     zoo = sub.add_parser("zoo", help="build and inspect model zoos").add_subparsers(dest="cmd", required=True)
     b = zoo.add_parser("build", help="train, export, profile and write the zoo's Triton repository")
-    b.add_argument("--profile", default="default", help="zoo recipe: default or test")
+    b.add_argument("--profile", default="default",
+                   help="zoo recipe: default or test (with --kind encoder: their encoder recipes), encoder, encoder-test")
+    b.add_argument("--kind", choices=("classifier", "encoder"), default="classifier",
+                   help="classifiers answering probabilities, or SimCLR encoders answering embeddings")
     b.add_argument("--out", default="model_repository", help="parent folder of the zoo (default: model_repository)")
     b.add_argument("--dataset", help="override the recipe's data set: mnist1d, digits, mnist, cifar10")
     b.add_argument("--data-root", help="folder holding MNIST/CIFAR-10 in torchvision's layout (never downloaded)")

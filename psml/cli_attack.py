@@ -58,15 +58,18 @@ def fingerprint_and_score(router, manifest, data, methods, target_rank: int, con
         raise ConfigError(f"target rank {target_rank} exceeds the {len(front)} models on the zoo's Pareto front")
     target = front[target_rank - 1]
     probe = data.x["attacker_pool"][:1]
+    endpoint = "/v1/embed" if manifest.zoo.kind == "encoder" else "/v1/infer"
     results = {}
     for method in methods:
-        r = run_fingerprint(method, router.url, api_key, probe, target_rank, grid_size, repeats).as_dict()
+        r = run_fingerprint(method, router.url, api_key, probe, target_rank, grid_size, repeats,
+                            endpoint=endpoint).as_dict()
         later = data.x["attacker_pool"][1 : 1 + consistency_queries]
         if router.audit_path is not None:
-            r["consistency"] = consistency(router.url, api_key, router.audit_path, r["spec"], later, target.name)
+            r["consistency"] = consistency(router.url, api_key, router.audit_path, r["spec"], later, target.name,
+                                           endpoint)
         else:  # no audit log: the share of repeated probe answers that carry the target's signature
             r["consistency"] = signature_consistency(router.url, api_key, probe, r["spec"], r["target_signature"],
-                                                     consistency_queries)
+                                                     consistency_queries, endpoint)
         results[method] = r
     return {"target": target.name, "target_rank": target_rank, "results": results}
 
@@ -165,6 +168,13 @@ def extract(a) -> None:
     from attacks.knockoff import KnockoffSettings
 
     manifest, data = _load(a.zoo)
+    kind = manifest.zoo.kind if a.kind == "auto" else a.kind
+    if kind == "encoder":
+        from .cli_encoder_attack import extract as extract_encoders
+
+        return extract_encoders(a)
+    if manifest.zoo.kind == "encoder":
+        raise ConfigError(f"zoo {a.zoo} holds encoders: use --kind encoder (or auto)")
     base = KnockoffSettings(surrogate=a.surrogate, epochs=a.epochs, labels_only=a.labels_only, batch_size=a.batch_size)
     check_budgets(a.budgets, data, a.pool)  # before Triton starts: a bad budget costs nothing
     with tempfile.TemporaryDirectory(prefix="psml-attack-") as tmp, triton_for(a.zoo, tmp) as triton, \
@@ -188,7 +198,7 @@ def register(sub) -> None:
     g = sub.add_parser("attack", help="fingerprint the zoo and extract a victim through the router").add_subparsers(
         dest="cmd", required=True)
     helps = {"fingerprint": "find a specification that always reaches one front model (staircase and/or grid scan)",
-             "extract": "Knockoff extraction of the most accurate model: explicit, fingerprinted and naive settings"}
+             "extract": "steal the most accurate model (Knockoff; encoders: direct extraction): explicit, fingerprinted, naive"}
     for name, func in (("fingerprint", fingerprint), ("extract", extract)):
         p = g.add_parser(name, help=helps[name])
         p.add_argument("--zoo", default="model_repository/default", help="a built zoo folder (psml zoo build)")
@@ -220,3 +230,7 @@ def register(sub) -> None:
             p.add_argument("--surrogate", default="cnn_large", help="the attacker's architecture (zoo/architectures.py)")
             p.add_argument("--epochs", type=int, default=40, help="surrogate training epochs")
             p.add_argument("--batch-size", type=int, default=25, help="samples per request")
+            p.add_argument("--kind", choices=["auto", "classifier", "encoder"], default="auto",
+                           help="Knockoff on a classifier zoo, or direct extraction of an encoder (default: the zoo's)")
+            p.add_argument("--losses", nargs="+", default=["mse", "infonce", "softnn"],
+                           help="encoder extraction only: losses to train the stolen encoder with")

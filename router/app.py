@@ -26,7 +26,7 @@ from .admission import Admission, Overloaded, TooManyRequests
 from .audit_log import AuditLog
 from .backend import InferenceBackend, make_backend
 from .defenses import check_combination, is_client_defense, is_output_defense, is_timing_defense, make_defense
-from .errors import Forbidden, InvalidRequest, PayloadTooLarge, RouterError, Unauthorized
+from .errors import Forbidden, InvalidRequest, PayloadTooLarge, RouterError, Unauthorized, WrongEndpoint
 from .infer_request import BINARY, media_type, openapi_body_schema, parse_binary, parse_json
 from .metrics import RouterMetrics
 from .policies import make_policy
@@ -49,6 +49,11 @@ class InferResponse(BaseModel):
     request_id: str
     probabilities: list[list[float]]
     labels: list[int]
+
+
+class EmbedResponse(BaseModel):
+    request_id: str
+    embeddings: list[list[float]]
 
 
 class ErrorBody(BaseModel):
@@ -125,13 +130,17 @@ class Router:
             raise InvalidRequest(f"{PIN_HEADER}: {name!r} is not a model of this zoo")
         return Selection(model, req)
 
-    async def infer(self, headers: dict[str, str], receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        """One request, from its headers and ASGI ``receive`` to (status, JSON body, extra headers)."""
+    async def infer(self, headers: dict[str, str], receive, endpoint: str = "/v1/infer"
+                    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """One request, from its headers and ASGI ``receive`` to (status, JSON body, extra headers).
+        ``endpoint``: /v1/infer (classifier zoos: probabilities, labels) or /v1/embed (encoder zoos: embeddings)."""
         t0 = time.perf_counter()
         rec: dict = {"ts": time.time(), "request_id": f"{self._id_prefix}-{next(self._ids)}", "client": None,
                      "worker": self.worker.index}
         admitted = False
         try:
+            if endpoint != self.zoo.endpoint:
+                raise WrongEndpoint(f"this zoo serves {self.zoo.kind}s: POST {self.zoo.endpoint}, not {endpoint}")
             rec["client"] = client = self.client_of(headers)
             self.admission.enter(client)
             admitted = True
@@ -146,14 +155,15 @@ class Router:
             t1 = time.perf_counter()
             probs = await self.backend.infer(sel.model.name, self.zoo.to_model(x))
             rec["triton_ms"] = (time.perf_counter() - t1) * 1e3
-            labels = probs.argmax(1)
+            encoder = self.zoo.kind == "encoder"
+            labels = None if encoder else probs.argmax(1)  # an encoder's output: embeddings, no classes
             for d in self.client_defenses:  # before the answer leaves: a detector may still withhold it
                 rec |= d.observe(client, x, labels) or {}
             for d, rng in self.output_defenses:
                 probs, labels = d.perturb_output(probs, labels, rng)
-            answer = status, body, extra = 200, orjson.dumps(
-                {"request_id": rec["request_id"], "probabilities": probs, "labels": labels},
-                option=orjson.OPT_SERIALIZE_NUMPY), []
+            payload = {"request_id": rec["request_id"], "embeddings": probs} if encoder else \
+                {"request_id": rec["request_id"], "probabilities": probs, "labels": labels}
+            answer = status, body, extra = 200, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), []
             rec |= {"status": 200, "outcome": "served"}
             if self.timing_defense is not None:
                 elapsed_ms = (time.perf_counter() - t0) * 1e3
@@ -201,8 +211,8 @@ class RouterApp:
         self.router, self.api = router, api
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] == "/v1/infer" and scope["method"] == "POST":
-            status, body, extra = await self.router.infer(_str_headers(scope["headers"]), receive)
+        if scope["type"] == "http" and scope["path"] in ("/v1/infer", "/v1/embed") and scope["method"] == "POST":
+            status, body, extra = await self.router.infer(_str_headers(scope["headers"]), receive, scope["path"])
             await send({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]})
             await send({"type": "http.response.body", "body": body})
@@ -225,15 +235,19 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
     api = FastAPI(title="psml router", version="1", lifespan=lifespan,
                   description="Model-zoo inference: state your minimum accuracy and maximum latency; the service picks the model.")
     api.state.router = router
-    errors = {s: {"model": ErrorBody} for s in (400, 401, 403, 413, 415, 422, 429, 503, 504)}
+    errors = {s: {"model": ErrorBody} for s in (400, 401, 403, 404, 413, 415, 422, 429, 503, 504)}
 
-    @api.post("/v1/infer", response_model=InferResponse, responses=errors,
+    encoder = router.zoo.kind == "encoder"
+
+    @api.post(router.zoo.endpoint, response_model=EmbedResponse if encoder else InferResponse, responses=errors,
               openapi_extra=openapi_body_schema(router.zoo.sample_shape, settings.max_batch_size))
     async def infer(request: Request):
-        """Classify a batch under the stated requirements. The answer never names the model that served it.
-        Over a bound on requests in flight the answer is 503 (this worker) or 429 (your client), with
-        Retry-After. The router's ASGI entry serves this path itself; this handler runs the same code."""
-        status, body, extra = await router.infer(_str_headers(request.headers.raw), request.receive)
+        """Classify a batch (/v1/infer) or embed it (/v1/embed, encoder zoos) under the stated requirements. The
+        answer never names the model that served it. Over a bound on requests in flight the answer is 503 (this
+        worker) or 429 (your client), with Retry-After; the other zoo kind's path answers 404. The router's ASGI
+        entry serves this path itself; this handler runs the same code."""
+        status, body, extra = await router.infer(_str_headers(request.headers.raw), request.receive,
+                                                 router.zoo.endpoint)
         return Response(body, status_code=status, media_type="application/json",
                         headers={k.decode(): v.decode() for k, v in extra})
 

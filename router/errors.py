@@ -27,6 +27,12 @@ class Unauthorized(RouterError):
     status, kind = 401, "unauthorized"
 
 
+class WrongEndpoint(RouterError):
+    """/v1/infer on an encoder zoo, /v1/embed on a classifier zoo."""
+
+    status, kind = 404, "wrong_endpoint"
+
+
 class Forbidden(RouterError):
     status, kind = 403, "forbidden"
 

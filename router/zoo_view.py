@@ -17,6 +17,11 @@ class ZooView:
     n_classes: int
     tensor_names: dict[str, tuple[str, str]] = field(default_factory=dict)  # model -> (input, output) tensor
     sample_shape: tuple[int, ...] = ()  # one sample as the models take it: (input_dim,) for built zoos
+    kind: str = "classifier"  # "encoder": n_classes is then the embedding's width
+
+    @property
+    def endpoint(self) -> str:
+        return "/v1/embed" if self.kind == "encoder" else "/v1/infer"
 
     def __post_init__(self):
         if not self.sample_shape:
@@ -27,7 +32,7 @@ class ZooView:
         models = tuple(ZooModel(m.name, m.accuracy, m.selection_latency_ms, m.pareto) for m in manifest.models)
         names = {m.name: (m.input.name, m.output.name) for m in manifest.models}
         shape = manifest.models[0].sample_shape  # one shape for the whole zoo (zoo import checks it)
-        return cls(models, int(np.prod(shape)), manifest.models[0].output.shape[1], names, shape)
+        return cls(models, int(np.prod(shape)), manifest.models[0].output.shape[1], names, shape, manifest.zoo.kind)
 
     def to_model(self, x: np.ndarray) -> np.ndarray:
         """A flat [B, D] batch as the models take it: a view, no copy."""
@@ -56,7 +61,9 @@ class ZooView:
             "latency_range_ms": [round(min(lats), 3), round(max(lats), 3)],
             "input_dim": self.input_dim,
             "sample_shape": list(self.sample_shape),
-            "n_classes": self.n_classes,
+            "kind": self.kind,
+            "endpoint": self.endpoint,
+            ("embedding_dim" if self.kind == "encoder" else "n_classes"): self.n_classes,
             "max_batch_size": max_batch_size,
             "requirements": {
                 "min_accuracy": "fraction in [0, 1]; omit for no accuracy requirement",

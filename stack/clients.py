@@ -33,7 +33,7 @@ class RouterClient:
     """The router's public API over one keep-alive HTTP/1.1 connection (one per thread)."""
 
     def __init__(self, url: str, api_key: str, timeout_s: float = 30.0, pin_model: str | None = None,
-                 binary: bool = False):
+                 binary: bool = False, endpoint: str = "/v1/infer"):
         host_port = url.split("://", 1)[-1].rstrip("/")
         self.host, port = host_port.rsplit(":", 1)
         self.port, self.api_key, self.timeout_s = int(port), api_key, timeout_s
@@ -42,6 +42,9 @@ class RouterClient:
         if pin_model is not None:  # accepted by profiling routers only (allow_pinned_model)
             self.headers["x-psml-model"] = pin_model
         self.binary = binary  # send the tensor as application/octet-stream (shape and requirements in headers)
+        # /v1/infer answers probabilities; /v1/embed (encoder zoos) embeddings: infer() returns either
+        self.endpoint = endpoint
+        self._key = "embeddings" if endpoint == "/v1/embed" else "probabilities"
 
     def request(self, method: str, path: str, body: dict | bytes | None = None,
                 headers: dict | None = None) -> tuple[int, dict]:
@@ -59,10 +62,10 @@ class RouterClient:
             return r.status, json.loads(r.read() or b"null")
 
     def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:
-        return np.asarray(self.answer(x, min_accuracy, max_latency_ms)["probabilities"], dtype=np.float32)
+        return np.asarray(self.answer(x, min_accuracy, max_latency_ms)[self._key], dtype=np.float32)
 
     def answer(self, x, min_accuracy=None, max_latency_ms=None) -> dict:
-        """The whole 200 answer (request_id, probabilities, labels); RouterRejected otherwise."""
+        """The whole 200 answer (request_id, probabilities and labels, or embeddings); RouterRejected otherwise."""
         if self.binary:
             return self._answer_binary(np.asarray(x, dtype="<f4"), min_accuracy, max_latency_ms)
         body = {"inputs": np.asarray(x, dtype=np.float32).tolist()}
@@ -70,7 +73,7 @@ class RouterClient:
             body["min_accuracy"] = float(min_accuracy)
         if max_latency_ms is not None:
             body["max_latency_ms"] = float(max_latency_ms)
-        status, answer = self.request("POST", "/v1/infer", body)
+        status, answer = self.request("POST", self.endpoint, body)
         if status != 200:
             raise RouterRejected(status, answer or {})
         return answer
@@ -81,7 +84,7 @@ class RouterClient:
             headers["x-psml-min-accuracy"] = repr(float(min_accuracy))
         if max_latency_ms is not None:
             headers["x-psml-max-latency-ms"] = repr(float(max_latency_ms))
-        status, answer = self.request("POST", "/v1/infer", np.ascontiguousarray(x).tobytes(), headers)
+        status, answer = self.request("POST", self.endpoint, np.ascontiguousarray(x).tobytes(), headers)
         if status != 200:
             raise RouterRejected(status, answer or {})
         return answer

@@ -22,7 +22,7 @@ from common.versions import hardware, software_versions
 
 from .architectures import build_model, n_parameters
 from .data import load_dataset
-from .export import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx
+from .export import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, check_embedding_parity, check_parity, export_onnx
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, save_manifest
 from .pareto import front_check, pareto_front
 from .profile import ProfileSettings, figure_from_cell
@@ -46,6 +46,9 @@ class ZooProfile:
     profiling: ProfileSettings = field(default_factory=ProfileSettings)
     repository: RepositorySettings = field(default_factory=RepositorySettings)
     torch_threads: int = 2
+    kind: str = "classifier"  # "encoder": SimCLR-trained encoders answering embeddings (zoo/ssl.py)
+    embedding_dim: int = 64  # encoders only
+    ssl_temperature: float = 0.2  # encoders only: NT-Xent's tau (0.5 gave probes barely above random init here)
 
 
 PROFILES = {
@@ -70,6 +73,13 @@ PROFILES = {
 }
 
 
+# Encoder zoos (issue 12): the same data and profiling, self-supervised encoders of three sizes.
+PROFILES["encoder"] = ZooProfile(name="encoder", dataset="mnist1d", n_samples=12000, kind="encoder",
+                                 epochs={"mlp_large": 30, "cnn_small": 30, "cnn_large": 10})
+PROFILES["encoder-test"] = replace(PROFILES["test"], name="encoder-test", kind="encoder",
+                                   epochs={"mlp_small": 10, "cnn_small": 8})
+
+
 def get_profile(name: str) -> ZooProfile:
     if name not in PROFILES:
         raise ConfigError(f"unknown zoo profile {name!r}; choose from {', '.join(PROFILES)}")
@@ -91,47 +101,75 @@ def build_zoo(p: ZooProfile, out_root: Path, data_root: Path | None = None, log=
         data.save(work / DATA_FILE)
         log(f"data: {data.name}, splits {data.sizes()}, seed {p.seed}")
         entries, onnx_files = {}, {}
+        encoder = p.kind == "encoder"
+        out_name, n_out = (EMBEDDING_NAME, p.embedding_dim) if encoder else (OUTPUT_NAME, data.n_classes)
         for i, (arch, epochs) in enumerate(p.epochs.items()):
-            model = build_model(arch, data.sample_shape, data.n_classes, seed=p.seed + i)
-            seconds = train(model, data.x["victim_train"], data.y["victim_train"],
-                            TrainSettings(epochs=epochs, seed=p.seed + i,
-                                          learning_rate=p.learning_rates.get(arch, TrainSettings.learning_rate)),
-                            desc=f"train {arch}")
             onnx_path = work / "onnx" / f"{arch}.onnx"
-            export_onnx(model, data.input_dim, onnx_path)
-            probs = predict_proba(model, data.x["test"])
-            parity = check_parity(probs, onnx_path, data.x["test"])
-            accuracy = float(np.mean(probs.argmax(1) == data.y["test"]))
-            log(f"  {arch:<10} {n_parameters(model):>9,d} params  acc {accuracy:.3f}  {seconds:5.1f} s  "
-                f"ONNX max|dp| {parity.max_abs_diff:.1e}")
+            if encoder:
+                model, seconds, accuracy, parity = _train_encoder(p, arch, epochs, p.seed + i, data, onnx_path)
+            else:
+                model = build_model(arch, data.sample_shape, data.n_classes, seed=p.seed + i)
+                seconds = train(model, data.x["victim_train"], data.y["victim_train"],
+                                TrainSettings(epochs=epochs, seed=p.seed + i,
+                                              learning_rate=p.learning_rates.get(arch, TrainSettings.learning_rate)),
+                                desc=f"train {arch}")
+                export_onnx(model, data.input_dim, onnx_path)
+                probs = predict_proba(model, data.x["test"])
+                parity = check_parity(probs, onnx_path, data.x["test"])
+                accuracy = float(np.mean(probs.argmax(1) == data.y["test"]))
+            log(f"  {arch:<10} {n_parameters(model):>9,d} params  {'probe acc' if encoder else 'acc'} {accuracy:.3f}  "
+                f"{seconds:5.1f} s  ONNX max|d| {parity.max_abs_diff:.1e}")
             onnx_files[arch] = onnx_path
             entries[arch] = dict(
                 name=arch, architecture=arch, parameters=n_parameters(model),
                 onnx_file=f"onnx/{arch}.onnx", onnx_sha256=sha256(onnx_path),
                 input=dict(name=INPUT_NAME, dtype="FP32", shape=[-1, data.input_dim]),
-                output=dict(name=OUTPUT_NAME, dtype="FP32", shape=[-1, data.n_classes]),
+                output=dict(name=out_name, dtype="FP32", shape=[-1, n_out]),
                 accuracy=accuracy, parity=parity.as_dict(), train_seconds=seconds,
             )
-        io = ModelIO((data.input_dim,), data.n_classes)
+        io = ModelIO((data.input_dim,), n_out, output_name=out_name)
         render({arch: (path, io) for arch, path in onnx_files.items()}, work, p.repository)
         header = dict(
-            zoo=dict(name=p.name, seed=p.seed, created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            zoo=dict(name=p.name, kind=p.kind, seed=p.seed, created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      build_seconds=0.0,
                      dataset=dict(name=data.name, sample_shape=list(data.sample_shape), n_classes=data.n_classes,
                                   split_sizes=data.sizes(), data_file=DATA_FILE, seed=data.seed)),
             settings=dict(repository=asdict(p.repository), epochs=p.epochs, n_samples=p.n_samples,
-                          torch_threads=p.torch_threads))
+                          torch_threads=p.torch_threads)
+            | ({"embedding_dim": p.embedding_dim, "ssl": asdict(_ssl_settings(p, 0, 0))} if encoder else {}))
 
         def provisional(direct_results):  # the profiling router reads a manifest: write one from the direct path
             save_manifest(compose_manifest(header, entries, direct_results, _direct_only(p.profiling)),
                           work / MANIFEST_NAME)
 
         results = profile_zoo(work, list(entries), data.x["test"], p.profiling, log=log,
-                              before_router=provisional if "router" in p.profiling.paths else None)
+                              before_router=provisional if "router" in p.profiling.paths else None,
+                              tensors={a: io for a in entries} if encoder else None,
+                              endpoint="/v1/embed" if encoder else "/v1/infer")
         header["zoo"]["build_seconds"] = time.perf_counter() - started
         manifest = compose_manifest(header, entries, results, p.profiling)
         save_manifest(manifest, work / MANIFEST_NAME)
     return final
+
+
+def _ssl_settings(p: ZooProfile, epochs: int, seed: int):
+    from .ssl import SSLSettings
+
+    return SSLSettings(epochs=max(1, epochs), temperature=p.ssl_temperature, seed=seed)
+
+
+def _train_encoder(p: ZooProfile, arch: str, epochs: int, seed: int, data, onnx_path: Path):
+    """SimCLR on victim_train without labels; accuracy = the linear probe's on the test split."""
+    from .ssl import embed, fit_probe, train_simclr
+
+    model = build_model(arch, data.sample_shape, p.embedding_dim, seed=seed)
+    seconds = train_simclr(model, data.x["victim_train"], data.sample_shape, p.embedding_dim,
+                           _ssl_settings(p, epochs, seed))
+    export_onnx(model, data.input_dim, onnx_path, encoder=True)
+    probe = fit_probe(embed(model, data.x["victim_train"]), data.y["victim_train"], seed)
+    test_emb = embed(model, data.x["test"])
+    parity = check_embedding_parity(test_emb, onnx_path, data.x["test"], probe)
+    return model, seconds, probe.accuracy(test_emb, data.y["test"]), parity
 
 
 def _direct_only(s: ProfileSettings) -> ProfileSettings:

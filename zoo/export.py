@@ -14,6 +14,7 @@ from common.errors import ExportError
 
 INPUT_NAME = "INPUT"
 OUTPUT_NAME = "PROBS"
+EMBEDDING_NAME = "EMBEDDING"  # an encoder zoo's output: the representation, no softmax
 OPSET = 17
 
 
@@ -28,19 +29,21 @@ class WithSoftmax(nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
-def export_onnx(model: nn.Module, input_dim: int, path: Path) -> None:
+def export_onnx(model: nn.Module, input_dim: int, path: Path, encoder: bool = False) -> None:
+    """A classifier answers probabilities (PROBS); an encoder (``encoder``) its representation (EMBEDDING)."""
     model.eval()
+    out_name = EMBEDDING_NAME if encoder else OUTPUT_NAME
     # torch warns that a GRU exported with batch 2 may fail at other batch sizes; check_parity() runs the
     # whole test set at batch 1024 (and Triton serves batch 1), so a real failure would surface there.
     warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
     dummy = torch.zeros(2, input_dim, dtype=torch.float32)
     torch.onnx.export(
-        WithSoftmax(model),
+        model if encoder else WithSoftmax(model),
         (dummy,),
         str(path),
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        output_names=[out_name],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, out_name: {0: "batch"}},
         opset_version=OPSET,
         dynamo=False,  # the legacy exporter needs no extra packages
     )
@@ -95,4 +98,17 @@ def check_parity(torch_probs: np.ndarray, path: Path, x: np.ndarray, tolerance: 
             f"ONNX export {path.name} disagrees with PyTorch: max |dp| = {p.max_abs_diff:.2e} "
             f"(tolerance {tolerance:.0e}), {p.top1_mismatches}/{p.n} top-1 labels differ"
         )
+    return p
+
+
+def check_embedding_parity(torch_emb: np.ndarray, path: Path, x: np.ndarray, probe, tolerance: float = 1e-3) -> Parity:
+    """An encoder's ONNX file against PyTorch on every sample of ``x``: max |de| relative to the embeddings'
+    scale, and how many samples the linear probe labels differently from the two (``top1_mismatches``)."""
+    onnx_emb = run_onnx(open_session(path), x)
+    scale = float(np.max(np.abs(torch_emb))) or 1.0
+    p = Parity(max_abs_diff=float(np.max(np.abs(onnx_emb - torch_emb))),
+               top1_mismatches=int(np.sum(probe.predict(onnx_emb) != probe.predict(torch_emb))), n=len(x))
+    if p.max_abs_diff > tolerance * scale or p.top1_mismatches:
+        raise ExportError(f"ONNX export {path.name} disagrees with PyTorch: max |de| = {p.max_abs_diff:.2e} "
+                          f"(tolerance {tolerance:.0e} x {scale:.2g}), {p.top1_mismatches}/{p.n} probe labels differ")
     return p

@@ -13,7 +13,9 @@ Schema (version 2), every latency in milliseconds, accuracy as a fraction in [0,
 - ``models[].source`` (imported zoos only, ``psml zoo import``): the user's file and its sha256, whether a
   softmax was appended to logits, whether a fixed batch axis was made dynamic; ``parity`` there compares the
   served answers (through Triton) with onnxruntime on the user's file;
-- ``zoo.origin``: ``built`` (trained by psml) or ``imported``;
+- ``zoo.origin``: ``built`` (trained by psml) or ``imported``; ``zoo.kind``: ``classifier`` (outputs are class
+  probabilities, ``accuracy`` is top-1 on the test split) or ``encoder`` (outputs are embeddings [B, E],
+  ``accuracy`` is the downstream linear-probe accuracy, zoo/ssl.py; ``parity.top1_mismatches`` counts probe labels);
 - ``profile``: the hardware, software versions and settings the latencies were measured with, which figure
   selection uses, and the front's separation check.
 Version 1 (one idle client p99 per batch size) is refused with a message that says to rebuild or re-profile.
@@ -145,6 +147,7 @@ class DatasetInfo(_Strict):
 class ZooInfo(_Strict):
     name: str
     origin: Literal["built", "imported"] = "built"
+    kind: Literal["classifier", "encoder"] = "classifier"  # encoder: outputs are embeddings, accuracy a probe's
     seed: int
     dataset: DatasetInfo
     created_utc: str

@@ -25,12 +25,13 @@ PROFILING_KEY = "psml-profiling-key"
 def profile_zoo(zoo_dir: Path, models: list[str], x: np.ndarray, s: ProfileSettings, log=print,
                 triton_http_url: str | None = None,
                 router_url: str | None = None, api_key: str | None = None, before_router=None,
-                tensors: dict | None = None, after_triton=None) -> dict[str, dict]:
+                tensors: dict | None = None, after_triton=None, endpoint: str = "/v1/infer") -> dict[str, dict]:
     """Measure ``models`` on every path of ``s`` (see zoo.profile) with flat samples ``x``. With no URLs, starts
     Triton on ``zoo_dir/embedded`` and a profiling router on ``zoo_dir``'s manifest; ``before_router(direct_results)``
     runs in between (the build writes its provisional manifest there, which the router needs).
     ``tensors``: model -> zoo.repository.ModelIO where a model's tensors are not the built zoos' flat INPUT/PROBS;
-    ``after_triton(http_url)`` runs once Triton is ready (the import checks served answers there)."""
+    ``after_triton(http_url)`` runs once Triton is ready (the import checks served answers there); ``endpoint``:
+    the router's path for this zoo's kind (``/v1/embed`` for encoders)."""
     import tritonclient.http as httpclient
 
     from stack.loopback import router_for, triton_for
@@ -75,7 +76,7 @@ def profile_zoo(zoo_dir: Path, models: list[str], x: np.ndarray, s: ProfileSetti
                                                         allow_pinned_model=True,
                                                         api_keys={PROFILING_KEY: "profiler"}))
                 router_url, api_key = router.url, PROFILING_KEY
-            via_router = lambda path, m: RouterClient(router_url, api_key, pin_model=m)
+            via_router = lambda path, m: RouterClient(router_url, api_key, pin_model=m, endpoint=endpoint)
             log("profiling end to end through the router ...")
             routed = Profiler(via_router, models, x, s, None, log).run(("router",))
             results = merge(results, routed)

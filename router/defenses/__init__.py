@@ -118,6 +118,11 @@ def check_combination(defenses: list, zoo: ZooView | None = None, workers: int =
     if clients and workers > 1:
         raise ConfigError(f"defenses: {', '.join(clients)} keep per-client state in one process; "
                           f"run them with workers 1 (got {workers})")
+    if zoo is not None and zoo.kind == "encoder":
+        for d in defenses:
+            if (is_output_defense(d) and not getattr(d, "for_embeddings", False)) or getattr(d, "uses_labels", False):
+                raise ConfigError(f"defenses: {d.name} works on class probabilities or labels; this zoo's encoders "
+                                  f"answer embeddings")
     if zoo is not None:
         for d in defenses:
             if hasattr(d, "check_zoo"):

@@ -87,6 +87,7 @@ class _Group:
 
 @dataclass
 class Prada:
+    uses_labels = True  # per-class distance groups: no class labels on an encoder zoo's embeddings
     delta: float = 0.9  # flag when Shapiro-Wilk W < delta
     min_distances: int = 100  # distances gathered before the first test
     window: int = 5000  # test the last this many distances (Shapiro-Wilk's p-value is exact up to 5000)
