@@ -1,0 +1,131 @@
+"""Encoder zoos end to end: SimCLR encoders built, served through a real Triton and router on /v1/embed,
+fingerprinted, and stolen by direct extraction."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import requests
+
+from attacks.encoder_extraction import EncoderExtractionSettings, VictimReference, extract_encoder
+from attacks.experiment import consistency, front_by_accuracy, run_fingerprint
+from common.errors import ConfigError
+from router.defenses import check_combination, make_defense
+from router.zoo_view import ZooView
+from stack.clients import DirectTriton, RouterClient
+from stack.loopback import DEMO_KEYS, router_for, triton_for
+from zoo.build import build_zoo, get_profile
+from zoo.data import Dataset
+from zoo.export import open_session, run_onnx
+from zoo.manifest import load_manifest
+from zoo.ssl import fit_probe
+
+
+@pytest.fixture(scope="module")
+def encoder_zoo(tmp_path_factory):
+    return build_zoo(get_profile("encoder-test"), tmp_path_factory.mktemp("encoders"), log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def stack(encoder_zoo, tmp_path_factory):
+    run = tmp_path_factory.mktemp("encoder-stack")
+    with triton_for(encoder_zoo, run) as triton, router_for(encoder_zoo, run, triton, api_keys=DEMO_KEYS) as router:
+        yield triton, router
+
+
+def test_encoder_manifest_scores_each_encoder_by_its_linear_probe(encoder_zoo):
+    """The probe accuracy recomputed here from the ONNX files: catches an accuracy taken from the wrong split, a
+    softmax left on the embeddings, or a probe fit on the test split."""
+    m = load_manifest(encoder_zoo)
+    data = Dataset.load(encoder_zoo / "data.npz")
+    assert m.zoo.kind == "encoder" and m.profile.settings["embedding_dim"] == 64
+    for e in m.models:
+        assert (e.output.name, e.output.shape) == ("EMBEDDING", [-1, 64])
+        session = open_session(encoder_zoo / e.onnx_file)
+        train, test = run_onnx(session, data.x["victim_train"]), run_onnx(session, data.x["test"])
+        assert not np.allclose(test.sum(1), 1.0)  # embeddings, not probabilities
+        probe = fit_probe(train, data.y["victim_train"])
+        assert e.accuracy == pytest.approx(probe.accuracy(test, data.y["test"]), abs=0.01)
+        assert e.parity.n == len(data.y["test"]) and e.parity.top1_mismatches == 0
+    for variant in ("embedded", "gpu"):
+        cfg = (encoder_zoo / variant / m.models[0].name / "config.pbtxt").read_text()
+        assert 'output [ { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 64 ] } ]' in cfg
+
+
+def test_embed_answers_the_selected_encoders_embeddings_and_infer_is_404(encoder_zoo, stack):
+    """Catches an /v1/embed that answers probabilities or another model's embeddings, and a wrong endpoint that
+    answers 200, 500 or a non-JSON body."""
+    _, router = stack
+    m = load_manifest(encoder_zoo)
+    best = max(m.models, key=lambda e: e.accuracy)
+    data = Dataset.load(encoder_zoo / "data.npz")
+    x = data.x["test"][:4]
+    key = {"x-api-key": "demo-benign-key"}
+    r = requests.post(f"{router.url}/v1/embed", json={"inputs": x.tolist(), "min_accuracy": best.accuracy},
+                      headers=key, timeout=30)
+    assert r.status_code == 200 and set(r.json()) == {"request_id", "embeddings"}
+    np.testing.assert_allclose(np.array(r.json()["embeddings"]), run_onnx(open_session(encoder_zoo / best.onnx_file), x),
+                               atol=1e-4)
+    wrong = requests.post(f"{router.url}/v1/infer", json={"inputs": x.tolist()}, headers=key, timeout=30)
+    assert wrong.status_code == 404 and wrong.json()["error"] == "wrong_endpoint" and "/v1/embed" in wrong.json()["detail"]
+    info = requests.get(f"{router.url}/v1/zoo", timeout=10).json()
+    assert info["kind"] == "encoder" and info["embedding_dim"] == 64 and info["endpoint"] == "/v1/embed"
+    assert requests.post(f"{router.url}/v1/embed", json={"inputs": x[:1].tolist()}, headers=key,
+                         timeout=30).status_code == 200  # still serving
+
+
+def test_embed_on_a_classifier_zoo_is_404_naming_infer(start_router, data):
+    r = start_router()
+    a = requests.post(f"{r.url}/v1/embed", json={"inputs": data.x["test"][:1].tolist()},
+                      headers={"x-api-key": "k-benign"}, timeout=30)
+    assert a.status_code == 404 and "/v1/infer" in a.json()["detail"]
+
+
+def test_classifier_only_defenses_are_refused_on_an_encoder_zoo():
+    zoo = ZooView((), 40, 64, kind="encoder")
+    for spec in ({"name": "round_probabilities", "decimals": 2}, {"name": "prada"}):
+        with pytest.raises(ConfigError, match="answer embeddings"):
+            check_combination([make_defense(spec)], zoo)
+    check_combination([make_defense({"name": "metric_noise", "accuracy_scale": 0.02, "latency_scale_ms": 0.1})], zoo)
+
+
+@pytest.mark.timeout(900)
+def test_fingerprint_then_steal_the_most_accurate_encoder(encoder_zoo, stack):
+    """The staircase reaches the most accurate encoder over /v1/embed; MSE extraction through the router with that
+    specification reproduces the victim's embeddings (cosine far above an untrained encoder's) and its probe
+    agrees with the victim's more than the untrained one does."""
+    triton, router = stack
+    m = load_manifest(encoder_zoo)
+    data = Dataset.load(encoder_zoo / "data.npz")
+    target = front_by_accuracy(m)[0]
+    fp = run_fingerprint("staircase", router.url, "demo-attacker-key", data.x["attacker_pool"][:1], 1,
+                         endpoint="/v1/embed")
+    assert fp.spec is not None
+    c = consistency(router.url, "demo-attacker-key", router.audit_path, fp.spec, data.x["attacker_pool"][1:41],
+                    target.name, "/v1/embed")
+    assert c["consistency"] >= 0.95, c
+    session = open_session(encoder_zoo / target.onnx_file)
+    ref = VictimReference.from_embeddings(run_onnx(session, data.x["victim_train"]), data.y["victim_train"],
+                                          run_onnx(session, data.x["test"]), data.y["test"])
+    s = EncoderExtractionSettings(budget=400, loss="mse", surrogate="cnn_small", epochs=30)
+    client = RouterClient(router.url, "demo-attacker-key", endpoint="/v1/embed")
+    try:
+        r = extract_encoder(client, data.x["attacker_pool"], data, ref, s, dict(fp.spec))
+    finally:
+        client.close()
+    assert r["answers"] == 400 and r["queries_over_training_set"] == pytest.approx(400 / len(data.y["victim_train"]))
+    assert r["cosine"] > 0.7 and r["cosine"] > r["untrained_cosine"] + 0.3, r
+    assert r["agreement"] > r["untrained_agreement"], r
+    direct = DirectTriton.for_entry(triton.endpoints.http_url, target)
+    try:
+        np.testing.assert_allclose(direct.infer(data.x["test"][:3]), run_onnx(session, data.x["test"][:3]), atol=1e-4)
+    finally:
+        direct.close()
+
+
+def test_cli_extract_kind_encoder_refuses_a_classifier_zoo(zoo_dir, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "psml.cli", "attack", "extract", "--zoo", str(zoo_dir), "--kind",
+                        "encoder", "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "--kind encoder needs an encoder zoo" in p.stderr
+    assert not (tmp_path / "x.json").exists()
