@@ -80,6 +80,7 @@ class Router:
                                  settings.on_no_model, self.worker.seed_sequence(settings.seed))
         self.output_defenses = [(d, r) for d, r in self.selector.streams if is_output_defense(d)]
         self.client_defenses = [d for d in defenses if is_client_defense(d)]
+        self.client_output_defenses = [d for d in self.client_defenses if hasattr(d, "perturb_client_output")]
         self.timing_defense = next((d for d in defenses if is_timing_defense(d)), None)
         self.backend = backend
         self.admission = Admission(settings.max_in_flight, settings.max_in_flight_per_client)
@@ -161,6 +162,9 @@ class Router:
                 rec |= d.observe(client, x, labels) or {}
             for d, rng in self.output_defenses:
                 probs, labels = d.perturb_output(probs, labels, rng)
+            for d in self.client_output_defenses:  # per-key perturbation by the key's history (b4b)
+                probs, fields = d.perturb_client_output(client, probs)
+                rec |= fields
             payload = {"request_id": rec["request_id"], "embeddings": probs} if encoder else \
                 {"request_id": rec["request_id"], "probabilities": probs, "labels": labels}
             answer = status, body, extra = 200, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), []

@@ -6,6 +6,8 @@
 - client defenses keep per-API-key state: ``admit`` before the work (may refuse: 403/429), ``observe`` after
   inference, before the answer leaves (audit fields; may refuse);
 - timing defenses hold the answer until a floor (``hold_until_ms``).
+Encoder zoos take the output defenses marked ``for_embeddings`` (embedding_noise) and client defenses that
+perturb a key's answers by its history (``perturb_client_output``: b4b); classifier zoos refuse both.
 
 A deployment lists any number of them, each name at most once; at most one selection defense; labels_only
 last among the output defenses. Requirement and output defenses apply in the order listed. Every defense that
@@ -52,6 +54,8 @@ class ClientDefense(Protocol):
 
 
 def _kinds() -> dict:
+    from .b4b import B4B
+    from .embedding_noise import EmbeddingNoise
     from .exponential_mechanism import ExponentialMechanism
     from .labels_only import LabelsOnly
     from .latency_padding import LatencyPadding
@@ -65,7 +69,8 @@ def _kinds() -> dict:
     from .top_k import TopK
 
     return {c.name: c for c in (MetricNoise, ExponentialMechanism, PermuteAndFlip, RoundProbabilities, TopK,
-                                LabelsOnly, ReverseSigmoid, OutputNoise, Prada, QueryBudget, LatencyPadding)}
+                                LabelsOnly, ReverseSigmoid, OutputNoise, Prada, QueryBudget, LatencyPadding,
+                                EmbeddingNoise, B4B)}
 
 
 def make_defense(spec: dict):
@@ -123,6 +128,11 @@ def check_combination(defenses: list, zoo: ZooView | None = None, workers: int =
             if (is_output_defense(d) and not getattr(d, "for_embeddings", False)) or getattr(d, "uses_labels", False):
                 raise ConfigError(f"defenses: {d.name} works on class probabilities or labels; this zoo's encoders "
                                   f"answer embeddings")
+    if zoo is not None and zoo.kind != "encoder":
+        for d in defenses:
+            if getattr(d, "for_embeddings", False):
+                raise ConfigError(f"defenses: {d.name} perturbs embeddings; this zoo's classifiers answer "
+                                  f"probabilities")
     if zoo is not None:
         for d in defenses:
             if hasattr(d, "check_zoo"):
