@@ -22,7 +22,7 @@ FIELDS = (
     "model", "model_accuracy", "model_latency_ms", "router_ms", "triton_ms", "detail", "worker",
 )
 # Written only when a defense set them: PRADA's W and flag ("detected" on the flagging request), the padding held.
-DEFENSE_FIELDS = ("prada_w", "prada_flagged", "detected", "padded_ms")
+DEFENSE_FIELDS = ("prada_w", "prada_flagged", "detected", "padded_ms", "b4b_coverage", "b4b_sigma")
 # outcome: served | no_model (422) | unavailable (503/504 from the backend) | shed (503/429 by admission control)
 # | refused (403/429 by a client defense) | invalid (4xx) | unauthorized (401/403). worker: the router worker's
 # index (0 with one worker).

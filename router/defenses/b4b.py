@@ -4,8 +4,9 @@ the noisier that key's answers.
 Paper: Dubinski et al., "Bucks for Buckets (B4B): Active Defenses Against Stealing Encoders", NeurIPS 2023. A
 benign client embeds data for its own task, which occupies a small part of the representation space; an
 extraction attacker must cover much of it. Coverage is estimated with locality-sensitive hashing: each returned
-(clean) embedding falls in one of 2^``hash_bits`` buckets given by the signs of ``hash_bits`` seeded random
-projections, and a key's coverage is the share of buckets it has hit. Its answers then get Gaussian noise of std
+(clean) embedding, centred on the running mean of every embedding served so far (an encoder's outputs sit in a
+cone that hyperplanes through the origin barely split), falls in one of 2^``hash_bits`` buckets given by the
+signs of ``hash_bits`` seeded random projections, and a key's coverage is the share of buckets it has hit. Its answers then get Gaussian noise of std
 sigma(c) x ||e|| / sqrt(E), with sigma(c) = ``max_sigma`` (exp(``beta`` c) - 1) / (exp(``beta``) - 1): nothing
 at zero coverage, ``max_sigma`` at full coverage, steeply convex in between. Left out here: B4B's per-key
 transformations of the representation (against sybil keys combining their answers).
@@ -31,6 +32,8 @@ class B4B:
     _planes: np.ndarray | None = field(default=None, repr=False)
     _buckets: dict = field(default_factory=dict, repr=False)  # client -> set of bucket ids
     _rng: np.random.Generator | None = field(default=None, repr=False)
+    _sum: np.ndarray | None = field(default=None, repr=False)  # running sum and count of served embeddings
+    _count: int = field(default=0, repr=False)
 
     def __post_init__(self):
         if not 1 <= self.hash_bits <= 24:
@@ -55,7 +58,10 @@ class B4B:
     def perturb_client_output(self, client: str, emb: np.ndarray) -> tuple[np.ndarray, dict]:
         if self._planes is None:
             self._planes = np.random.default_rng(self.seed + 1).standard_normal((emb.shape[1], self.hash_bits))
-        bits = (emb @ self._planes > 0).astype(np.int64)
+            self._sum = np.zeros(emb.shape[1])
+        self._sum += emb.sum(0)
+        self._count += len(emb)
+        bits = ((emb - self._sum / self._count) @ self._planes > 0).astype(np.int64)
         ids = bits @ (1 << np.arange(self.hash_bits))
         self._buckets.setdefault(client, set()).update(ids.tolist())
         c = self.coverage(client)

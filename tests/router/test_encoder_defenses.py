@@ -33,10 +33,14 @@ def test_b4b_noise_grows_with_a_keys_coverage_and_keys_are_separate():
     centre = rng.standard_normal(32)
     narrow = (centre + 0.05 * rng.standard_normal((500, 32))).astype(np.float32)
     sweep = rng.standard_normal((5000, 32)).astype(np.float32)
-    for i in range(0, 500, 50):
-        _, benign = d.perturb_client_output("benign", narrow[i : i + 50])
+    # the hash is centred on the running mean of all traffic, so the sweep goes first here (the first key
+    # served sets the early centre: a known weakness, in the README)
     for i in range(0, 5000, 50):
         _, attacker = d.perturb_client_output("attacker", sweep[i : i + 50])
+    for i in range(0, 500, 50):
+        _, benign = d.perturb_client_output("benign", narrow[i : i + 50])
+    for i in range(0, 2000, 50):
+        d.perturb_client_output("attacker", sweep[i : i + 50])
     _, benign_after = d.perturb_client_output("benign", narrow[:50])
     assert benign["b4b_coverage"] < 0.02 and attacker["b4b_coverage"] > 0.5
     assert benign_after["b4b_sigma"] == benign["b4b_sigma"] < 0.01 < 0.3 < attacker["b4b_sigma"] <= 1.0

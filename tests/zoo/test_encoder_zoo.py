@@ -129,3 +129,28 @@ def test_cli_extract_kind_encoder_refuses_a_classifier_zoo(zoo_dir, tmp_path):
                         "encoder", "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "--kind encoder needs an encoder zoo" in p.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_b4b_in_the_router_perturbs_a_sweeping_key_more_than_a_narrow_one(encoder_zoo, stack, tmp_path):
+    """The router hands b4b each key's clean embeddings and returns its noisy ones: a key sending the whole pool
+    covers more buckets and gets answers further from the model's than a key repeating one sample."""
+    from router.audit_log import read_audit_log
+
+    triton, _ = stack
+    m = load_manifest(encoder_zoo)
+    data = Dataset.load(encoder_zoo / "data.npz")
+    best = max(m.models, key=lambda e: e.accuracy)
+    clean = run_onnx(open_session(encoder_zoo / best.onnx_file), data.x["attacker_pool"][:400])
+    with router_for(encoder_zoo, tmp_path, triton, api_keys=DEMO_KEYS,
+                    defenses=[{"name": "b4b", "hash_bits": 6, "beta": 2.0, "max_sigma": 1.0}]) as router:
+        sweep = RouterClient(router.url, "demo-attacker-key", endpoint="/v1/embed")
+        narrow = RouterClient(router.url, "demo-benign-key", endpoint="/v1/embed")
+        got_sweep = np.concatenate([sweep.infer(data.x["attacker_pool"][i : i + 25], best.accuracy)
+                                    for i in range(0, 400, 25)])
+        got_narrow = np.concatenate([narrow.infer(data.x["attacker_pool"][:1], best.accuracy) for _ in range(16)])
+        sweep.close(), narrow.close()
+        audit = list(read_audit_log(router.audit_path))
+    last = {r["client"]: r for r in audit}
+    assert last["attacker"]["b4b_coverage"] > 5 * last["benign"]["b4b_coverage"]
+    err = lambda got, ref: float(np.mean(np.linalg.norm(got - ref, axis=1) / np.linalg.norm(ref, axis=1)))
+    assert err(got_sweep[-100:], clean[-100:]) > 2 * err(got_narrow, np.repeat(clean[:1], 16, 0)) + 0.05
