@@ -26,6 +26,7 @@ from torch import nn
 from common.errors import ConfigError
 from zoo.architectures import ARCHITECTURES, build_model
 from zoo.ssl import embed, fit_probe
+from zoo.train import run_epochs
 
 from .knockoff import KnockoffSettings, Transcript, collect
 
@@ -94,25 +95,12 @@ def train_stolen(t: Transcript, sample_shape, s: EncoderExtractionSettings, loss
         raise ConfigError("the attacker collected no answers: every request was rejected")
     width = t.probs.shape[1]
     model = build_model(s.surrogate, sample_shape, width, seed=s.seed)
-    gen = torch.Generator().manual_seed(s.seed)
     x, v = torch.from_numpy(t.x.astype(np.float32)), torch.from_numpy(t.probs.astype(np.float32))
     loss_fn = LOSS_FUNCTIONS[s.loss]
-    opt = torch.optim.Adam(model.parameters(), lr=s.learning_rate)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs)
     model.train()
-    for _ in range(s.epochs):
-        total, n = 0.0, 0
-        for idx in torch.randperm(len(x), generator=gen).split(s.train_batch_size):
-            if len(idx) < 2 and s.loss != "mse":  # contrastive losses need another sample in the batch
-                continue
-            loss = loss_fn(model(x[idx]), v[idx], s.temperature)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total, n = total + float(loss.detach()), n + 1
-        if losses is not None:
-            losses.append(total / max(1, n))
-        sched.step()
+    run_epochs(model.parameters(), len(x), lambda idx, _: loss_fn(model(x[idx]), v[idx], s.temperature), s.epochs,
+               s.train_batch_size, s.learning_rate, s.seed, losses=losses,
+               min_batch=1 if s.loss == "mse" else 2)  # contrastive losses need another sample in the batch
     model.eval()
     return model
 

@@ -10,7 +10,6 @@ regression trained on the representations of the labelled victim_train split, sc
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,33 +80,22 @@ def projection_head(embedding_dim: int, projection_dim: int) -> nn.Module:
 def train_simclr(encoder: nn.Module, x: np.ndarray, sample_shape: tuple[int, ...], embedding_dim: int,
                  s: SSLSettings, losses: list[float] | None = None) -> float:
     """Train ``encoder`` (flat [B, D] -> [B, embedding_dim]) in place without labels; returns seconds."""
-    gen = torch.Generator().manual_seed(s.seed)
+    from .train import run_epochs
+
     torch.manual_seed(s.seed)
     head = projection_head(embedding_dim, s.projection_dim)
-    params = list(encoder.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=s.learning_rate)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     data_std = float(xt.std())
-    start = time.perf_counter()
+
+    def step_loss(idx, gen):
+        v1, v2 = (augment(xt[idx], sample_shape, s, gen, data_std) for _ in range(2))
+        return nt_xent(head(encoder(v1)), head(encoder(v2)), s.temperature)
+
     encoder.train()
-    for _ in range(s.epochs):
-        total, n = 0.0, 0
-        for idx in torch.randperm(len(xt), generator=gen).split(s.batch_size):
-            if len(idx) < 2:
-                continue
-            batch = xt[idx]
-            v1, v2 = (augment(batch, sample_shape, s, gen, data_std) for _ in range(2))
-            loss = nt_xent(head(encoder(v1)), head(encoder(v2)), s.temperature)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total, n = total + float(loss.detach()), n + 1
-        if losses is not None:
-            losses.append(total / max(1, n))
-        sched.step()
+    seconds = run_epochs(list(encoder.parameters()) + list(head.parameters()), len(xt), step_loss, s.epochs,
+                         s.batch_size, s.learning_rate, s.seed, losses=losses, min_batch=2)
     encoder.eval()
-    return time.perf_counter() - start
+    return seconds
 
 
 @torch.no_grad()

@@ -20,30 +20,44 @@ class TrainSettings:
     seed: int = 0
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, s: TrainSettings, desc: str = "",
-          losses: list[float] | None = None) -> float:
-    """Train in place; returns wall-clock seconds. Shuffling uses its own generator seeded by ``s.seed``.
-    ``losses``, when given, receives each epoch's mean training loss (to tell a run that did not learn)."""
-    gen = torch.Generator().manual_seed(s.seed)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.Adam(model.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, s.epochs))
-    loss_fn = nn.CrossEntropyLoss()
+def run_epochs(params, n: int, step_loss, epochs: int, batch_size: int, learning_rate: float, seed: int,
+               weight_decay: float = 0.0, losses: list[float] | None = None, min_batch: int = 1,
+               desc: str = "") -> float:
+    """The training loop every psml model shares (zoo classifiers, SimCLR encoders, stolen encoders): Adam with a
+    cosine schedule over ``epochs``, batches of a seeded permutation of ``n`` samples, ``step_loss(idx, gen)``
+    the loss of one batch (``gen``: the loop's generator, for augmentations). Returns wall-clock seconds;
+    ``losses`` receives each epoch's mean loss (to tell a run that did not learn)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(params, lr=learning_rate, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     start = time.perf_counter()
-    model.train()
-    for _ in tqdm(range(s.epochs), desc=desc, unit="epoch", leave=False, disable=None if desc else True):  # None: only on a terminal
+    for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=None if desc else True):  # None: only on a terminal
         total, batches = 0.0, 0
-        for idx in torch.randperm(len(yt), generator=gen).split(s.batch_size):
+        for idx in torch.randperm(n, generator=gen).split(batch_size):
+            if len(idx) < min_batch:
+                continue
             opt.zero_grad()
-            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss = step_loss(idx, gen)
             loss.backward()
             opt.step()
             total, batches = total + float(loss.detach()), batches + 1
         if losses is not None:
             losses.append(total / max(1, batches))
         sched.step()
-    model.eval()
     return time.perf_counter() - start
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, s: TrainSettings, desc: str = "",
+          losses: list[float] | None = None) -> float:
+    """Train in place; returns wall-clock seconds. Shuffling uses its own generator seeded by ``s.seed``.
+    ``losses``, when given, receives each epoch's mean training loss (to tell a run that did not learn)."""
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    seconds = run_epochs(model.parameters(), len(yt), lambda idx, _: loss_fn(model(xt[idx]), yt[idx]), s.epochs,
+                         s.batch_size, s.learning_rate, s.seed, s.weight_decay, losses, desc=desc)
+    model.eval()
+    return seconds
 
 
 @torch.no_grad()
