@@ -141,16 +141,22 @@ def score_stolen(stolen: nn.Module, data, victim: VictimReference, budget: int, 
             "queries_over_training_set": budget / max(1, len(data.y["victim_train"]))}
 
 
+def untrained_baseline(surrogate: str, seed: int, data, victim: VictimReference) -> dict:
+    """The surrogate architecture untrained (as a stolen encoder starts): random features alone already give a
+    probe some accuracy, so what the queries bought is the difference (and the agreement and similarity, which
+    random features lack). It depends on the architecture and seed only: compute it once per pair."""
+    untrained = build_model(surrogate, tuple(data.sample_shape), victim.test_emb.shape[1], seed=seed)
+    return score_stolen(untrained, data, victim, 0, seed)
+
+
 def extract_encoder(sut, pool: np.ndarray, data, victim: VictimReference, s: EncoderExtractionSettings,
-                    requirements: dict | None = None) -> dict:
-    """Query, train, score. ``sut``: the router (/v1/embed) or the victim straight through Triton."""
+                    requirements: dict | None = None, baseline: dict | None = None) -> dict:
+    """Query, train, score. ``sut``: the router (/v1/embed) or the victim straight through Triton;
+    ``baseline``: :func:`untrained_baseline` for ``s.surrogate`` and ``s.seed`` (computed here when not given)."""
     t = collect(sut, pool, s.collection(), requirements)
     losses: list[float] = []
     stolen = train_stolen(t, tuple(data.sample_shape), s, losses)
-    # the same architecture untrained: random features alone already give a probe some accuracy, so what the
-    # queries bought is the difference (and the agreement and similarity, which random features lack)
-    untrained = build_model(s.surrogate, tuple(data.sample_shape), t.probs.shape[1], seed=s.seed)
-    baseline = score_stolen(untrained, data, victim, 0, s.seed)
+    baseline = baseline or untrained_baseline(s.surrogate, s.seed, data, victim)
     return score_stolen(stolen, data, victim, s.budget, s.seed) | {
         "untrained_accuracy": baseline["accuracy"], "untrained_agreement": baseline["agreement"],
         "untrained_cosine": baseline["cosine"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.stats import mean_and_std, mean_ci95
+from common.stats import seed_summary
 from stack.clients import DirectTriton, RouterClient, RouterRejected
 from router.audit_log import read_audit_log
 from zoo.export import open_session, run_onnx
@@ -125,8 +125,7 @@ def summarize_extraction(runs: list[dict]) -> list[dict]:
                    "retried_seeds": [r["seed"] for r in sel if r.get("attempts", 1) > 1 and not r.get("failed")]}
             for metric in ("accuracy", "fidelity"):
                 values = [r[metric] for r in ok]
-                mean, sd = mean_and_std(values) if values else (None, None)
-                ci = mean_ci95(values)[1:] if len(values) > 1 else None
+                mean, sd, ci = seed_summary(values)
                 row |= {metric: mean, f"{metric}_std": sd, f"{metric}_ci95": ci}
             rows.append(row)
     return rows

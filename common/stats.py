@@ -44,6 +44,15 @@ def mean_and_std(values) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
+def seed_summary(values) -> tuple[float | None, float | None, tuple[float, float] | None]:
+    """(mean, standard deviation, 95% interval) over seeds: None where there is nothing to compute (no value;
+    fewer than two values for the interval)."""
+    if not len(values):
+        return None, None, None
+    mean, sd = mean_and_std(values)
+    return mean, sd, (mean_ci95(values)[1:] if len(values) > 1 else None)
+
+
 def mean_ci95(values) -> tuple[float, float, float]:
     """(mean, low, high): Student-t 95% interval of the mean over seeds (n < 2: the mean itself)."""
     a = np.asarray(values, dtype=float)

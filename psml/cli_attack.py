@@ -58,7 +58,7 @@ def fingerprint_and_score(router, manifest, data, methods, target_rank: int, con
         raise ConfigError(f"target rank {target_rank} exceeds the {len(front)} models on the zoo's Pareto front")
     target = front[target_rank - 1]
     probe = data.x["attacker_pool"][:1]
-    endpoint = "/v1/embed" if manifest.zoo.kind == "encoder" else "/v1/infer"
+    endpoint = manifest.zoo.endpoint
     results = {}
     for method in methods:
         r = run_fingerprint(method, router.url, api_key, probe, target_rank, grid_size, repeats,

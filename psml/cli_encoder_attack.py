@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.stats import mean_and_std, mean_ci95
+from common.stats import seed_summary
 
 METRICS = ("accuracy", "agreement", "cosine")
 
@@ -23,7 +23,7 @@ def extract_encoders_and_score(zoo_dir, manifest, data, triton, router, budgets,
                                log=print) -> dict:
     from dataclasses import replace
 
-    from attacks.encoder_extraction import extract_encoder
+    from attacks.encoder_extraction import extract_encoder, untrained_baseline
     from attacks.experiment import SETTINGS, front_by_accuracy
     from attacks.query_pools import query_pool
     from stack.clients import DirectTriton, RouterClient
@@ -36,6 +36,8 @@ def extract_encoders_and_score(zoo_dir, manifest, data, triton, router, budgets,
     victim = front_by_accuracy(manifest)[0]
     reference = victim_reference(Path(zoo_dir), victim, data)
     log(f"  victim {victim.name}: probe accuracy {reference.accuracy:.3f} (manifest {victim.accuracy:.3f})")
+    # the untrained surrogate depends on the seed only: once per seed, not per budget, loss and setting
+    baselines = {seed: untrained_baseline(base.surrogate, seed, data, reference) for seed in seeds}
     runs = []
     for budget in budgets:
         for seed in seeds:
@@ -50,10 +52,10 @@ def extract_encoders_and_score(zoo_dir, manifest, data, triton, router, budgets,
                     if setting == "explicit":
                         sut, req = DirectTriton.for_entry(triton.endpoints.http_url, victim), {}
                     else:
-                        sut = RouterClient(router.url, ATTACKER_KEY, endpoint="/v1/embed")
+                        sut = RouterClient(router.url, ATTACKER_KEY, endpoint=manifest.zoo.endpoint)
                         req = dict(spec) if setting == "fingerprinted" else {}
                     try:
-                        r = extract_encoder(sut, pool, data, reference, s, req)
+                        r = extract_encoder(sut, pool, data, reference, s, req, baselines[seed])
                     finally:
                         sut.close()
                     runs.append({"budget": str(budget), "budget_samples": s.budget, "seed": seed, "loss": loss,
@@ -76,8 +78,8 @@ def summarize(runs: list[dict]) -> list[dict]:
                "failed_seeds": [r["seed"] for r in sel if r["failed"]]}
         for m in METRICS + ("accuracy_ratio", "queries_over_training_set", "untrained_accuracy", "untrained_cosine"):
             values = [r[m] for r in ok if r.get(m) is not None]
-            mean, sd = mean_and_std(values) if values else (None, None)
-            row |= {m: mean, f"{m}_std": sd, f"{m}_ci95": list(mean_ci95(values)[1:]) if len(values) > 1 else None}
+            mean, sd, ci = seed_summary(values)
+            row |= {m: mean, f"{m}_std": sd, f"{m}_ci95": list(ci) if ci else None}
         rows.append(row)
     return rows
 

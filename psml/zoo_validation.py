@@ -65,7 +65,7 @@ def run_validation(zoo_dir: Path, concurrency: tuple[int, ...] = (), duration_s:
     observed = profile_zoo(zoo_dir, [m.name for m in manifest.models], data.x["test"], s, log=log,
                            triton_http_url=triton_url, router_url=router_url, api_key=api_key,
                            tensors={m.name: ModelIO.of_entry(m) for m in manifest.models},
-                           endpoint="/v1/embed" if manifest.zoo.kind == "encoder" else "/v1/infer")
+                           endpoint=manifest.zoo.endpoint)
     report = compare(manifest, observed, tolerance)
     print("\n".join(verdict_lines(report)))
     out_dir = out_dir or Path("runs") / "validate" / zoo_dir.name

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from zoo.manifest import load_manifest
+from zoo.manifest import ENDPOINTS, load_manifest
 
 from .admission import Admission, Overloaded, TooManyRequests
 from .audit_log import AuditLog
@@ -37,6 +37,7 @@ from .workers import WorkerIdentity
 from .zoo_view import ZooView
 
 API_KEY_HEADER = "x-api-key"
+SERVED_PATHS = tuple(ENDPOINTS.values())  # the hot path for either kind; the other kind's path answers 404
 PIN_HEADER = "x-psml-model"  # profiling routers only (settings.allow_pinned_model)
 # a client defense refused the request (blocked, rate-limited, budget spent): counted against the service in
 # goodput, since a benign client refused by a false positive loses service
@@ -215,7 +216,7 @@ class RouterApp:
         self.router, self.api = router, api
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] in ("/v1/infer", "/v1/embed") and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["path"] in SERVED_PATHS and scope["method"] == "POST":
             status, body, extra = await self.router.infer(_str_headers(scope["headers"]), receive, scope["path"])
             await send({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]})

@@ -7,6 +7,8 @@ from functools import cached_property
 
 import numpy as np
 
+from zoo.manifest import ENDPOINTS
+
 from .requirements import ZooModel
 
 
@@ -21,7 +23,7 @@ class ZooView:
 
     @property
     def endpoint(self) -> str:
-        return "/v1/embed" if self.kind == "encoder" else "/v1/infer"
+        return ENDPOINTS[self.kind]
 
     def __post_init__(self):
         if not self.sample_shape:

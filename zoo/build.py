@@ -23,7 +23,7 @@ from common.versions import hardware, software_versions
 from .architectures import build_model, n_parameters
 from .data import load_dataset
 from .export import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, check_embedding_parity, check_parity, export_onnx
-from .manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, save_manifest
+from .manifest import ENDPOINTS, MANIFEST_NAME, SCHEMA_VERSION, Manifest, save_manifest
 from .pareto import front_check, pareto_front
 from .profile import ProfileSettings, figure_from_cell
 from .profiling import profile_zoo
@@ -136,7 +136,9 @@ def build_zoo(p: ZooProfile, out_root: Path, data_root: Path | None = None, log=
                                   split_sizes=data.sizes(), data_file=DATA_FILE, seed=data.seed)),
             settings=dict(repository=asdict(p.repository), epochs=p.epochs, n_samples=p.n_samples,
                           torch_threads=p.torch_threads)
-            | ({"embedding_dim": p.embedding_dim, "ssl": asdict(_ssl_settings(p, 0, 0))} if encoder else {}))
+            | ({"embedding_dim": p.embedding_dim,
+                 "ssl": {k: v for k, v in asdict(_ssl_settings(p, 1, 0)).items() if k not in ("epochs", "seed")}}
+               if encoder else {}))
 
         def provisional(direct_results):  # the profiling router reads a manifest: write one from the direct path
             save_manifest(compose_manifest(header, entries, direct_results, _direct_only(p.profiling)),
@@ -145,7 +147,7 @@ def build_zoo(p: ZooProfile, out_root: Path, data_root: Path | None = None, log=
         results = profile_zoo(work, list(entries), data.x["test"], p.profiling, log=log,
                               before_router=provisional if "router" in p.profiling.paths else None,
                               tensors={a: io for a in entries} if encoder else None,
-                              endpoint="/v1/embed" if encoder else "/v1/infer")
+                              endpoint=ENDPOINTS[p.kind])
         header["zoo"]["build_seconds"] = time.perf_counter() - started
         manifest = compose_manifest(header, entries, results, p.profiling)
         save_manifest(manifest, work / MANIFEST_NAME)

@@ -153,13 +153,15 @@ def import_zoo(spec: ImportSpec, out_root: Path, log=print) -> Path:
                 entry["parity"] = served_parity(url, name, tensors[name], x_test[:PARITY_SAMPLES],
                                                 probs_by_model[name][:PARITY_SAMPLES], originals)
 
+        profiling = replace(spec.profiling, seed=spec.seed)
+
         def provisional(direct_results):  # the profiling router reads a manifest: write one from the direct path
-            save_manifest(compose_manifest(header, entries, direct_results, _direct_only(spec.profiling)),
+            save_manifest(compose_manifest(header, entries, direct_results, _direct_only(profiling)),
                           work / MANIFEST_NAME)
 
         try:
-            results = profile_zoo(work, list(entries), data.x["test"], replace(spec.profiling, seed=spec.seed),
-                                  log=log, before_router=provisional if "router" in spec.profiling.paths else None,
+            results = profile_zoo(work, list(entries), data.x["test"], profiling,
+                                  log=log, before_router=provisional if "router" in profiling.paths else None,
                                   tensors=tensors, after_triton=check_served)
         except ModelLoadError as e:
             source = next((m.path for m in originals if f"'{m.name}'" in str(e)), None)
@@ -167,16 +169,14 @@ def import_zoo(spec: ImportSpec, out_root: Path, log=print) -> Path:
         except TritonError as e:
             raise ImportFailure(f"Triton could not serve the imported zoo: {e}") from None
         header["zoo"]["build_seconds"] = time.perf_counter() - started
-        save_manifest(compose_manifest(header, entries, results, replace(spec.profiling, seed=spec.seed)),
+        save_manifest(compose_manifest(header, entries, results, profiling),
                       work / MANIFEST_NAME)
     return final
 
 
 def served_parity(url: str, name: str, io: ModelIO, x: np.ndarray, expected: np.ndarray, originals) -> dict:
     """Triton's answers for ``x`` against onnxruntime's on the same prepared file."""
-    from stack.clients import DirectTriton
-
-    client = DirectTriton(url, name, input_name=io.input_name, output_name=io.output_name, sample_shape=io.sample_shape)
+    client = io.direct_client(url, name)
     try:
         got = np.concatenate([client.infer(x[i : i + 64]) for i in range(0, len(x), 64)])
     finally:

@@ -34,6 +34,8 @@ from common.errors import ManifestError
 
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "zoo.json"
+# the router's path for each zoo kind: classifiers answer probabilities, encoders embeddings
+ENDPOINTS = {"classifier": "/v1/infer", "encoder": "/v1/embed"}
 
 
 class _Strict(BaseModel):
@@ -148,6 +150,10 @@ class ZooInfo(_Strict):
     name: str
     origin: Literal["built", "imported"] = "built"
     kind: Literal["classifier", "encoder"] = "classifier"  # encoder: outputs are embeddings, accuracy a probe's
+
+    @property
+    def endpoint(self) -> str:
+        return ENDPOINTS[self.kind]
     seed: int
     dataset: DatasetInfo
     created_utc: str

@@ -59,10 +59,7 @@ def profile_zoo(zoo_dir: Path, models: list[str], x: np.ndarray, s: ProfileSetti
 
         def direct(path, m):
             io = tensors.get(m)
-            if io is None:
-                return DirectTriton(triton_http_url, m)
-            return DirectTriton(triton_http_url, m, input_name=io.input_name, output_name=io.output_name,
-                                sample_shape=io.sample_shape)
+            return DirectTriton(triton_http_url, m) if io is None else io.direct_client(triton_http_url, m)
 
         results = {m: {"cells": [], "triton": []} for m in models}
         if "direct" in s.paths:

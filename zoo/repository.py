@@ -40,6 +40,13 @@ class ModelIO:
         """From a manifest's model entry."""
         return cls(entry.sample_shape, entry.output.shape[1], entry.input.name, entry.output.name)
 
+    def direct_client(self, http_url: str, model: str):
+        """A stack.clients.DirectTriton for ``model`` with these tensor names and sample shape."""
+        from stack.clients import DirectTriton
+
+        return DirectTriton(http_url, model, input_name=self.input_name, output_name=self.output_name,
+                            sample_shape=self.sample_shape)
+
 
 @dataclass(frozen=True)
 class RepositorySettings:
