@@ -7,6 +7,8 @@ Steps, each cached (see below) and each on its own Triton and router on loopback
    and with top-1 labels only; mean, spread and 95% interval over seeds; failed surrogates named, not averaged;
 4. defense: the metric-noise defense against the undefended router, each judged against the strongest attacker
    psml fields, with benign goodput, latency and false positives (``benchmarks.defense_tradeoff``).
+On an encoder zoo steps 3 and 4 are direct extraction of encoders and the encoder defenses
+(psml/report_encoder.py), with the encoder seed's claims.
 Then every PSML claim becomes one line with the measured figure, the tolerance and a verdict (VALID, INVALID,
 or UNDETERMINED when a figure is missing), in MLPerf LoadGen's style.
 
@@ -57,20 +59,36 @@ class ReportSettings:
     defense_epochs: int = 40
     benign_clients: int = 10
     benign_per_client: int = 20
+    # encoder zoos (psml/report_encoder.py)
+    encoder_budgets: tuple[str, ...] = ("small", "medium")  # 250 and 1,000 samples: 1/24 and 1/6 of 6,000
+    encoder_losses: tuple[str, ...] = ("mse", "infonce", "softnn")
+    encoder_surrogate: str = "cnn_large"
+    encoder_epochs: int = 60
+    encoder_defense_configs: tuple[str, ...] = ("none", "embedding_noise 0.1", "embedding_noise 0.5",
+                                                "embedding_noise 1.0", "b4b default", "b4b 8 bits")
+    encoder_defense_budget: int = 1000  # samples
+    encoder_defense_quick: bool = False  # benchmarks.encoder_defenses' QUICK benign/attacker sizes
 
     def step(self, name: str) -> dict:
         """The settings a step depends on (its cache key), so changing one step's setting reruns only it."""
         keys = {"zoo": ("validate_concurrency", "validate_duration_s"),
                 "fingerprint": ("consistency_queries", "grid_size", "grid_repeats"),
                 "extraction": ("budgets", "labels_only_budgets", "seeds", "surrogate", "surrogate_epochs"),
-                "defense": ("seeds", "defense_budget", "defense_epochs", "benign_clients", "benign_per_client")}[name]
+                "defense": ("seeds", "defense_budget", "defense_epochs", "benign_clients", "benign_per_client"),
+                "encoder_extraction": ("encoder_budgets", "seeds", "encoder_losses", "encoder_surrogate",
+                                       "encoder_epochs"),
+                "encoder_defense": ("seeds", "encoder_defense_configs", "encoder_defense_budget",
+                                    "encoder_defense_quick")}[name]
         return {k: getattr(self, k) for k in keys}
 
 
 QUICK = ReportSettings(budgets=("small",), labels_only_budgets=("small",), surrogate="cnn_small",
                        surrogate_epochs=8, consistency_queries=30, grid_size=8, grid_repeats=1,
                        validate_duration_s=0.5, defense_budget="small", defense_epochs=3, benign_clients=4,
-                       benign_per_client=8)
+                       benign_per_client=8, encoder_budgets=("small",), encoder_losses=("mse", "infonce"),
+                       encoder_surrogate="cnn_small", encoder_epochs=10,
+                       encoder_defense_configs=("none", "embedding_noise 0.5", "b4b 8 bits"),
+                       encoder_defense_budget=200, encoder_defense_quick=True)
 
 
 @dataclass
@@ -106,6 +124,11 @@ def check_inputs(zoo_dir: Path, out_dir: Path, s: ReportSettings):
     if not s.seeds or len(set(s.seeds)) != len(s.seeds):
         raise ConfigError(f"--seeds must be distinct integers, got {list(s.seeds)}")
     data = Dataset.load(data_path)
+    if manifest.zoo.kind == "encoder":
+        from .report_encoder import check_budgets
+
+        check_budgets(s, data)
+        return manifest, data
     pool = len(data.x["attacker_pool"])
     for b in (*s.budgets, *s.labels_only_budgets, s.defense_budget):
         resolve_budget(b, pool)
@@ -326,6 +349,10 @@ def claims(steps: dict[str, StepRun]) -> list[dict]:
                   "measured": "; ".join(f"rank {r['rank']}: {r['staircase']['queries']} vs {r['grid_scan']['queries']} "
                                         f"queries, consistency {r['staircase']['consistency']:.2f}" for r in ranks),
                   "tolerance": "consistency >= 0.95 at every rank", "verdict": _verdict(ok)})
+    if "encoder_extraction" in steps:
+        from .report_encoder import claims as encoder_claims
+
+        return lines + encoder_claims(steps)
     runs = steps["extraction"].result["runs"]
     for budget, labels_only in dict.fromkeys((r["budget"], r["labels_only"]) for r in runs):
         tag = f"{budget} budget{', labels only' if labels_only else ''}"
@@ -410,7 +437,7 @@ def _md_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
 
 def render(steps: dict[str, StepRun], lines: list[dict], meta: dict) -> str:
-    zoo, fp, ex = steps["zoo"].result, steps["fingerprint"].result, steps["extraction"].result
+    zoo, fp = steps["zoo"].result, steps["fingerprint"].result
     md = [f"# psml report: zoo `{meta['zoo']}`", "",
           f"Created {meta['created_utc']} UTC by `{meta['command']}` in {meta['wall_s']:.0f} s "
           f"({', '.join(n + (' cached' if r.cached else f' {r.seconds:.0f} s') for n, r in steps.items())}). "
@@ -419,7 +446,8 @@ def render(steps: dict[str, StepRun], lines: list[dict], meta: dict) -> str:
                                               ("verdict", "verdict")]), "",
           "## The zoo", "", f"Data set {zoo['dataset']}; selection figure: {zoo['selection']}; front: "
           f"{', '.join(zoo['front'])}.", "",
-          _md_table(zoo["rows"], [("name", "model"), ("params", "params"), ("accuracy", "accuracy"),
+          _md_table(zoo["rows"], [("name", "model"), ("params", "params"), ("accuracy", "accuracy")]
+                    + ([("untrained", "untrained probe")] if "encoder_extraction" in steps else []) + [
                                   ("sel", "selection ms"), ("ci", "95% CI"), ("spread", "run spread ms"),
                                   ("pareto", "front")]), ""]
     v = zoo["validation"]
@@ -435,8 +463,22 @@ def render(steps: dict[str, StepRun], lines: list[dict], meta: dict) -> str:
                        "gc": r["grid_scan"]["consistency"]} for r in fp["ranks"]],
                      [("rank", "rank"), ("target", "target (harness view)"), ("sq", "staircase queries"),
                       ("sc", "staircase consistency"), ("gq", "grid queries"), ("gc", "grid consistency")]),
-           "", "![fingerprinting queries](fingerprint_queries.png)", "",
-           "## Extraction", "", f"Victim {ex['victim']}; surrogate {ex['knockoff']['surrogate']}, "
+           "", "![fingerprinting queries](fingerprint_queries.png)", ""]
+    if "encoder_extraction" in steps:
+        from .report_encoder import sections
+
+        md += sections(steps, _md_table)
+    else:
+        md += _classifier_sections(steps)
+    md += ["## Environment", "", f"- hardware: {json.dumps(meta['hardware'])}",
+           f"- software: {json.dumps(meta['software'])}", f"- code version: {meta['code_version']}",
+           f"- settings: {json.dumps(meta['settings'])}", ""]
+    return "\n".join(md)
+
+
+def _classifier_sections(steps: dict[str, StepRun]) -> list[str]:
+    ex = steps["extraction"].result
+    md = ["## Extraction", "", f"Victim {ex['victim']}; surrogate {ex['knockoff']['surrogate']}, "
            f"{ex['knockoff']['epochs']} epochs; budgets in samples: "
            f"{', '.join(f'{k} {v}' for k, v in ex['budget_samples'].items())}.", "",
            _md_table([r | {"outputs": "labels" if r["labels_only"] else "probabilities"} for r in ex["summary"]],
@@ -455,10 +497,7 @@ def render(steps: dict[str, StepRun], lines: list[dict], meta: dict) -> str:
                                      ("accuracy_ci95", "95% CI"), ("fidelity", "fidelity"), ("d_accuracy", "d acc"),
                                      ("d_fidelity", "d fid"), ("timing_1", "timing id. m=1")]),
                "", "![defense trade-off](defense_tradeoff.png)", ""]
-    md += ["## Environment", "", f"- hardware: {json.dumps(meta['hardware'])}",
-           f"- software: {json.dumps(meta['software'])}", f"- code version: {meta['code_version']}",
-           f"- settings: {json.dumps(meta['settings'])}", ""]
-    return "\n".join(md)
+    return md
 
 
 def run_report(zoo_dir: Path, out_dir: Path, s: ReportSettings, fresh: bool = False, command: str = "psml report",
@@ -467,10 +506,17 @@ def run_report(zoo_dir: Path, out_dir: Path, s: ReportSettings, fresh: bool = Fa
     manifest, data = check_inputs(zoo_dir, out_dir, s)
     code = code_version()
     cache = out_dir / ".cache"
-    plan = [("zoo", zoo_step(zoo_dir, s, log)), ("fingerprint", fingerprint_step(zoo_dir, manifest, data, s, log)),
-            ("extraction", extraction_step(zoo_dir, manifest, data, s, log))]
-    if defense:
-        plan.append(("defense", defense_step(zoo_dir, s, log)))
+    plan = [("zoo", zoo_step(zoo_dir, s, log)), ("fingerprint", fingerprint_step(zoo_dir, manifest, data, s, log))]
+    if manifest.zoo.kind == "encoder":
+        from . import report_encoder
+
+        plan.append(("encoder_extraction", report_encoder.extraction_step(zoo_dir, manifest, data, s, log)))
+        if defense:
+            plan.append(("encoder_defense", report_encoder.defense_step(zoo_dir, s, log)))
+    else:
+        plan.append(("extraction", extraction_step(zoo_dir, manifest, data, s, log)))
+        if defense:
+            plan.append(("defense", defense_step(zoo_dir, s, log)))
     steps = {}
     for i, (name, func) in enumerate(plan, 1):
         log(f"[{i}/{len(plan)}] {name}")
@@ -504,5 +550,6 @@ def settings_from_args(a) -> ReportSettings:
     s = QUICK if a.quick else ReportSettings()
     over = {k: tuple(v) if isinstance(v, list) else v for k, v in
             (("seeds", a.seeds), ("budgets", a.budgets), ("labels_only_budgets", a.labels_only_budgets),
-             ("surrogate_epochs", a.epochs), ("defense_budget", a.defense_budget)) if v is not None}
+             ("surrogate_epochs", a.epochs), ("defense_budget", a.defense_budget),
+             ("encoder_budgets", a.budgets), ("encoder_epochs", a.epochs)) if v is not None}
     return replace(s, **over)

@@ -25,6 +25,12 @@ def zoo_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def encoder_zoo(tmp_path_factory) -> Path:
+    """The 'encoder-test' recipe: two SimCLR encoders on the test zoo's data, profiled the same way."""
+    return build_zoo(get_profile("encoder-test"), tmp_path_factory.mktemp("encoders"), log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
 def manifest(zoo_dir):
     return load_manifest(zoo_dir)
 

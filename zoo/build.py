@@ -75,9 +75,9 @@ PROFILES = {
 
 # Encoder zoos (issue 12): the same data and profiling, self-supervised encoders of three sizes.
 PROFILES["encoder"] = ZooProfile(name="encoder", dataset="mnist1d", n_samples=12000, kind="encoder",
-                                 epochs={"mlp_large": 30, "cnn_small": 30, "cnn_large": 10})
+                                 epochs={"mlp_large": 60, "cnn_small": 60, "cnn_large": 40})
 PROFILES["encoder-test"] = replace(PROFILES["test"], name="encoder-test", kind="encoder",
-                                   epochs={"mlp_small": 10, "cnn_small": 8})
+                                   epochs={"mlp_small": 10, "cnn_small": 40})
 
 
 def get_profile(name: str) -> ZooProfile:
@@ -106,8 +106,14 @@ def build_zoo(p: ZooProfile, out_root: Path, data_root: Path | None = None, log=
         for i, (arch, epochs) in enumerate(p.epochs.items()):
             onnx_path = work / "onnx" / f"{arch}.onnx"
             if encoder:
-                model, seconds, accuracy, parity = _train_encoder(p, arch, epochs, p.seed + i, data, onnx_path)
+                model, seconds, accuracy, parity, untrained = _train_encoder(p, arch, epochs, p.seed + i, data,
+                                                                             onnx_path)
+                extra = {"untrained_accuracy": untrained}
+                if accuracy <= untrained:
+                    log(f"  FLAG {arch}: SimCLR's probe {accuracy:.3f} <= the untrained network's {untrained:.3f}: "
+                        f"training taught nothing a random network lacks (more epochs? other augmentations?)")
             else:
+                extra = {}
                 model = build_model(arch, data.sample_shape, data.n_classes, seed=p.seed + i)
                 seconds = train(model, data.x["victim_train"], data.y["victim_train"],
                                 TrainSettings(epochs=epochs, seed=p.seed + i,
@@ -117,15 +123,16 @@ def build_zoo(p: ZooProfile, out_root: Path, data_root: Path | None = None, log=
                 probs = predict_proba(model, data.x["test"])
                 parity = check_parity(probs, onnx_path, data.x["test"])
                 accuracy = float(np.mean(probs.argmax(1) == data.y["test"]))
-            log(f"  {arch:<10} {n_parameters(model):>9,d} params  {'probe acc' if encoder else 'acc'} {accuracy:.3f}  "
-                f"{seconds:5.1f} s  ONNX max|d| {parity.max_abs_diff:.1e}")
+            baseline = f" (untrained {extra['untrained_accuracy']:.3f})" if encoder else ""
+            log(f"  {arch:<10} {n_parameters(model):>9,d} params  {'probe acc' if encoder else 'acc'} {accuracy:.3f}"
+                f"{baseline}  {seconds:5.1f} s  ONNX max|d| {parity.max_abs_diff:.1e}")
             onnx_files[arch] = onnx_path
             entries[arch] = dict(
                 name=arch, architecture=arch, parameters=n_parameters(model),
                 onnx_file=f"onnx/{arch}.onnx", onnx_sha256=sha256(onnx_path),
                 input=dict(name=INPUT_NAME, dtype="FP32", shape=[-1, data.input_dim]),
                 output=dict(name=out_name, dtype="FP32", shape=[-1, n_out]),
-                accuracy=accuracy, parity=parity.as_dict(), train_seconds=seconds,
+                accuracy=accuracy, parity=parity.as_dict(), train_seconds=seconds, **extra,
             )
         io = ModelIO((data.input_dim,), n_out, output_name=out_name)
         render({arch: (path, io) for arch, path in onnx_files.items()}, work, p.repository)
@@ -161,17 +168,20 @@ def _ssl_settings(p: ZooProfile, epochs: int, seed: int):
 
 
 def _train_encoder(p: ZooProfile, arch: str, epochs: int, seed: int, data, onnx_path: Path):
-    """SimCLR on victim_train without labels; accuracy = the linear probe's on the test split."""
+    """SimCLR on victim_train without labels; accuracy = the linear probe's on the test split, and the same
+    probe's on the untrained network (same seed, so the same initial weights)."""
     from .ssl import embed, fit_probe, train_simclr
 
     model = build_model(arch, data.sample_shape, p.embedding_dim, seed=seed)
+    untrained = fit_probe(embed(model, data.x["victim_train"]), data.y["victim_train"], seed)
+    untrained_accuracy = untrained.accuracy(embed(model, data.x["test"]), data.y["test"])
     seconds = train_simclr(model, data.x["victim_train"], data.sample_shape, p.embedding_dim,
                            _ssl_settings(p, epochs, seed))
     export_onnx(model, data.input_dim, onnx_path, encoder=True)
     probe = fit_probe(embed(model, data.x["victim_train"]), data.y["victim_train"], seed)
     test_emb = embed(model, data.x["test"])
     parity = check_embedding_parity(test_emb, onnx_path, data.x["test"], probe)
-    return model, seconds, probe.accuracy(test_emb, data.y["test"]), parity
+    return model, seconds, probe.accuracy(test_emb, data.y["test"]), parity, untrained_accuracy
 
 
 def _direct_only(s: ProfileSettings) -> ProfileSettings:

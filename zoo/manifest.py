@@ -124,6 +124,9 @@ class ModelEntry(_Strict):
     input: TensorSpec
     output: TensorSpec
     accuracy: float = Field(ge=0, le=1)
+    # encoders: the same architecture's probe accuracy with its initial (random) weights; SSL training bought
+    # accuracy - untrained_accuracy (random conv features alone probe well on MNIST-1D)
+    untrained_accuracy: float | None = Field(default=None, ge=0, le=1)
     parity: Parity
     train_seconds: float = Field(ge=0)
     latency: ModelLatency

@@ -3,9 +3,13 @@
 Paper: Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations" (SimCLR), ICML 2020:
 two random augmentations of each sample, an MLP projection head, the NT-Xent loss over the batch; the head is
 thrown away and the backbone's output is the representation. Augmentations suit the data: (C, L) signals
-(MNIST-1D) get a random circular shift, amplitude scaling and Gaussian noise; (C, H, W) images get a shift of up
-to one pixel and noise. An encoder's "accuracy" is its downstream linear-probe accuracy: a multinomial logistic
-regression trained on the representations of the labelled victim_train split, scored on the test split.
+(MNIST-1D) get the transformations MNIST-1D's own generator applies to its templates (Greydanus & Kobak 2020): a
+time stretch about the centre, a circular shift, amplitude scaling, a linear shear, correlated and white noise;
+(C, H, W) images get a shift of up to one pixel and noise. Views that differ only by a small shift, scale and
+white noise (an earlier set) taught nothing: SimCLR's cnn_small probed 0.576 against 0.595 for the same network
+untrained; with MNIST-1D's transformations it probes 0.886 (60 epochs). An encoder's "accuracy" is its
+downstream linear-probe accuracy: a multinomial logistic regression trained on the representations of the
+labelled victim_train split, scored on the test split.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ class SSLSettings:
     learning_rate: float = 3e-3
     temperature: float = 0.5  # NT-Xent's tau
     projection_dim: int = 64
-    max_shift_fraction: float = 0.1  # signals: circular shift up to this share of the length
-    scale_range: tuple[float, float] = (0.8, 1.2)  # signals: amplitude scaling
-    noise_std: float = 0.1  # in units of the data's standard deviation
+    # signals (units: share of the length, or of the data's standard deviation)
+    max_shift_fraction: float = 0.25  # circular shift up to this share of the length
+    stretch_range: tuple[float, float] = (0.75, 1.25)  # time stretch factor about the centre
+    scale_range: tuple[float, float] = (0.8, 1.2)  # amplitude scaling
+    shear_std: float = 0.5  # a linear ramp from -a to +a, a uniform in [-shear_std, shear_std] x data std
+    correlated_noise_std: float = 0.25  # white noise smoothed over 5 steps, x data std
+    noise_std: float = 0.05  # white noise, x data std (images too)
     seed: int = 0
 
     def __post_init__(self):
@@ -44,13 +52,7 @@ def augment(x: torch.Tensor, sample_shape: tuple[int, ...], s: SSLSettings, gen:
     b = len(x)
     v = x.reshape(b, *sample_shape)
     if len(sample_shape) == 2:  # (C, L) signal
-        length = sample_shape[1]
-        max_shift = max(1, int(s.max_shift_fraction * length))
-        shifts = torch.randint(-max_shift, max_shift + 1, (b,), generator=gen)
-        idx = (torch.arange(length)[None, :] - shifts[:, None]) % length
-        v = torch.gather(v, 2, idx[:, None, :].expand(-1, sample_shape[0], -1))
-        lo, hi = s.scale_range
-        v = v * (lo + (hi - lo) * torch.rand(b, 1, 1, generator=gen))
+        v = _signal_view(v, s, gen, data_std)
     elif len(sample_shape) == 3:  # (C, H, W) image: shift by up to one pixel, zero fill
         out = torch.zeros_like(v)
         dy, dx = (torch.randint(-1, 2, (b,), generator=gen) for _ in range(2))
@@ -61,6 +63,32 @@ def augment(x: torch.Tensor, sample_shape: tuple[int, ...], s: SSLSettings, gen:
         v = out
     v = v + s.noise_std * data_std * torch.randn(v.shape, generator=gen)
     return v.reshape(b, -1)
+
+
+def _gather_time(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return torch.gather(v, 2, idx[:, None, :].expand(-1, v.shape[1], -1))
+
+
+def _signal_view(v: torch.Tensor, s: SSLSettings, gen: torch.Generator, data_std: float) -> torch.Tensor:
+    """MNIST-1D's generative transformations, vectorised over the batch (v: [B, C, L])."""
+    b, _, length = v.shape
+    steps = torch.arange(length, dtype=torch.float32)
+    centre = (length - 1) / 2
+    lo, hi = s.stretch_range  # stretch: read position t / f about the centre, linear interpolation, edges held
+    t = ((steps[None, :] - centre) / (lo + (hi - lo) * torch.rand(b, 1, generator=gen)) + centre).clamp(0, length - 1)
+    i0 = t.floor().long().clamp(0, length - 2)
+    w = (t - i0)[:, None, :]
+    v = _gather_time(v, i0) * (1 - w) + _gather_time(v, i0 + 1) * w
+    max_shift = max(1, int(s.max_shift_fraction * length))
+    shifts = torch.randint(-max_shift, max_shift + 1, (b,), generator=gen)
+    v = _gather_time(v, (steps.long()[None, :] - shifts[:, None]) % length)
+    lo, hi = s.scale_range
+    v = v * (lo + (hi - lo) * torch.rand(b, 1, 1, generator=gen))
+    slope = s.shear_std * data_std * (2 * torch.rand(b, 1, 1, generator=gen) - 1)
+    v = v + slope * torch.linspace(-1, 1, length)[None, None, :]
+    white = torch.randn(v.shape, generator=gen).reshape(-1, 1, length)
+    smooth = nn.functional.conv1d(white, torch.full((1, 1, 5), 5 ** -0.5), padding=2).reshape(v.shape)
+    return v + s.correlated_noise_std * data_std * smooth
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -19,7 +19,8 @@ def zoo_rows(manifest) -> list[dict]:
         lat, s = m.latency, m.latency.selection
         cell = lambda path, b, c, key: getattr(lat.cell(path, b, c), key, "-")  # "-": a cell not profiled
         t1 = lat.triton[0] if lat.triton else None
-        rows.append(dict(name=m.name, params=m.parameters, accuracy=m.accuracy, sel=m.selection_latency_ms,
+        rows.append(dict(name=m.name, params=m.parameters, accuracy=m.accuracy,
+                         untrained="-" if m.untrained_accuracy is None else m.untrained_accuracy, sel=m.selection_latency_ms,
                          ci=f"[{s.ci95_ms[0]:.3f}, {s.ci95_ms[1]:.3f}]", spread=s.spread_ms,
                          d50=cell("direct", 1, 1, "p50_ms"), r99=cell("router", 1, 1, "p99_ms"),
                          d99c=cell(sel.path, 1, top_c, "p99_ms"), big=cell("direct", big_b, 1, "p99_ms"),
@@ -30,7 +31,9 @@ def zoo_rows(manifest) -> list[dict]:
 def zoo_columns(manifest) -> list[tuple[str, str]]:
     sel = manifest.profile.selection
     top_c, big_b = _grid_edges(manifest)
-    return [("name", "model"), ("params", "params"), ("accuracy", "accuracy"),
+    encoder = manifest.zoo.kind == "encoder"
+    return [("name", "model"), ("params", "params"), ("accuracy", "probe accuracy" if encoder else "accuracy")] + (
+        [("untrained", "untrained probe")] if encoder else []) + [
             ("sel", f"selection ms (p{sel.percentile} b{sel.batch_size} c{sel.concurrency} {sel.path})"),
             ("ci", "95% CI"), ("spread", "run spread ms"), ("d50", "direct p50 b1"), ("r99", "router p99 b1"),
             ("d99c", f"{sel.path} p99 b1 c{top_c}"), ("big", f"direct p99 b{big_b}"),

@@ -89,3 +89,31 @@ def test_bad_input_exits_2_before_any_work(zoo_dir, tmp_path):
             main(["report", *argv])
         assert e.value.code == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_quick_report_on_an_encoder_zoo(encoder_zoo, tmp_path):
+    """The report on an encoder zoo (real Triton and routers, /v1/embed): its own extraction and defense steps,
+    the encoder seed's claims with verdicts, and defense figures that move the right way. Catches a report that
+    runs Knockoff on encoders, claims computed from the wrong steps, a defense step whose noise never reaches the
+    clients (embedding noise 0.5 must cost the all-class benign client accuracy), and a B4B whose per-key noise is
+    not recorded."""
+    out = tmp_path / "encoder-report"
+    rep.run_report(encoder_zoo, out, replace(rep.QUICK, seeds=(0, 1)), log=lambda *_: None)
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["complete"] and set(doc["steps"]) == {"zoo", "fingerprint", "encoder_extraction", "encoder_defense"}
+    claims = {c["claim"]: c for c in doc["claims"]}
+    assert all(c["verdict"] in ("VALID", "INVALID", "UNDETERMINED") for c in claims.values())
+    ratio = next(c for k, c in claims.items() if k.startswith("direct extraction reaches"))
+    assert ratio["verdict"] != "UNDETERMINED"  # the small budget (250 of 2,000) is under 1/5
+    assert any(k.startswith("direct extraction's best loss") for k in claims)
+    assert any(k.startswith("noise on returned embeddings") for k in claims)
+    assert any(k.startswith("B4B (b4b 8 bits)") for k in claims)
+    within = [c for k, c in claims.items() if k.startswith("fingerprinted encoder extraction within 1%")]
+    assert len(within) == 2 and all(c["verdict"] == "VALID" for c in within)  # staircase reaches the victim
+    rows = {r["config"]: r for r in doc["steps"]["encoder_defense"]["rows"]}
+    assert rows["none"]["d_broad"] == 0 and rows["embedding_noise 0.5"]["d_broad"] < 0
+    assert rows["b4b 8 bits"]["attacker_b4b_sigma"] > 0 and rows["none"]["attacker_b4b_sigma"] is None
+    md = (out / "report.md").read_text()
+    assert "## Encoder extraction" in md and "## Encoder defenses" in md and "## Extraction\n" not in md
+    for png in ("encoder_extraction.png", "encoder_defenses.png"):
+        assert (out / png).stat().st_size > 0 and f"({png})" in md

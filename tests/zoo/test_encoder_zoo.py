@@ -15,16 +15,10 @@ from router.defenses import check_combination, make_defense
 from router.zoo_view import ZooView
 from stack.clients import DirectTriton, RouterClient
 from stack.loopback import DEMO_KEYS, router_for, triton_for
-from zoo.build import build_zoo, get_profile
 from zoo.data import Dataset
 from zoo.export import open_session, run_onnx
 from zoo.manifest import load_manifest
 from zoo.ssl import fit_probe
-
-
-@pytest.fixture(scope="module")
-def encoder_zoo(tmp_path_factory):
-    return build_zoo(get_profile("encoder-test"), tmp_path_factory.mktemp("encoders"), log=lambda *_: None)
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +30,19 @@ def stack(encoder_zoo, tmp_path_factory):
 
 def test_encoder_manifest_scores_each_encoder_by_its_linear_probe(encoder_zoo):
     """The probe accuracy recomputed here from the ONNX files: catches an accuracy taken from the wrong split, a
-    softmax left on the embeddings, or a probe fit on the test split."""
+    softmax left on the embeddings, or a probe fit on the test split; and the untrained baseline recomputed from
+    the architecture's initial weights (catches a baseline taken after training or with another seed)."""
+    from zoo.architectures import build_model
+    from zoo.ssl import embed
+
     m = load_manifest(encoder_zoo)
     data = Dataset.load(encoder_zoo / "data.npz")
     assert m.zoo.kind == "encoder" and m.profile.settings["embedding_dim"] == 64
-    for e in m.models:
+    for i, e in enumerate(m.models):
+        init = build_model(e.architecture, tuple(data.sample_shape), 64, seed=m.zoo.seed + i)
+        untrained = fit_probe(embed(init, data.x["victim_train"]), data.y["victim_train"])
+        assert e.untrained_accuracy == pytest.approx(untrained.accuracy(embed(init, data.x["test"]), data.y["test"]),
+                                                     abs=0.01)
         assert (e.output.name, e.output.shape) == ("EMBEDDING", [-1, 64])
         session = open_session(encoder_zoo / e.onnx_file)
         train, test = run_onnx(session, data.x["victim_train"]), run_onnx(session, data.x["test"])
@@ -48,6 +50,8 @@ def test_encoder_manifest_scores_each_encoder_by_its_linear_probe(encoder_zoo):
         probe = fit_probe(train, data.y["victim_train"])
         assert e.accuracy == pytest.approx(probe.accuracy(test, data.y["test"]), abs=0.01)
         assert e.parity.n == len(data.y["test"]) and e.parity.top1_mismatches == 0
+    cnn = next(e for e in m.models if e.name == "cnn_small")
+    assert cnn.accuracy > cnn.untrained_accuracy + 0.05  # SimCLR taught it something random weights lack
     for variant in ("embedded", "gpu"):
         cfg = (encoder_zoo / variant / m.models[0].name / "config.pbtxt").read_text()
         assert 'output [ { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 64 ] } ]' in cfg

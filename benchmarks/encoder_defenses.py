@@ -1,0 +1,282 @@
+"""Encoder defenses measured against benign clients and against the extraction they are meant to stop.
+
+Per configuration (a router of its own in front of one Triton; the same code for every configuration, ``none``
+included) and per seed, three fresh API keys, one after the other:
+- ``narrow`` benign client: a downstream task of ``narrow_classes`` classes (seeded), the client's own labelled
+  samples sent through /v1/embed (``benign_train`` from victim_train, ``benign_test`` from the test split), a
+  linear probe fit on the answers it got and scored on the answers it got: its downstream accuracy. B4B's premise
+  (Dubinski et al. 2023): a real task occupies a small part of the representation space;
+- ``broad`` benign client: the same with all classes (a client whose task is as wide as the data);
+- attacker: direct extraction (attacks/encoder_extraction.py) of the most accurate encoder through the
+  specification the staircase finds on the undefended router (the defenses here do not change selection), scored
+  by the stolen encoder's downstream probe accuracy, agreement with the victim's probe and cosine similarity.
+Each figure's cost or protection is the paired per-seed difference from ``none``, with a 95% interval over seeds.
+Benign end-to-end times are exact per-request client times. B4B's coverage and noise at each key's last request
+come from the router's audit log. Writes JSON and a PNG (stolen accuracy against benign accuracy).
+
+    python -m benchmarks.encoder_defenses --zoo Z [--seeds 0 1 2] [--budget 1000] [--loss mse] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import ConfigError
+from common.results import write_result
+from common.stats import latency_summary, mean_ci95, seed_summary
+from common.tables import format_table
+
+CONFIGS = {
+    "none": [],
+    "embedding_noise 0.1": [{"name": "embedding_noise", "sigma": 0.1}],
+    "embedding_noise 0.5": [{"name": "embedding_noise", "sigma": 0.5}],
+    "embedding_noise 1.0": [{"name": "embedding_noise", "sigma": 1.0}],
+    # B4B's defaults (4,096 buckets): a 1,000-query attacker covers under a tenth of them, so almost no noise
+    "b4b default": [{"name": "b4b"}],
+    # sized for this zoo's query counts: 256 buckets, a gentler curve, up to 4x a coordinate's size at full cover
+    "b4b 8 bits": [{"name": "b4b", "hash_bits": 8, "beta": 4.0, "max_sigma": 4.0}],
+}
+QUICK_CONFIGS = ("none", "embedding_noise 0.5", "b4b 8 bits")
+
+
+@dataclass(frozen=True)
+class EncoderDefenseSettings:
+    budget: int = 1000  # attacker's samples
+    loss: str = "mse"
+    surrogate: str = "cnn_large"
+    epochs: int = 60
+    narrow_classes: int = 3
+    benign_train: int = 300  # samples per benign client for its probe's training ...
+    benign_test: int = 300  # ... and for scoring it
+    batch_size: int = 25  # samples per request, benign and attacker alike
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+QUICK = EncoderDefenseSettings(budget=200, surrogate="cnn_small", epochs=10, benign_train=100, benign_test=100,
+                               seeds=(0,))
+
+
+def benign_samples(data, classes: np.ndarray, n_train: int, n_test: int, seed: int):
+    """A benign client's own labelled samples of ``classes``: training from victim_train, test from test."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for split, n in (("victim_train", n_train), ("test", n_test)):
+        idx = np.flatnonzero(np.isin(data.y[split], classes))
+        if len(idx) < n:
+            raise ConfigError(f"{split} holds {len(idx)} samples of classes {classes.tolist()}, fewer than {n}")
+        pick = rng.choice(idx, n, replace=False)
+        out += [data.x[split][pick], data.y[split][pick]]
+    return out
+
+
+def embed_through(client, x: np.ndarray, batch_size: int, times_ms: list[float]) -> np.ndarray:
+    """Every sample's answer, one request per batch; exact client times appended to ``times_ms``."""
+    answers = []
+    for start in range(0, len(x), batch_size):
+        t0 = time.perf_counter()
+        answers.append(client.infer(x[start: start + batch_size]))
+        times_ms.append((time.perf_counter() - t0) * 1e3)
+    return np.concatenate(answers)
+
+
+def benign_accuracy(client, data, classes, s: EncoderDefenseSettings, seed: int, times_ms: list[float]) -> float:
+    from zoo.ssl import fit_probe
+
+    x_tr, y_tr, x_te, y_te = benign_samples(data, classes, s.benign_train, s.benign_test, seed)
+    probe = fit_probe(embed_through(client, x_tr, s.batch_size, times_ms), y_tr, seed)
+    return probe.accuracy(embed_through(client, x_te, s.batch_size, times_ms), y_te)
+
+
+def run_config(name: str, defenses: list[dict], zoo_dir: Path, data, triton, run_dir: Path, spec: dict, reference,
+               baselines: dict, s: EncoderDefenseSettings, log=print) -> dict:
+    from attacks.encoder_extraction import EncoderExtractionSettings, extract_encoder
+    from attacks.query_pools import query_pool
+    from router.audit_log import read_audit_log
+    from stack.clients import RouterClient
+    from stack.loopback import router_for
+
+    n_classes = int(data.y["test"].max()) + 1
+    keys = {f"{role}-{seed}-key": f"{role}-{seed}" for seed in s.seeds for role in ("narrow", "broad", "attacker")}
+    tag = name.replace(" ", "_").replace(".", "")
+    per_seed, times = [], {"narrow": [], "broad": []}
+    with router_for(zoo_dir, run_dir, triton, tag, defenses=defenses, api_keys=keys) as router:
+        for seed in s.seeds:
+            def client(role):
+                return RouterClient(router.url, f"{role}-{seed}-key", endpoint="/v1/embed")
+
+            row = {"seed": seed}
+            narrow = np.random.default_rng(seed).choice(n_classes, s.narrow_classes, replace=False)
+            for role, classes in (("narrow", narrow), ("broad", np.arange(n_classes))):
+                c = client(role)
+                try:
+                    row[role] = benign_accuracy(c, data, classes, s, seed, times[role])
+                finally:
+                    c.close()
+            ext = EncoderExtractionSettings(budget=s.budget, loss=s.loss, surrogate=s.surrogate, epochs=s.epochs,
+                                            batch_size=s.batch_size, seed=seed)
+            c = client("attacker")
+            try:
+                r = extract_encoder(c, query_pool("attacker_pool", data, seed), data, reference, ext, spec,
+                                    baselines[seed])
+            finally:
+                c.close()
+            row |= {"attacker_accuracy": r["accuracy"], "attacker_agreement": r["agreement"],
+                    "attacker_cosine": r["cosine"], "untrained_accuracy": r["untrained_accuracy"]}
+            per_seed.append(row)
+            log(f"  {name:<20} seed {seed}: benign narrow {row['narrow']:.3f} broad {row['broad']:.3f}  "
+                f"stolen {r['accuracy']:.3f} (untrained {r['untrained_accuracy']:.3f}) cosine {r['cosine']:.3f}")
+        last = {}  # each key's B4B state at its last request
+        for rec in read_audit_log(run_dir / f"{tag}.audit.jsonl"):
+            if "b4b_coverage" in rec:
+                last[rec["client"]] = (rec["b4b_coverage"], rec["b4b_sigma"])
+    roles = ("narrow", "broad", "attacker")
+    final = {k: {r: seed_summary([last[f"{r}-{seed}"][i] for seed in s.seeds if f"{r}-{seed}" in last])[0]
+                 for r in roles} if last else {} for i, k in enumerate(("coverage", "sigma"))}
+    return {"config": name, "defenses": defenses, "per_seed": per_seed,
+            "benign_latency_ms": latency_summary(times["narrow"] + times["broad"]),
+            "b4b_final_coverage": final["coverage"], "b4b_final_sigma": final["sigma"]}
+
+
+METRICS = ("narrow", "broad", "attacker_accuracy", "attacker_agreement", "attacker_cosine")
+
+
+def rows_from(results: list[dict]) -> list[dict]:
+    """Per configuration: each metric's mean and 95% interval over seeds, and its paired difference from none."""
+    none = next((r for r in results if r["config"] == "none"), None)
+    rows = []
+    for res in results:
+        row = {"config": res["config"], "benign_p50_ms": res["benign_latency_ms"]["p50_ms"],
+               "benign_p99_ms": res["benign_latency_ms"]["p99_ms"],
+               "attacker_b4b_sigma": res["b4b_final_sigma"].get("attacker"),
+               "narrow_b4b_sigma": res["b4b_final_sigma"].get("narrow")}
+        for m in METRICS:
+            mean, _, ci = seed_summary([p[m] for p in res["per_seed"]])
+            row |= {m: mean, f"{m}_ci95": list(ci) if ci else None}
+            if none is not None:
+                base = {p["seed"]: p[m] for p in none["per_seed"]}
+                diffs = [p[m] - base[p["seed"]] for p in res["per_seed"] if p["seed"] in base]
+                d, lo, hi = mean_ci95(diffs) if diffs else (None, None, None)
+                row |= {f"d_{m}": d, f"d_{m}_ci95": [lo, hi] if len(diffs) > 1 else None}
+        row["untrained_accuracy"] = seed_summary([p["untrained_accuracy"] for p in res["per_seed"]])[0]
+        rows.append(row)
+    return rows
+
+
+COLUMNS = [("config", "defense"), ("narrow", "benign narrow acc"), ("d_narrow", "d narrow"),
+           ("broad", "benign broad acc"), ("d_broad", "d broad"), ("attacker_accuracy", "stolen acc"),
+           ("d_attacker_accuracy", "d stolen"), ("attacker_cosine", "stolen cosine"),
+           ("untrained_accuracy", "untrained acc"), ("narrow_b4b_sigma", "b4b sigma narrow"),
+           ("attacker_b4b_sigma", "b4b sigma attacker"), ("benign_p50_ms", "benign p50 ms"),
+           ("benign_p99_ms", "benign p99 ms")]
+
+
+def plot(rows: list[dict], path: Path, victim_accuracy: float) -> None:
+    from zoo.plots import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for i, r in enumerate(rows):
+        color = f"C{i}"
+        for key, marker, label in (("narrow", "o", r["config"]), ("broad", "s", None)):
+            ci, yci = r.get(f"{key}_ci95"), r.get("attacker_accuracy_ci95")
+            xerr = [[r[key] - ci[0]], [ci[1] - r[key]]] if ci else None
+            yerr = [[r["attacker_accuracy"] - yci[0]], [yci[1] - r["attacker_accuracy"]]] if yci else None
+            ax.errorbar(r[key], r["attacker_accuracy"], xerr=xerr, yerr=yerr, fmt=marker, color=color, capsize=3,
+                        label=label, mfc=color if key == "narrow" else "none")
+    untrained = rows[0].get("untrained_accuracy")
+    if untrained is not None:
+        ax.axhline(untrained, ls=":", color="grey", label="untrained surrogate")
+    ax.axhline(victim_accuracy, ls="--", color="black", label="victim (clean probe)")
+    ax.set_xlabel("benign client's downstream accuracy (filled: narrow task, hollow: all classes)")
+    ax.set_ylabel("stolen encoder's downstream accuracy")
+    ax.set_title("encoder defenses: benign utility against protection (95% CI over seeds)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(zoo_dir: Path, configs: list[str], s: EncoderDefenseSettings, out: Path | None, png: Path | None,
+        log=print) -> dict:
+    from attacks.encoder_extraction import EncoderExtractionSettings, untrained_baseline
+    from attacks.experiment import front_by_accuracy, run_fingerprint
+    from psml.cli_encoder_attack import victim_reference
+    from stack.loopback import router_for, triton_for
+    from zoo.data import Dataset
+    from zoo.manifest import load_manifest
+
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise ConfigError(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    manifest = load_manifest(zoo_dir)
+    if manifest.zoo.kind != "encoder":
+        raise ConfigError(f"zoo {zoo_dir} holds {manifest.zoo.kind}s; this benchmark needs an encoder zoo")
+    EncoderExtractionSettings(loss=s.loss, surrogate=s.surrogate)  # checked before anything starts
+    data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
+    if s.budget > len(data.x["attacker_pool"]):
+        raise ConfigError(f"budget {s.budget} exceeds the attacker pool of {len(data.x['attacker_pool'])}")
+    if "none" not in configs:
+        configs = ["none", *configs]  # every difference is against it
+    victim = front_by_accuracy(manifest)[0]
+    reference = victim_reference(zoo_dir, victim, data)
+    baselines = {seed: untrained_baseline(s.surrogate, seed, data, reference) for seed in s.seeds}
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="psml-encdef-") as tmp, triton_for(zoo_dir, tmp) as triton:
+        with router_for(zoo_dir, Path(tmp), triton, "fingerprint", api_keys={"fp-key": "fp"}) as router:
+            fp = run_fingerprint("staircase", router.url, "fp-key", data.x["test"][:1], 1, endpoint="/v1/embed")
+        spec = fp.spec
+        if spec is None:
+            raise ConfigError("the staircase found no specification for the most accurate encoder")
+        log(f"victim {victim.name} (clean probe {reference.accuracy:.3f}); staircase specification {spec} "
+            f"in {fp.queries} queries")
+        results = [run_config(c, CONFIGS[c], zoo_dir, data, triton, Path(tmp), dict(spec), reference, baselines, s,
+                              log) for c in configs]
+    rows = rows_from(results)
+    out_dict = {"victim": victim.name, "victim_probe_accuracy": reference.accuracy, "spec": dict(spec),
+                "settings": asdict(s) | {"configs": configs}, "seeds": list(s.seeds), "rows": rows,
+                "details": results, "victim_training_set": int(len(data.y["victim_train"]))}
+    if out is not None:
+        write_result(out, "encoder_defenses", out_dict, created_unix=started)
+    if png is not None:
+        plot(rows, png, reference.accuracy)
+    return out_dict
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--zoo", type=Path, required=True, help="an encoder zoo (psml zoo build --kind encoder)")
+    p.add_argument("--configs", nargs="+", default=None, help=f"from: {', '.join(CONFIGS)}")
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--budget", type=int, default=None, help="attacker's samples")
+    p.add_argument("--loss", default=None, help="the attacker's loss: mse, infonce or softnn")
+    p.add_argument("--epochs", type=int, default=None, help="stolen encoder's training epochs")
+    p.add_argument("--quick", action="store_true", help="3 configurations, 1 seed, small budget (a smoke run)")
+    p.add_argument("--out", type=Path, default=Path("results/encoder_defenses.json"))
+    p.add_argument("--png", type=Path, default=None, help="plot (default: next to --out)")
+    a = p.parse_args(argv)
+    s = QUICK if a.quick else EncoderDefenseSettings()
+    s = replace(s, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in
+                      (("seeds", a.seeds), ("budget", a.budget), ("loss", a.loss), ("epochs", a.epochs))
+                      if v is not None})
+    configs = a.configs or list(QUICK_CONFIGS if a.quick else CONFIGS)
+    try:
+        out = run(a.zoo, configs, s, a.out, a.png or a.out.with_suffix(".png"))
+    except ConfigError as e:
+        print(f"error: {e}")
+        return 2
+    print(f"\nencoder defenses: victim {out['victim']} (clean probe {out['victim_probe_accuracy']:.3f}), "
+          f"attacker {s.loss}, budget {s.budget} ({s.budget / out['victim_training_set']:.2f} of the victim's "
+          f"training set), seeds {list(s.seeds)}\n")
+    print(format_table(out["rows"], COLUMNS))
+    print(f"\nwrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
