@@ -105,10 +105,28 @@ def attacker_success(transcripts: list[Path], data, victim_labels: np.ndarray, k
     return rows
 
 
+def encoder_attacker_success(transcripts: list[Path], data, reference, seed: int) -> list[dict]:
+    """Each attacker's transcript (inputs, returned embeddings) trains a stolen encoder by direct extraction
+    (MSE, attacks/encoder_extraction.py defaults), scored like ``psml attack extract --kind encoder``."""
+    from attacks.encoder_extraction import EncoderExtractionSettings, score_stolen, train_stolen
+    from attacks.knockoff import Transcript
+
+    rows = []
+    for path in transcripts:
+        with np.load(path) as f:
+            t = Transcript(f["x"], f["probs"], 0, 0)
+            row = {"transcript": path.name, "answers": int(len(t.x)), "fingerprint_queries": int(f["fingerprint_queries"])}
+        if len(t.x):
+            s = EncoderExtractionSettings(budget=len(t.x), seed=seed)
+            row |= score_stolen(train_stolen(t, tuple(data.sample_shape), s), data, reference, len(t.x), seed)
+        rows.append(row)
+    return rows
+
+
 def check_goals(latency: dict, goodput: dict, max_p99_ms: float | None, min_goodput: float | None) -> list[str]:
     """One line per goal: 'VALID ...' or 'INVALID ...'."""
     lines = []
-    benign = latency.get("benign /v1/infer", {})
+    benign = next((v for k, v in latency.items() if k.startswith("benign /v1/") and k != "benign /v1/zoo"), {})
     if max_p99_ms is not None:
         p99 = benign.get("p99_ms")
         ok = p99 is not None and p99 <= max_p99_ms

@@ -129,6 +129,7 @@ class PsmlUser(User):
         self.client = ReportingRouterClient(self.host, self.api_key, self.environment.events, self.label)
         self.rng = np.random.default_rng([SETTINGS.seed, id(self) % 2**31])  # per-user stream, from the run's seed
         self.info = self.client.zoo()
+        self.client.use_endpoint(self.info.get("endpoint", "/v1/infer"))  # /v1/embed on an encoder zoo
 
     def on_stop(self):
         self.client.close()

@@ -11,6 +11,7 @@ from common.errors import PsmlError
 from common.tables import format_table
 from common.versions import hardware, software_versions
 from loadtests.run import prepare_out_dir, run_locust
+from zoo.manifest import ENDPOINTS
 
 
 
@@ -32,7 +33,14 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     records = [r for r in read_audit_log(audit_path) if r["ts"] >= since_ts]
     audit = audit_summary(records, victim.name, settings.attack_batch)
     transcripts = sorted(Path(settings.out_dir).glob("attacker-*.npz"))
-    attackers = attacker_success(transcripts, data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
+    if manifest.zoo.kind == "encoder":  # a stolen encoder per transcript, scored by its downstream probe
+        from loadtests.summary import encoder_attacker_success
+
+        from .cli_encoder_attack import victim_reference
+
+        attackers = encoder_attacker_success(transcripts, data, victim_reference(zoo_dir, victim, data), settings.seed)
+    else:
+        attackers = attacker_success(transcripts, data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
     interrupted = interrupted_requests(out_dir)
     latency = exact_latencies(out_dir)
     return {"victim": victim.name, "locust": stats, "latency": latency,
@@ -46,8 +54,9 @@ def count_check(latency: dict, interrupted: dict, audit_records: int) -> dict:
 
     Counted from the exact-latency files, not Locust's ``_stats.csv``: Locust rewrites that CSV once a second
     and does not write it again after its users stop, so it can miss the last second's requests."""
-    locust = sum(v["requests"] for k, v in latency.items() if k.endswith("/v1/infer"))
-    cut = sum(v for k, v in interrupted.items() if k.endswith("/v1/infer"))
+    served = tuple(ENDPOINTS.values())  # /v1/infer or /v1/embed: the requests the audit log records
+    locust = sum(v["requests"] for k, v in latency.items() if k.endswith(served))
+    cut = sum(v for k, v in interrupted.items() if k.endswith(served))
     return {"locust": locust, "interrupted": cut, "audit_records": audit_records,
             "unaccounted": audit_records - locust - cut, "match": audit_records == locust + cut}
 
@@ -81,9 +90,12 @@ def print_summary(summary: dict) -> None:
             ("client", "client"), ("flagged_after_samples", "flagged after samples"), ("detections", "detections"),
             ("blocked", "blocked"), ("rate_limited", "rate-limited"), ("budget_exhausted", "budget refusals")]))
     if summary["attackers"]:
-        print("\n" + format_table(summary["attackers"], [("transcript", "attacker"), ("fingerprint_queries", "fingerprint queries"),
-                                                        ("answers", "answers"), ("accuracy", "surrogate acc"),
-                                                        ("fidelity", "fidelity")]))
+        encoder = any("cosine" in r for r in summary["attackers"])
+        scores = ([("accuracy", "stolen encoder's probe acc"), ("agreement", "agreement with victim's probe"),
+                   ("cosine", "cosine to victim")] if encoder else [("accuracy", "surrogate acc"), ("fidelity", "fidelity")])
+        print("\n" + format_table(summary["attackers"], [("transcript", "attacker"),
+                                                        ("fingerprint_queries", "fingerprint queries"),
+                                                        ("answers", "answers")] + scores))
     if summary["interrupted_at_stop"]:
         print(f"\nrequests cut off by Locust's stop (on the wire, not in its statistics): {summary['interrupted_at_stop']}")
     check = summary["count_check"]

@@ -43,6 +43,10 @@ class RouterClient:
             self.headers["x-psml-model"] = pin_model
         self.binary = binary  # send the tensor as application/octet-stream (shape and requirements in headers)
         # /v1/infer answers probabilities; /v1/embed (encoder zoos) embeddings: infer() returns either
+        self.use_endpoint(endpoint)
+
+    def use_endpoint(self, endpoint: str) -> None:
+        """Where infer() posts: the zoo's endpoint (``/v1/zoo``'s ``endpoint``) once it is known."""
         self.endpoint = endpoint
         self._key = "embeddings" if endpoint == "/v1/embed" else "probabilities"
 

@@ -100,3 +100,24 @@ def test_count_check_accounts_for_requests_cut_off_at_stop():
     assert count_check(reported, {"benign /v1/infer": 1}, 11) == {
         "locust": 10, "interrupted": 1, "audit_records": 11, "unaccounted": 0, "match": True}
     assert count_check(reported, {}, 11)["unaccounted"] == 1 and not count_check(reported, {}, 11)["match"]
+
+
+def test_headless_run_on_an_encoder_zoo_uses_v1_embed(encoder_zoo, tmp_path):
+    """Locust users on an encoder zoo post to /v1/embed (the zoo's endpoint from /v1/zoo), the counts still
+    match the audit log, and the attacker's transcript trains a stolen encoder scored by its probe and its cosine
+    to the victim. Catches users that keep posting to /v1/infer (every request a 404), a count check that only
+    knows /v1/infer (Locust 0 vs the audit log), and a Knockoff classifier trained on embeddings."""
+    out = tmp_path / "lt-enc"
+    r = subprocess.run([sys.executable, "-m", "psml.cli", "loadtest", "--zoo", str(encoder_zoo), "--out-dir",
+                        str(out), "--benign-users", "2", "--attackers", "1", "--warmup-s", "2", "--attack-s", "8",
+                        "--cooldown-s", "2", "--attack-budget", "200"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    audit = list(read_audit_log(out / "router.audit.jsonl"))
+    assert summary["count_check"]["match"] and summary["count_check"]["locust"] > 0
+    assert not any(k.endswith("/v1/infer") for k in summary["latency"])
+    benign = summary["latency"]["benign /v1/embed"]
+    assert benign["requests"] > 0 and benign["failures"] == 0
+    assert all(a["status"] == 200 for a in audit if a["client"] == "benign")
+    attacker = summary["attackers"][0]
+    assert attacker["answers"] == 200 and attacker["cosine"] > 0.5 and 0 <= attacker["agreement"] <= 1

@@ -112,7 +112,7 @@ def test_fingerprint_then_steal_the_most_accurate_encoder(encoder_zoo, stack):
     session = open_session(encoder_zoo / target.onnx_file)
     ref = VictimReference.from_embeddings(run_onnx(session, data.x["victim_train"]), data.y["victim_train"],
                                           run_onnx(session, data.x["test"]), data.y["test"])
-    s = EncoderExtractionSettings(budget=400, loss="mse", surrogate="cnn_small", epochs=30)
+    s = EncoderExtractionSettings(budget=400, loss="mse", surrogate="cnn_large", epochs=30)
     client = RouterClient(router.url, "demo-attacker-key", endpoint="/v1/embed")
     try:
         r = extract_encoder(client, data.x["attacker_pool"], data, ref, s, dict(fp.spec))
@@ -120,7 +120,7 @@ def test_fingerprint_then_steal_the_most_accurate_encoder(encoder_zoo, stack):
         client.close()
     assert r["answers"] == 400 and r["queries_over_training_set"] == pytest.approx(400 / len(data.y["victim_train"]))
     assert r["cosine"] > 0.7 and r["cosine"] > r["untrained_cosine"] + 0.3, r
-    assert r["agreement"] > r["untrained_agreement"], r
+    assert r["agreement"] > r["untrained_agreement"] + 0.03, r  # measured 0.752 vs 0.670
     direct = DirectTriton.for_entry(triton.endpoints.http_url, target)
     try:
         np.testing.assert_allclose(direct.infer(data.x["test"][:3]), run_onnx(session, data.x["test"][:3]), atol=1e-4)
