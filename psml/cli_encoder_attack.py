@@ -84,6 +84,15 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def below_untrained(summary: list[dict]) -> list[str]:
+    """A stolen encoder whose probe is worse than its own initial weights' learned something harmful (e.g. naive
+    answers mixing several encoders' embedding spaces): flagged, not averaged away."""
+    return [f"FLAG {r['budget']} {r['loss']} {r['setting']}: stolen probe {r['accuracy']:.3f} below the untrained "
+            f"surrogate's {r['untrained_accuracy']:.3f}" for r in summary
+            if r["accuracy"] is not None and r["untrained_accuracy"] is not None
+            and r["accuracy"] < r["untrained_accuracy"]]
+
+
 COLUMNS = [("budget", "budget"), ("loss", "loss"), ("setting", "setting"), ("seeds", "seeds"),
            ("accuracy", "probe acc"), ("accuracy_std", "+/-"), ("accuracy_ratio", "of victim"),
            ("untrained_accuracy", "untrained acc"),
@@ -117,5 +126,7 @@ def extract(a) -> None:
           f"{out['victim_probe_accuracy']:.3f}, trained on {out['victim_training_set']} samples), surrogate "
           f"{a.surrogate}:\n")
     print(format_table(out["summary"], COLUMNS))
+    for line in below_untrained(out["summary"]):
+        print(line)
     _write(a.out, "encoder_extraction", vars(a), out | {"extraction": base.as_dict(),
                                                         "router": router_overrides(a.settings)})

@@ -216,7 +216,15 @@ def sections(steps: dict, md_table) -> list[str]:
                                    ("agreement", "agreement"), ("cosine", "cosine"),
                                    ("queries_over_training_set", "queries / train set"),
                                    ("failed_seeds", "failed seeds")]),
-          "", "![encoder extraction](encoder_extraction.png)", ""]
+          ""]
+    from .cli_encoder_attack import below_untrained
+
+    flags = below_untrained(ex["summary"])
+    if flags:
+        md += [f"- {f}" for f in flags] + ["", "A stolen encoder below its own initial weights learned something "
+               "harmful: naive answers mix several encoders' embedding spaces, and fitting them all at once "
+               "undoes the random features.", ""]
+    md += ["![encoder extraction](encoder_extraction.png)", ""]
     if "encoder_defense" in steps:
         d = steps["encoder_defense"].result
         st = d["settings"]
