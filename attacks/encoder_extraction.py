@@ -18,6 +18,7 @@ training set size (the seed's "fewer than 1/5 of its training queries").
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -126,6 +127,15 @@ class VictimReference:
         probe = fit_probe(train_emb, y_train, seed)
         pred = probe.predict(test_emb)
         return cls(train_emb, test_emb, pred, float(np.mean(pred == y_test)))
+
+    @classmethod
+    def of_model(cls, zoo_dir, victim, data) -> "VictimReference":
+        """From the victim's own ONNX file (``victim``: its manifest entry): the scorer's ground truth."""
+        from zoo.export import open_session, run_onnx
+
+        session = open_session(Path(zoo_dir) / victim.onnx_file)
+        return cls.from_embeddings(run_onnx(session, data.x["victim_train"]), data.y["victim_train"],
+                                   run_onnx(session, data.x["test"]), data.y["test"])
 
 
 def score_stolen(stolen: nn.Module, data, victim: VictimReference, budget: int, seed: int = 0) -> dict:

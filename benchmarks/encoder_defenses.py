@@ -3,7 +3,7 @@
 Per configuration (a router of its own in front of one Triton; the same code for every configuration, ``none``
 included) and per seed, three fresh API keys, one after the other:
 - ``narrow`` benign client: a downstream task of ``narrow_classes`` classes (seeded), the client's own labelled
-  samples sent through /v1/embed (``benign_train`` from victim_train, ``benign_test`` from the test split), a
+  samples sent through /v1/embed asking for the most accurate encoder's published accuracy (``benign_train`` from victim_train, ``benign_test`` from the test split), a
   linear probe fit on the answers it got and scored on the answers it got: its downstream accuracy. B4B's premise
   (Dubinski et al. 2023): a real task occupies a small part of the representation space;
 - ``broad`` benign client: the same with all classes (a client whose task is as wide as the data);
@@ -75,26 +75,27 @@ def benign_samples(data, classes: np.ndarray, n_train: int, n_test: int, seed: i
     return out
 
 
-def embed_through(client, x: np.ndarray, batch_size: int, times_ms: list[float]) -> np.ndarray:
+def embed_through(client, x: np.ndarray, batch_size: int, times_ms: list[float], requirements: dict) -> np.ndarray:
     """Every sample's answer, one request per batch; exact client times appended to ``times_ms``."""
     answers = []
     for start in range(0, len(x), batch_size):
         t0 = time.perf_counter()
-        answers.append(client.infer(x[start: start + batch_size]))
+        answers.append(client.infer(x[start: start + batch_size], **requirements))
         times_ms.append((time.perf_counter() - t0) * 1e3)
     return np.concatenate(answers)
 
 
-def benign_accuracy(client, data, classes, s: EncoderDefenseSettings, seed: int, times_ms: list[float]) -> float:
+def benign_accuracy(client, data, classes, s: EncoderDefenseSettings, seed: int, times_ms: list[float],
+                    requirements: dict) -> float:
     from zoo.ssl import fit_probe
 
     x_tr, y_tr, x_te, y_te = benign_samples(data, classes, s.benign_train, s.benign_test, seed)
-    probe = fit_probe(embed_through(client, x_tr, s.batch_size, times_ms), y_tr, seed)
-    return probe.accuracy(embed_through(client, x_te, s.batch_size, times_ms), y_te)
+    probe = fit_probe(embed_through(client, x_tr, s.batch_size, times_ms, requirements), y_tr, seed)
+    return probe.accuracy(embed_through(client, x_te, s.batch_size, times_ms, requirements), y_te)
 
 
 def run_config(name: str, defenses: list[dict], zoo_dir: Path, data, triton, run_dir: Path, spec: dict, reference,
-               baselines: dict, s: EncoderDefenseSettings, log=print) -> dict:
+               baselines: dict, s: EncoderDefenseSettings, benign_requirements: dict, log=print) -> dict:
     from attacks.encoder_extraction import EncoderExtractionSettings, extract_encoder
     from attacks.query_pools import query_pool
     from router.audit_log import read_audit_log
@@ -115,7 +116,7 @@ def run_config(name: str, defenses: list[dict], zoo_dir: Path, data, triton, run
             for role, classes in (("narrow", narrow), ("broad", np.arange(n_classes))):
                 c = client(role)
                 try:
-                    row[role] = benign_accuracy(c, data, classes, s, seed, times[role])
+                    row[role] = benign_accuracy(c, data, classes, s, seed, times[role], benign_requirements)
                 finally:
                     c.close()
             ext = EncoderExtractionSettings(budget=s.budget, loss=s.loss, surrogate=s.surrogate, epochs=s.epochs,
@@ -131,16 +132,20 @@ def run_config(name: str, defenses: list[dict], zoo_dir: Path, data, triton, run
             per_seed.append(row)
             log(f"  {name:<20} seed {seed}: benign narrow {row['narrow']:.3f} broad {row['broad']:.3f}  "
                 f"stolen {r['accuracy']:.3f} (untrained {r['untrained_accuracy']:.3f}) cosine {r['cosine']:.3f}")
-        last = {}  # each key's B4B state at its last request
+        last, served = {}, {}  # each key's B4B state at its last request; which encoder served each role
         for rec in read_audit_log(run_dir / f"{tag}.audit.jsonl"):
             if "b4b_coverage" in rec:
                 last[rec["client"]] = (rec["b4b_coverage"], rec["b4b_sigma"])
+            if rec.get("outcome") == "served" and rec.get("batch_size") == s.batch_size:  # not the staircase's probes
+                role = rec["client"].split("-")[0]
+                served.setdefault(role, {}).setdefault(rec["model"], 0)
+                served[role][rec["model"]] += 1
     roles = ("narrow", "broad", "attacker")
     final = {k: {r: seed_summary([last[f"{r}-{seed}"][i] for seed in s.seeds if f"{r}-{seed}" in last])[0]
                  for r in roles} if last else {} for i, k in enumerate(("coverage", "sigma"))}
     return {"config": name, "defenses": defenses, "per_seed": per_seed,
             "benign_latency_ms": latency_summary(times["narrow"] + times["broad"]),
-            "b4b_final_coverage": final["coverage"], "b4b_final_sigma": final["sigma"]}
+            "b4b_final_coverage": final["coverage"], "b4b_final_sigma": final["sigma"], "served_by": served}
 
 
 METRICS = ("narrow", "broad", "attacker_accuracy", "attacker_agreement", "attacker_cosine")
@@ -204,9 +209,8 @@ def plot(rows: list[dict], path: Path, victim_accuracy: float) -> None:
 
 def run(zoo_dir: Path, configs: list[str], s: EncoderDefenseSettings, out: Path | None, png: Path | None,
         log=print) -> dict:
-    from attacks.encoder_extraction import EncoderExtractionSettings, untrained_baseline
+    from attacks.encoder_extraction import EncoderExtractionSettings, VictimReference, untrained_baseline
     from attacks.experiment import front_by_accuracy, run_fingerprint
-    from psml.cli_encoder_attack import victim_reference
     from stack.loopback import router_for, triton_for
     from zoo.data import Dataset
     from zoo.manifest import load_manifest
@@ -224,7 +228,7 @@ def run(zoo_dir: Path, configs: list[str], s: EncoderDefenseSettings, out: Path 
     if "none" not in configs:
         configs = ["none", *configs]  # every difference is against it
     victim = front_by_accuracy(manifest)[0]
-    reference = victim_reference(zoo_dir, victim, data)
+    reference = VictimReference.of_model(zoo_dir, victim, data)
     baselines = {seed: untrained_baseline(s.surrogate, seed, data, reference) for seed in s.seeds}
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="psml-encdef-") as tmp, triton_for(zoo_dir, tmp) as triton:
@@ -235,10 +239,14 @@ def run(zoo_dir: Path, configs: list[str], s: EncoderDefenseSettings, out: Path 
             raise ConfigError("the staircase found no specification for the most accurate encoder")
         log(f"victim {victim.name} (clean probe {reference.accuracy:.3f}); staircase specification {spec} "
             f"in {fp.queries} queries")
+        # benign clients want the best encoder too: they ask for its published accuracy (with no requirement the
+        # router would serve them the fastest encoder, and the comparison would be between two models)
+        benign_requirements = {"min_accuracy": victim.accuracy}
         results = [run_config(c, CONFIGS[c], zoo_dir, data, triton, Path(tmp), dict(spec), reference, baselines, s,
-                              log) for c in configs]
+                              benign_requirements, log) for c in configs]
     rows = rows_from(results)
     out_dict = {"victim": victim.name, "victim_probe_accuracy": reference.accuracy, "spec": dict(spec),
+                "benign_requirements": benign_requirements,
                 "settings": asdict(s) | {"configs": configs}, "seeds": list(s.seeds), "rows": rows,
                 "details": results, "victim_training_set": int(len(data.y["victim_train"]))}
     if out is not None:

@@ -10,20 +10,11 @@ from common.stats import seed_summary
 METRICS = ("accuracy", "agreement", "cosine")
 
 
-def victim_reference(zoo_dir: Path, victim, data):
-    from attacks.encoder_extraction import VictimReference
-    from zoo.export import open_session, run_onnx
-
-    session = open_session(zoo_dir / victim.onnx_file)
-    return VictimReference.from_embeddings(run_onnx(session, data.x["victim_train"]), data.y["victim_train"],
-                                           run_onnx(session, data.x["test"]), data.y["test"])
-
-
 def extract_encoders_and_score(zoo_dir, manifest, data, triton, router, budgets, seeds, losses, base, pool_name,
                                log=print) -> dict:
     from dataclasses import replace
 
-    from attacks.encoder_extraction import extract_encoder, untrained_baseline
+    from attacks.encoder_extraction import VictimReference, extract_encoder, untrained_baseline
     from attacks.experiment import SETTINGS, front_by_accuracy
     from attacks.query_pools import query_pool
     from stack.clients import DirectTriton, RouterClient
@@ -34,7 +25,7 @@ def extract_encoders_and_score(zoo_dir, manifest, data, triton, router, budgets,
     fp = fingerprint_and_score(router, manifest, data, ["staircase"], 1, 50, 0, 0)
     spec = fp["results"]["staircase"]["spec"]
     victim = front_by_accuracy(manifest)[0]
-    reference = victim_reference(Path(zoo_dir), victim, data)
+    reference = VictimReference.of_model(zoo_dir, victim, data)
     log(f"  victim {victim.name}: probe accuracy {reference.accuracy:.3f} (manifest {victim.accuracy:.3f})")
     # the untrained surrogate depends on the seed only: once per seed, not per budget, loss and setting
     baselines = {seed: untrained_baseline(base.surrogate, seed, data, reference) for seed in seeds}

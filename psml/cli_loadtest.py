@@ -34,11 +34,11 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     audit = audit_summary(records, victim.name, settings.attack_batch)
     transcripts = sorted(Path(settings.out_dir).glob("attacker-*.npz"))
     if manifest.zoo.kind == "encoder":  # a stolen encoder per transcript, scored by its downstream probe
+        from attacks.encoder_extraction import VictimReference
         from loadtests.summary import encoder_attacker_success
 
-        from .cli_encoder_attack import victim_reference
-
-        attackers = encoder_attacker_success(transcripts, data, victim_reference(zoo_dir, victim, data), settings.seed)
+        attackers = encoder_attacker_success(transcripts, data, VictimReference.of_model(zoo_dir, victim, data),
+                                             settings.seed)
     else:
         attackers = attacker_success(transcripts, data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
     interrupted = interrupted_requests(out_dir)

@@ -60,8 +60,9 @@ def defense_step(zoo_dir: Path, s, log):
         ds = replace(base, seeds=tuple(s.seeds), budget=s.encoder_defense_budget)
         out = run_defenses(zoo_dir, list(s.encoder_defense_configs), ds, None, folder / "encoder_defenses.png",
                            log=lambda *_: None)
-        return {k: out[k] for k in ("victim", "victim_probe_accuracy", "spec", "settings", "rows",
-                                    "victim_training_set")}
+        return {k: out[k] for k in ("victim", "victim_probe_accuracy", "spec", "benign_requirements", "settings",
+                                    "rows", "victim_training_set")} | {
+            "served_by": {r["config"]: r["served_by"] for r in out["details"]}}
     return run
 
 
@@ -230,8 +231,8 @@ def sections(steps: dict, md_table) -> list[str]:
         st = d["settings"]
         md += ["## Encoder defenses", "",
                f"Attacker: {st['loss']} extraction of {d['victim']} with {st['budget']} samples through the "
-               f"staircase's specification; benign clients: {st['benign_train']} + {st['benign_test']} labelled "
-               f"samples each, a narrow task of {st['narrow_classes']} classes or all classes "
+               f"staircase's specification; benign clients, asking for the victim's published accuracy: "
+               f"{st['benign_train']} + {st['benign_test']} labelled samples each, a narrow task of {st['narrow_classes']} classes or all classes "
                "(benchmarks/encoder_defenses.py). Differences from `none` in points, paired over seeds.", "",
                md_table(d["rows"], [("config", "defense"), ("narrow", "benign narrow"), ("d_narrow", "d"),
                                     ("broad", "benign all classes"), ("d_broad", "d"),

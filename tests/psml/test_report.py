@@ -96,7 +96,8 @@ def test_quick_report_on_an_encoder_zoo(encoder_zoo, tmp_path):
     the encoder seed's claims with verdicts, and defense figures that move the right way. Catches a report that
     runs Knockoff on encoders, claims computed from the wrong steps, a defense step whose noise never reaches the
     clients (embedding noise 0.5 must cost the all-class benign client accuracy), and a B4B whose per-key noise is
-    not recorded."""
+    not recorded, and benign clients served by another encoder than the attacker (their accuracy would then
+    compare two models, not one model with and without a defense)."""
     out = tmp_path / "encoder-report"
     rep.run_report(encoder_zoo, out, replace(rep.QUICK, seeds=(0, 1)), log=lambda *_: None)
     doc = json.loads((out / "report.json").read_text())
@@ -110,7 +111,11 @@ def test_quick_report_on_an_encoder_zoo(encoder_zoo, tmp_path):
     assert any(k.startswith("B4B (b4b 8 bits)") for k in claims)
     within = [c for k, c in claims.items() if k.startswith("fingerprinted encoder extraction within 1%")]
     assert len(within) == 2 and all(c["verdict"] == "VALID" for c in within)  # staircase reaches the victim
-    rows = {r["config"]: r for r in doc["steps"]["encoder_defense"]["rows"]}
+    step = doc["steps"]["encoder_defense"]
+    for config, served in step["served_by"].items():  # benign clients and attacker use the same encoder
+        assert set(served) == {"narrow", "broad", "attacker"} and all(
+            list(by_model) == [step["victim"]] for by_model in served.values()), (config, served)
+    rows = {r["config"]: r for r in step["rows"]}
     assert rows["none"]["d_broad"] == 0 and rows["embedding_noise 0.5"]["d_broad"] < 0
     assert rows["b4b 8 bits"]["attacker_b4b_sigma"] > 0 and rows["none"]["attacker_b4b_sigma"] is None
     md = (out / "report.md").read_text()
