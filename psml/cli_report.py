@@ -28,9 +28,10 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="small budgets and short runs (a smoke run, e.g. on the test zoo)")
     p.add_argument("--seeds", type=int, nargs="+", help="extraction and defense seeds (default 0 1 2)")
     p.add_argument("--budgets", nargs="+", help="extraction budgets: names, sample counts or pool fractions "
-                                                "(default small medium large)")
+                                                "(default small medium large; on an encoder zoo small medium)")
     p.add_argument("--labels-only-budgets", nargs="*", help="budgets also run with top-1 labels only (default medium)")
-    p.add_argument("--epochs", type=int, help="surrogate training epochs (default 40)")
+    p.add_argument("--epochs", type=int, help="surrogate training epochs (default 40; on an encoder zoo the stolen "
+                                              "encoder's, default 60)")
     p.add_argument("--defense-budget", help="the defense step's named budget: small, medium or large (default "
                                             "medium; an imported zoo with a smaller pool needs small)")
     p.add_argument("--fresh", action="store_true", help="ignore cached steps and run everything again")
