@@ -53,8 +53,13 @@ def test_best_loss_needs_seeds_that_separate_it_from_mse():
     """Catches a best-loss verdict from means alone: overlapping seeds leave it UNDETERMINED; a consistent
     contrastive lead is VALID; MSE consistently ahead is INVALID; a failed seed is left out, not averaged."""
     def line(infonce, mse, failed=()):
-        return enc._best_loss_claim(_extraction({("small", "infonce", "fingerprinted"): infonce,
-                                                 ("small", "mse", "fingerprinted"): mse}, failed=failed))
+        lines = enc._best_loss_claims(_extraction({("small", "infonce", "fingerprinted"): infonce,
+                                                   ("small", "mse", "fingerprinted"): mse,
+                                                   ("large", "infonce", "fingerprinted"): [0.1, 0.1, 0.1],
+                                                   ("large", "mse", "fingerprinted"): [0.9, 0.9, 0.9]},
+                                                  failed=failed))
+        assert len(lines) == 1 and "(small budget)" in lines[0]["claim"]  # large (1/4 of training) is left out
+        return lines[0]
     assert line([0.90, 0.80, 0.85], [0.85, 0.86, 0.84])["verdict"] == "UNDETERMINED"
     assert line([0.90, 0.91, 0.92], [0.85, 0.86, 0.85])["verdict"] == "VALID"
     assert line([0.80, 0.81, 0.80], [0.85, 0.86, 0.85])["verdict"] == "INVALID"
