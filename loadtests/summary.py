@@ -10,6 +10,7 @@ import numpy as np
 
 from common.stats import latency_summary
 from router.goodput import goodput_by_client, latency_met
+from zoo.manifest import ENDPOINTS
 
 from .config import INTERRUPTED_FILE, LATENCY_FILE_GLOB
 
@@ -85,30 +86,9 @@ def interrupted_requests(out_dir: Path) -> dict[str, int]:
     return counts
 
 
-def attacker_success(transcripts: list[Path], data, victim_labels: np.ndarray, knockoff) -> list[dict]:
-    from dataclasses import replace
-
-    from attacks.knockoff import Transcript, train_and_score
-
-    rows = []
-    for path in transcripts:
-        with np.load(path) as f:
-            t = Transcript(f["x"], f["probs"], 0, 0)
-            fp_queries = int(f["fingerprint_queries"])
-        if len(t.x) == 0:
-            rows.append({"transcript": path.name, "answers": 0, "fingerprint_queries": fp_queries})
-            continue
-        s = replace(knockoff, budget=len(t.x))
-        rows.append({"transcript": path.name, "answers": int(len(t.x)), "fingerprint_queries": fp_queries}
-                    | train_and_score(t, tuple(data.sample_shape), data.n_classes, s, data.x["test"],
-                                      data.y["test"], victim_labels))
-    return rows
-
-
-def encoder_attacker_success(transcripts: list[Path], data, reference, seed: int) -> list[dict]:
-    """Each attacker's transcript (inputs, returned embeddings) trains a stolen encoder by direct extraction
-    (MSE, attacks/encoder_extraction.py defaults), scored like ``psml attack extract --kind encoder``."""
-    from attacks.encoder_extraction import EncoderExtractionSettings, score_stolen, train_stolen
+def attacker_success(transcripts: list[Path], score) -> list[dict]:
+    """One row per attacker transcript (inputs, answers, fingerprinting queries); ``score(transcript)`` trains
+    and scores its copy (``knockoff_score`` or ``encoder_score``) where it collected any answer."""
     from attacks.knockoff import Transcript
 
     rows = []
@@ -116,17 +96,36 @@ def encoder_attacker_success(transcripts: list[Path], data, reference, seed: int
         with np.load(path) as f:
             t = Transcript(f["x"], f["probs"], 0, 0)
             row = {"transcript": path.name, "answers": int(len(t.x)), "fingerprint_queries": int(f["fingerprint_queries"])}
-        if len(t.x):
-            s = EncoderExtractionSettings(budget=len(t.x), seed=seed)
-            row |= score_stolen(train_stolen(t, tuple(data.sample_shape), s), data, reference, len(t.x), seed)
-        rows.append(row)
+        rows.append(row | (score(t) if len(t.x) else {}))
     return rows
+
+
+def knockoff_score(data, victim_labels: np.ndarray, knockoff):
+    """A Knockoff surrogate per classifier transcript, its budget the answers collected."""
+    from dataclasses import replace
+
+    from attacks.knockoff import train_and_score
+
+    return lambda t: train_and_score(t, tuple(data.sample_shape), data.n_classes, replace(knockoff, budget=len(t.x)),
+                                     data.x["test"], data.y["test"], victim_labels)
+
+
+def encoder_score(data, reference, seed: int):
+    """A stolen encoder per encoder transcript (direct extraction, attacks/encoder_extraction.py defaults: MSE),
+    scored like ``psml attack extract --kind encoder``."""
+    from attacks.encoder_extraction import EncoderExtractionSettings, score_stolen, train_stolen
+
+    def score(t):
+        s = EncoderExtractionSettings(budget=len(t.x), seed=seed)
+        return score_stolen(train_stolen(t, tuple(data.sample_shape), s), data, reference, len(t.x), seed)
+
+    return score
 
 
 def check_goals(latency: dict, goodput: dict, max_p99_ms: float | None, min_goodput: float | None) -> list[str]:
     """One line per goal: 'VALID ...' or 'INVALID ...'."""
     lines = []
-    benign = next((v for k, v in latency.items() if k.startswith("benign /v1/") and k != "benign /v1/zoo"), {})
+    benign = next((latency[f"benign {e}"] for e in ENDPOINTS.values() if f"benign {e}" in latency), {})
     if max_p99_ms is not None:
         p99 = benign.get("p99_ms")
         ok = p99 is not None and p99 <= max_p99_ms

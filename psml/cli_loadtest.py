@@ -23,8 +23,8 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     from zoo.data import Dataset
     from zoo.manifest import load_manifest
 
-    from loadtests.summary import (attacker_success, audit_summary, exact_latencies, interrupted_requests,
-                                   locust_stats, per_model_under_load)
+    from loadtests.summary import (attacker_success, audit_summary, encoder_score, exact_latencies,
+                                   interrupted_requests, knockoff_score, locust_stats, per_model_under_load)
 
     manifest = load_manifest(zoo_dir)
     data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
@@ -35,12 +35,11 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     transcripts = sorted(Path(settings.out_dir).glob("attacker-*.npz"))
     if manifest.zoo.kind == "encoder":  # a stolen encoder per transcript, scored by its downstream probe
         from attacks.encoder_extraction import VictimReference
-        from loadtests.summary import encoder_attacker_success
 
-        attackers = encoder_attacker_success(transcripts, data, VictimReference.of_model(zoo_dir, victim, data),
-                                             settings.seed)
+        score = encoder_score(data, VictimReference.of_model(zoo_dir, victim, data), settings.seed)
     else:
-        attackers = attacker_success(transcripts, data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
+        score = knockoff_score(data, victim_labels(zoo_dir, victim, data.x["test"]), knockoff)
+    attackers = attacker_success(transcripts, score)
     interrupted = interrupted_requests(out_dir)
     latency = exact_latencies(out_dir)
     return {"victim": victim.name, "locust": stats, "latency": latency,
