@@ -24,6 +24,8 @@ import numpy as np
 from common.errors import ConfigError
 from common.stats import mean_ci95
 
+from .report import SETTING_ORDER, _verdict, setting_bars
+
 RATIO_TARGET = 0.90  # of the victim's downstream accuracy
 QUERY_SHARE = 0.2  # of the victim's training set
 B4B_ATTACKER_DROP = -0.05  # stolen accuracy at least 5 points lower ...
@@ -68,17 +70,13 @@ def defense_step(zoo_dir: Path, s, log):
 
 
 # ---- claims --------------------------------------------------------------------------------------------------
-def _verdict(ok: bool | None) -> str:
-    return "UNDETERMINED" if ok is None else ("VALID" if ok else "INVALID")
-
-
 def _runs(ex: dict, budget: str, loss: str, setting: str) -> dict[int, dict]:
     return {r["seed"]: r for r in ex["runs"] if (r["budget"], r["loss"], r["setting"]) == (budget, loss, setting)
             and not r["failed"]}
 
 
-def _row(ex: dict, budget: str, loss: str, setting: str) -> dict | None:
-    return next((r for r in ex["summary"] if (r["budget"], r["loss"], r["setting"]) == (budget, loss, setting)), None)
+def _row(summary: list[dict], budget: str, loss: str, setting: str) -> dict | None:
+    return next((r for r in summary if (r["budget"], r["loss"], r["setting"]) == (budget, loss, setting)), None)
 
 
 def claims(steps: dict) -> list[dict]:
@@ -89,16 +87,17 @@ def claims(steps: dict) -> list[dict]:
     return lines
 
 
-def _largest_budget_under_share(ex: dict) -> str | None:
-    under = [(r["budget_samples"], r["budget"]) for r in ex["runs"]
-             if r.get("budget_samples") and r["budget_samples"] / ex["victim_training_set"] < QUERY_SHARE]
-    return max(under)[1] if under else None
+def _budgets_under_share(ex: dict) -> list[str]:
+    """The budgets run below QUERY_SHARE of the victim's training set, smallest first."""
+    return [b for _, b in sorted({(r["budget_samples"], r["budget"]) for r in ex["runs"] if r.get("budget_samples")
+                                  and r["budget_samples"] / ex["victim_training_set"] < QUERY_SHARE})]
 
 
 def _ratio_claim(ex: dict) -> dict:
     claim = (f"direct extraction reaches >= {RATIO_TARGET:.0%} of the victim's downstream accuracy with fewer "
              f"queries than {QUERY_SHARE:.0%} of its training set (fingerprinted setting, best loss)")
-    budget = _largest_budget_under_share(ex)
+    under = _budgets_under_share(ex)
+    budget = under[-1] if under else None
     if budget is None:
         return {"claim": claim, "measured": "no budget below 1/5 of the victim's training set was run",
                 "tolerance": f"mean ratio >= {RATIO_TARGET}", "verdict": "UNDETERMINED"}
@@ -140,19 +139,18 @@ def _best_loss_claims(ex: dict) -> list[dict]:
     """Per budget under 1/5 of the training set: the loss with the highest mean probe accuracy (fingerprinted),
     and whether the seeds separate the best contrastive loss from MSE (a paired 95% interval excluding 0)."""
     losses = sorted({r["loss"] for r in ex["runs"]})
-    budgets = sorted({(r["budget_samples"], r["budget"]) for r in ex["runs"] if r.get("budget_samples")
-                      and r["budget_samples"] / ex["victim_training_set"] < QUERY_SHARE})
+    budgets = _budgets_under_share(ex)
     if not budgets or "mse" not in losses or len(losses) < 2:
         return [{"claim": "direct extraction's best loss is contrastive (InfoNCE or SoftNN, as in the paper), not MSE",
                  "measured": "needs MSE and a contrastive loss at a budget below 1/5", "tolerance": "",
                  "verdict": "UNDETERMINED"}]
-    return [_best_loss_claim(ex, budget, losses) for _, budget in budgets]
+    return [_best_loss_claim(ex, budget, losses) for budget in budgets]
 
 
 def _best_loss_claim(ex: dict, budget: str, losses: list[str]) -> dict:
     claim = f"direct extraction's best loss is contrastive (InfoNCE or SoftNN, as in the paper), not MSE ({budget} budget)"
     tol = "best contrastive loss minus MSE: paired 95% interval over seeds excluding 0"
-    means = {loss: (_row(ex, budget, loss, "fingerprinted") or {}).get("accuracy") for loss in losses}
+    means = {loss: (_row(ex["summary"], budget, loss, "fingerprinted") or {}).get("accuracy") for loss in losses}
     contrastive = max((l for l in losses if l != "mse"), key=lambda l: means[l] if means[l] is not None else -1)
     a, b = _runs(ex, budget, contrastive, "fingerprinted"), _runs(ex, budget, "mse", "fingerprinted")
     diffs = [a[s]["accuracy"] - b[s]["accuracy"] for s in sorted(set(a) & set(b))]
@@ -260,16 +258,8 @@ def extraction_plot(summary: list[dict], path: Path, victim_accuracy: float) -> 
     fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 4), squeeze=False)
     for ax, budget in zip(axes[0], budgets):
         x = np.arange(len(losses))
-        for i, setting in enumerate(("explicit", "fingerprinted", "naive")):
-            vals, errs = [], [[], []]
-            for loss in losses:
-                r = _row({"summary": summary}, budget, loss, setting)
-                v = r["accuracy"] if r and r["accuracy"] is not None else np.nan
-                ci = r.get("accuracy_ci95") if r else None
-                vals.append(v)
-                errs[0].append(v - ci[0] if ci else 0)
-                errs[1].append(ci[1] - v if ci else 0)
-            ax.bar(x + (i - 1) * 0.27, vals, 0.27, yerr=errs, capsize=3, label=setting)
+        for i, setting in enumerate(SETTING_ORDER):
+            setting_bars(ax, x, i, setting, "accuracy", [_row(summary, budget, loss, setting) for loss in losses])
         untrained = next((r["untrained_accuracy"] for r in summary if r["budget"] == budget), None)
         if untrained is not None:
             ax.axhline(untrained, ls=":", color="grey", label="untrained")
