@@ -43,6 +43,7 @@ CONFIGS = {
     "b4b 8 bits": [{"name": "b4b", "hash_bits": 8, "beta": 4.0, "max_sigma": 4.0}],
 }
 QUICK_CONFIGS = ("none", "embedding_noise 0.5", "b4b 8 bits")
+ROLES = ("narrow", "broad", "attacker")  # one fresh API key each per seed, served in this order
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,7 @@ def run_config(name: str, defenses: list[dict], zoo_dir: Path, data, triton, run
     from stack.clients import RouterClient
     from stack.loopback import router_for
 
-    n_classes = int(data.y["test"].max()) + 1
-    keys = {f"{role}-{seed}-key": f"{role}-{seed}" for seed in s.seeds for role in ("narrow", "broad", "attacker")}
+    keys = {f"{role}-{seed}-key": f"{role}-{seed}" for seed in s.seeds for role in ROLES}
     tag = name.replace(" ", "_").replace(".", "")
     per_seed, times = [], {"narrow": [], "broad": []}
     with router_for(zoo_dir, run_dir, triton, tag, defenses=defenses, api_keys=keys) as router:
@@ -112,8 +112,8 @@ def run_config(name: str, defenses: list[dict], zoo_dir: Path, data, triton, run
                 return RouterClient(router.url, f"{role}-{seed}-key", endpoint="/v1/embed")
 
             row = {"seed": seed}
-            narrow = np.random.default_rng(seed).choice(n_classes, s.narrow_classes, replace=False)
-            for role, classes in (("narrow", narrow), ("broad", np.arange(n_classes))):
+            narrow = np.random.default_rng(seed).choice(data.n_classes, s.narrow_classes, replace=False)
+            for role, classes in (("narrow", narrow), ("broad", np.arange(data.n_classes))):
                 c = client(role)
                 try:
                     row[role] = benign_accuracy(c, data, classes, s, seed, times[role], benign_requirements)
@@ -140,12 +140,13 @@ def run_config(name: str, defenses: list[dict], zoo_dir: Path, data, triton, run
                 role = rec["client"].split("-")[0]
                 served.setdefault(role, {}).setdefault(rec["model"], 0)
                 served[role][rec["model"]] += 1
-    roles = ("narrow", "broad", "attacker")
-    final = {k: {r: seed_summary([last[f"{r}-{seed}"][i] for seed in s.seeds if f"{r}-{seed}" in last])[0]
-                 for r in roles} if last else {} for i, k in enumerate(("coverage", "sigma"))}
+    def final(i: int) -> dict:  # mean over seeds of each role's last coverage (i=0) or sigma (i=1); {}: no B4B
+        return {r: seed_summary([last[f"{r}-{seed}"][i] for seed in s.seeds if f"{r}-{seed}" in last])[0]
+                for r in ROLES} if last else {}
+
     return {"config": name, "defenses": defenses, "per_seed": per_seed,
             "benign_latency_ms": latency_summary(times["narrow"] + times["broad"]),
-            "b4b_final_coverage": final["coverage"], "b4b_final_sigma": final["sigma"], "served_by": served}
+            "b4b_final_coverage": final(0), "b4b_final_sigma": final(1), "served_by": served}
 
 
 METRICS = ("narrow", "broad", "attacker_accuracy", "attacker_agreement", "attacker_cosine")
