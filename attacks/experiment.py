@@ -148,11 +148,12 @@ def run_timing(router_url: str, api_key: str, audit_path, manifest, probe: np.nd
     sent = fp.queries  # natural streams go on through the pool where the staircase stopped
     template_times = {}
     for k, c in corners.items():
-        template_times[k] = np.array([t for t, _ in timed_answers(client, inputs, c, s.template_queries, sent)])
+        template_times[k] = np.array([t for t, _ in timed_answers(client, inputs, c, s.template_queries, sent,
+                                                                  s.batch_size)])
         sent += s.template_queries
     test = []
     for c in corners.values():
-        test += timed_answers(client, inputs, c, s.test_queries, sent)
+        test += timed_answers(client, inputs, c, s.test_queries, sent, s.batch_size)
         sent += s.test_queries
     client.close()
     # looked up by request id, so one pass over the log serves (no offset to read the log for first)

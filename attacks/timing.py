@@ -33,10 +33,15 @@ class TimingSettings:
     samples: tuple[int, ...] = (1, 3, 10, 30)  # timing samples per identification (m)
     trials: int = 300  # identifications drawn per m
     seed: int = 0
+    # samples per request: large batches take each model far longer than the padding floor of a batch of 1,
+    # so padding that holds at batch 1 can leave batch-256 answers unpadded and told apart
+    batch_size: int = 1
 
     def __post_init__(self):
         if self.template_queries < 1 or self.test_queries < 1 or self.trials < 1:
             raise ConfigError("template_queries, test_queries and trials must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.samples or min(self.samples) < 1:
             raise ConfigError(f"samples must be counts >= 1, got {self.samples}")
 
@@ -45,13 +50,13 @@ class TimingSettings:
 
 
 def timed_answers(client: RouterClient, inputs: np.ndarray, spec: dict, n: int,
-                  start: int = 0) -> list[tuple[float, str]]:
+                  start: int = 0, batch_size: int = 1) -> list[tuple[float, str]]:
     """(wall ms at the client, request id) of up to n answered requests with ``spec`` (rejections are skipped);
-    request i sends row (start + i) mod len(inputs) of ``inputs``: one row is a fixed probe, many a natural
-    stream (a zoo model's time does not depend on what the sample shows)."""
+    request i sends ``batch_size`` rows from row (start + i) mod len(inputs) of ``inputs`` on, wrapping: one row
+    is a fixed probe, many a natural stream (a zoo model's time does not depend on what the sample shows)."""
     out = []
     for i in range(n):
-        x = inputs[(start + i) % len(inputs)][None]
+        x = inputs[np.arange(start + i, start + i + batch_size) % len(inputs)]
         t0 = time.perf_counter()
         try:
             answer = client.answer(x, spec.get("min_accuracy"), spec.get("max_latency_ms"))

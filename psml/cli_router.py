@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from common.errors import PsmlError
@@ -76,11 +77,16 @@ def goodput(a) -> None:
     path = Path(a.audit_log)
     if not path.is_file():
         raise PsmlError(f"audit log {path} does not exist")
-    report = goodput_by_client(read_audit_log(path))
+    torn: list[int] = []
+    report = goodput_by_client(read_audit_log(path, torn))
     if a.json:
         print(json.dumps(report, indent=2))
-        return
-    print(format_table([{"client": c} | r for c, r in report.items()], GOODPUT_COLUMNS))
+    else:
+        print(format_table([{"client": c} | r for c, r in report.items()], GOODPUT_COLUMNS))
+    if torn:
+        print(f"skipped {len(torn)} torn line(s) of {path} (line {', '.join(map(str, torn[:5]))}"
+              f"{', ...' if len(torn) > 5 else ''}): records cut short by a crash or a full disk",
+              file=sys.stderr)
 
 
 GOODPUT_COLUMNS = [("client", "client"), ("requests", "requests"), ("served", "served"), ("good", "good"),

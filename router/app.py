@@ -9,8 +9,13 @@ reason, and every request, good or bad, leaves one audit record.
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import itertools
 import os
+import re
+import signal
+import sys
 import time
 from contextlib import asynccontextmanager
 
@@ -26,18 +31,20 @@ from .admission import Admission, Overloaded, TooManyRequests
 from .audit_log import AuditLog
 from .backend import InferenceBackend, make_backend
 from .defenses import check_combination, is_client_defense, is_output_defense, is_timing_defense, make_defense
-from .errors import Forbidden, InvalidRequest, PayloadTooLarge, RouterError, Unauthorized, WrongEndpoint
-from .infer_request import BINARY, media_type, openapi_body_schema, parse_binary, parse_json
+from .errors import (AuditUnavailable, Forbidden, InvalidRequest, PayloadTooLarge, RequestTimeout, RouterError,
+                     Unauthorized, WrongEndpoint, clip)
+from .infer_request import BINARY, body_limit_bytes, media_type, openapi_body_schema, parse_binary, parse_json
 from .metrics import RouterMetrics
 from .policies import make_policy
 from .requirements import Requirements
 from .selection import Selection, Selector
 from .settings import RouterSettings
-from .workers import WorkerIdentity
+from .workers import WorkerIdentity, fresh_seed
 from .zoo_view import ZooView
 
 API_KEY_HEADER = "x-api-key"
 SERVED_PATHS = tuple(ENDPOINTS.values())  # the hot path for either kind; the other kind's path answers 404
+DIGITS = re.compile(r"[0-9]{1,15}")  # a Content-Length we will compare (isdigit() takes '²'; int() refuses 4,300 digits)
 PIN_HEADER = "x-psml-model"  # profiling routers only (settings.allow_pinned_model)
 # a client defense refused the request (blocked, rate-limited, budget spent): counted against the service in
 # goodput, since a benign client refused by a false positive loses service
@@ -73,12 +80,15 @@ class Router:
                  worker: WorkerIdentity | None = None):
         self.settings = settings
         self.worker = worker or WorkerIdentity.single()
+        # no seed given: fresh OS entropy (a deployment must not be predictable from the public code); the seed
+        # used goes into every audit record so that a run can be replayed
+        self.seed = settings.seed if settings.seed is not None else fresh_seed()
         manifest = load_manifest(settings.zoo)
         self.zoo = ZooView.from_manifest(manifest)
         defenses = [make_defense(d) for d in settings.defenses]
         check_combination(defenses, self.zoo, settings.workers)
         self.selector = Selector(self.zoo, make_policy(settings.policy), defenses,
-                                 settings.on_no_model, self.worker.seed_sequence(settings.seed))
+                                 settings.on_no_model, self.worker.seed_sequence(self.seed))
         self.output_defenses = [(d, r) for d, r in self.selector.streams if is_output_defense(d)]
         self.client_defenses = [d for d in defenses if is_client_defense(d)]
         self.client_output_defenses = [d for d in self.client_defenses if hasattr(d, "perturb_client_output")]
@@ -86,6 +96,7 @@ class Router:
         self.backend = backend
         self.admission = Admission(settings.max_in_flight, settings.max_in_flight_per_client)
         self.audit = AuditLog(settings.audit_log, settings.audit_fsync)
+        self.audit_failures = 0
         self.metrics = RouterMetrics()
         # request ids: unique per router process and cheap (uuid4 costs a syscall per request)
         self._id_prefix, self._ids = f"{os.getpid():x}{int(time.time()):x}", itertools.count(1)
@@ -99,11 +110,21 @@ class Router:
             raise Unauthorized("unknown API key")
         return client
 
-    async def read_body(self, headers: dict[str, str], receive) -> bytes:
-        limit = self.settings.max_body_bytes
+    async def read_body(self, headers: dict[str, str], receive, kind: str) -> bytes:
+        """The whole body, within body_timeout_ms and under the most bytes a valid body of ``kind`` can hold."""
+        limit = body_limit_bytes(kind, self.zoo.sample_shape, self.settings.max_batch_size, self.settings.max_body_bytes)
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        if declared is not None and (not DIGITS.fullmatch(declared) or int(declared) > limit):
+            raise PayloadTooLarge(f"request body of {clip(declared)} bytes exceeds the limit of {limit} bytes for "
+                                  f"{self.settings.max_batch_size} samples as {kind}")
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_ms / 1e3):
+                return await self._receive_all(receive, limit)
+        except TimeoutError:
+            raise RequestTimeout(f"the body did not arrive within {self.settings.body_timeout_ms:g} ms") from None
+
+    @staticmethod
+    async def _receive_all(receive, limit: int) -> bytes:
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -129,29 +150,37 @@ class Router:
             raise Forbidden(f"the {PIN_HEADER} header is only accepted by profiling routers (allow_pinned_model)")
         model = next((m for m in self.zoo.models if m.name == name), None)
         if model is None:
-            raise InvalidRequest(f"{PIN_HEADER}: {name!r} is not a model of this zoo")
+            raise InvalidRequest(f"{PIN_HEADER}: {clip(name)!r} is not a model of this zoo")
         return Selection(model, req)
 
     async def infer(self, headers: dict[str, str], receive, endpoint: str = "/v1/infer"
                     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """One request, from its headers and ASGI ``receive`` to (status, JSON body, extra headers).
-        ``endpoint``: /v1/infer (classifier zoos: probabilities, labels) or /v1/embed (encoder zoos: embeddings)."""
+        ``endpoint``: /v1/infer (classifier zoos: probabilities, labels) or /v1/embed (encoder zoos: embeddings).
+
+        Order: key, media type and the whole body (under a deadline) before admission, so a slow client holds a
+        connection, never a slot; then parsing, the client defenses, selection, inference. Once a model has been
+        selected every answer, error or not, is held to the timing defense's floor. No answer leaves without its
+        audit record: when the record cannot be written the answer becomes a 503 and the client is not charged."""
         t0 = time.perf_counter()
         rec: dict = {"ts": time.time(), "request_id": f"{self._id_prefix}-{next(self._ids)}", "client": None,
-                     "worker": self.worker.index}
-        admitted = False
+                     "worker": self.worker.index, "seed": self.seed}
+        admitted, charged, selected = False, [], False
         try:
             if endpoint != self.zoo.endpoint:
                 raise WrongEndpoint(f"this zoo serves {self.zoo.kind}s: POST {self.zoo.endpoint}, not {endpoint}")
             rec["client"] = client = self.client_of(headers)
+            kind = media_type(headers.get("content-type", ""))
+            body = await self.read_body(headers, receive, kind)
             self.admission.enter(client)
             admitted = True
-            kind = media_type(headers.get("content-type", ""))
-            x, req = self.parse(kind, await self.read_body(headers, receive), headers)
+            x, req = self.parse(kind, body, headers)
             rec |= {"batch_size": len(x), "req_min_accuracy": req.min_accuracy, "req_max_latency_ms": req.max_latency_ms}
             for d in self.client_defenses:
                 d.admit(client, len(x), time.monotonic())
+                charged.append(d)
             sel = self.pinned(headers, req) or self.selector.choose(req)
+            selected = True
             rec |= {"eff_min_accuracy": sel.effective.min_accuracy, "eff_max_latency_ms": sel.effective.max_latency_ms,
                     "model": sel.model.name, "model_accuracy": sel.model.accuracy, "model_latency_ms": sel.model.latency_ms}
             t1 = time.perf_counter()
@@ -168,24 +197,48 @@ class Router:
                 rec |= fields
             payload = {"request_id": rec["request_id"], "embeddings": probs} if encoder else \
                 {"request_id": rec["request_id"], "probabilities": probs, "labels": labels}
-            answer = status, body, extra = 200, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), []
+            answer = 200, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), []
             rec |= {"status": 200, "outcome": "served"}
-            if self.timing_defense is not None:
-                elapsed_ms = (time.perf_counter() - t0) * 1e3
-                hold_ms = self.timing_defense.hold_until_ms(elapsed_ms) - elapsed_ms
-                if hold_ms > 0:
-                    rec["padded_ms"] = hold_ms
-                    await self.timing_defense.wait_until(t0 + (elapsed_ms + hold_ms) / 1e3)
         except RouterError as e:
             answer = self._fail(rec, e)
         except Exception as e:  # a bug must still answer JSON and leave its audit record
             answer = self._fail(rec, RouterError(f"internal error: {type(e).__name__}"))
+        try:
+            if selected and self.timing_defense is not None:  # errors after selection too: their time names the model
+                await self._pad(rec, t0)
         finally:
             if admitted:
                 self.admission.leave(rec["client"])
         rec["router_ms"] = (time.perf_counter() - t0) * 1e3
-        self.audit.write(rec)
+        try:
+            self.audit.write(rec)
+        except Exception as e:  # ENOSPC, EIO, or a record that cannot be encoded: never answer without it
+            answer = self._unrecorded(rec, e, charged)
         self.metrics.observe(rec)
+        return answer
+
+    async def _pad(self, rec: dict, t0: float) -> None:
+        elapsed_ms = (time.perf_counter() - t0) * 1e3
+        hold_ms = self.timing_defense.hold_until_ms(elapsed_ms, rec.get("batch_size") or 1) - elapsed_ms
+        if hold_ms > 0:
+            rec["padded_ms"] = hold_ms
+            await self.timing_defense.wait_until(t0 + (elapsed_ms + hold_ms) / 1e3)
+
+    def _unrecorded(self, rec: dict, e: Exception, charged: list) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The audit record could not be written: withhold the answer, refund what the client defenses charged."""
+        for d in charged:
+            if hasattr(d, "refund"):
+                d.refund(rec["client"], rec.get("batch_size") or 0)
+        self.audit_failures += 1
+        if self.audit_failures == 1 or self.audit_failures % 1000 == 0:  # say it, without a line per request
+            print(f"router: error: audit log {self.settings.audit_log} cannot be written ({getattr(e, 'strerror', None) or e}); answering "
+                  f"503 audit_unavailable ({self.audit_failures} so far)", file=sys.stderr, flush=True)
+        answer = self._fail(rec, AuditUnavailable("the service cannot record this request; nothing was charged, "
+                                                  "retry later"))
+        try:  # the refusal's own record, if the failure has passed (a rotated file, space freed)
+            self.audit.write(rec)
+        except Exception:
+            pass
         return answer
 
     def _fail(self, rec: dict, e: RouterError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -202,6 +255,8 @@ class Router:
         if e.status in (503, 504):
             # Triton's own message names the model; keep it in the audit log, never in the answer.
             return e.status, orjson.dumps({"error": e.kind, "detail": "the inference backend is unavailable; retry later"}), []
+        if e.status == 408:  # the rest of the body may still be on its way: do not keep the connection
+            return e.status, orjson.dumps(e.body()), [(b"connection", b"close")]
         return e.status, orjson.dumps(e.body()), []
 
 
@@ -209,18 +264,48 @@ def _str_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
 
 
+async def _send_json(send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+NOT_FOUND = orjson.dumps({"error": "not_found", "detail": "no such path"})
+
+
 class RouterApp:
-    """The ASGI entry point: ``POST /v1/infer`` goes straight to the router, everything else to FastAPI."""
+    """The ASGI entry point: ``POST /v1/infer`` goes straight to the router, everything else to FastAPI.
+
+    /metrics is not for clients (it names every client and counts, per client, requests that met what they
+    asked): on the metrics listener it is all there is; on the request listener it answers 404 unless the
+    request carries the metrics token."""
 
     def __init__(self, router: Router, api: FastAPI):
         self.router, self.api = router, api
+        s = router.settings
+        self.metrics_port = s.metrics_port
+        self.metrics_auth = None if s.metrics_token is None else f"Bearer {s.metrics_token}".encode()
+
+    def _metrics_allowed(self, scope) -> bool:
+        if self.metrics_auth is None:
+            return self._on_metrics_listener(scope)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        return hmac.compare_digest(given, self.metrics_auth)
+
+    def _on_metrics_listener(self, scope) -> bool:
+        server = scope.get("server")
+        return self.metrics_port is not None and server is not None and server[1] == self.metrics_port
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] in SERVED_PATHS and scope["method"] == "POST":
-            status, body, extra = await self.router.infer(_str_headers(scope["headers"]), receive, scope["path"])
-            await send({"type": "http.response.start", "status": status, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]})
-            await send({"type": "http.response.body", "body": body})
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+        elif scope["path"] == "/metrics" or self._on_metrics_listener(scope):
+            if scope["path"] == "/metrics" and scope["method"] == "GET" and self._metrics_allowed(scope):
+                await self.api(scope, receive, send)
+            else:
+                await _send_json(send, 404, NOT_FOUND)
+        elif scope["path"] in SERVED_PATHS and scope["method"] == "POST":
+            await _send_json(send, *await self.router.infer(_str_headers(scope["headers"]), receive, scope["path"]))
         else:
             await self.api(scope, receive, send)
 
@@ -233,6 +318,8 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
     async def lifespan(app: FastAPI):
         if router.backend is None:
             router.backend = make_backend(settings, router.zoo)
+        # logrotate's postrotate (kill -HUP): write to the new file at once, not on the next inode check
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, router.audit.reopen)
         yield
         await router.backend.close()
         router.audit.close()
@@ -269,7 +356,8 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
     @api.get("/metrics", response_class=Response, responses={200: {"content": {
         "text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text exposition format"}})
     async def metrics():
-        """Prometheus metrics, summed over every worker of this router."""
+        """Prometheus metrics, summed over every worker of this router. Only on the metrics listener
+        (metrics_port) or with the metrics token (Authorization: Bearer); 404 otherwise."""
         return Response(router.metrics.exposition(), media_type=router.metrics.content_type)
 
     return RouterApp(router, api)

@@ -19,27 +19,56 @@ from typing import Iterator
 FIELDS = (
     "ts", "request_id", "client", "status", "outcome", "batch_size",
     "req_min_accuracy", "req_max_latency_ms", "eff_min_accuracy", "eff_max_latency_ms",
-    "model", "model_accuracy", "model_latency_ms", "router_ms", "triton_ms", "detail", "worker",
+    "model", "model_accuracy", "model_latency_ms", "router_ms", "triton_ms", "detail", "worker", "seed",
 )
 # Written only when a defense set them: PRADA's W and flag ("detected" on the flagging request), the padding held.
 DEFENSE_FIELDS = ("prada_w", "prada_flagged", "detected", "padded_ms", "b4b_coverage", "b4b_sigma")
 # outcome: served | no_model (422) | unavailable (503/504 from the backend) | shed (503/429 by admission control)
 # | refused (403/429 by a client defense) | invalid (4xx) | unauthorized (401/403). worker: the router worker's
-# index (0 with one worker).
+# index (0 with one worker). seed: the router's root seed (given, or drawn from OS entropy at start).
 
 
 class AuditLog:
+    """Appends records to ``path``; follows the path when the file is rotated or deleted (a new inode) and on
+    ``reopen()`` (SIGHUP); a short write is completed; a write that fails raises OSError to the caller, which
+    must not answer as if the record existed (router/app.py answers 503)."""
+
     def __init__(self, path: Path, fsync: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = -1
+        self._open()
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        old, self._fd = self._fd, fd
+        st = os.fstat(fd)
+        self._ident = (st.st_dev, st.st_ino)
+        if old >= 0:
+            os.close(old)
+
+    def reopen(self) -> None:
+        """Write to whatever file ``path`` names now (logrotate's postrotate: kill -HUP)."""
+        self._open()
+
+    def _follow(self) -> None:
+        # one stat per record (~1 us): a rotated (renamed) or deleted log is noticed on the next record, not never
+        try:
+            st = os.stat(self.path)
+            moved = (st.st_dev, st.st_ino) != self._ident
+        except FileNotFoundError:
+            moved = True
+        if moved or self._fd < 0:
+            self._open()
 
     def write(self, record: dict) -> None:
         out = {k: record.get(k) for k in FIELDS}
         out.update((k, record[k]) for k in DEFENSE_FIELDS if k in record)
-        line = orjson.dumps(out) + b"\n"
-        os.write(self._fd, line)
+        line = memoryview(orjson.dumps(out) + b"\n")
+        self._follow()
+        while line:  # os.write may write less than asked (a signal, a nearly full disk): write the rest
+            line = line[os.write(self._fd, line):]
         if self.fsync:
             os.fsync(self._fd)
 
@@ -49,9 +78,15 @@ class AuditLog:
             self._fd = -1
 
 
-def read_audit_log(path: Path) -> Iterator[dict]:
-    """Every complete record; a torn last line (crash mid-write) is skipped, never half-read."""
+def read_audit_log(path: Path, torn: list | None = None) -> Iterator[dict]:
+    """Every whole record. A torn line (a crash mid-write, a disk that filled) is skipped, never half-read;
+    ``torn``, when given, gets the 1-based number of each line skipped."""
     with open(path, "rb") as f:
-        for raw in f:
-            if raw.endswith(b"\n"):
+        for n, raw in enumerate(f, 1):
+            try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("no end of line")
                 yield json.loads(raw)
+            except ValueError:
+                if torn is not None:
+                    torn.append(n)

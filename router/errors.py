@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 
+MAX_DETAIL_CHARS = 300  # a detail may quote client text (a header, a key): bounded in the answer and the audit log
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """Client-supplied text quoted in an error, cut to ``limit`` characters with the original length named."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class RouterError(Exception):
     status = 500
     kind = "internal_error"
 
     def __init__(self, detail: str):
+        detail = clip(detail, MAX_DETAIL_CHARS)
         super().__init__(detail)
         self.detail = detail
 
@@ -35,6 +44,19 @@ class WrongEndpoint(RouterError):
 
 class Forbidden(RouterError):
     status, kind = 403, "forbidden"
+
+
+class RequestTimeout(RouterError):
+    """The body did not arrive within body_timeout_ms of the headers."""
+
+    status, kind = 408, "request_timeout"
+
+
+class AuditUnavailable(RouterError):
+    """The audit record could not be written (disk full, I/O error): the answer is withheld, nothing charged."""
+
+    status, kind = 503, "audit_unavailable"
+    retry_after = 5
 
 
 class PayloadTooLarge(RouterError):

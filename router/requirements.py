@@ -28,6 +28,9 @@ class ZooModel:
     accuracy: float
     latency_ms: float
     pareto: bool = True
+    # how much the selection figure grows per sample beyond the profile's selection batch size (the steepest
+    # step between profiled batch sizes; 0 when only one was profiled): padding floors for large batches
+    per_sample_ms: float = 0.0
 
 
 def meets(m: ZooModel, r: Requirements) -> bool:

@@ -23,11 +23,13 @@ import uvicorn
 
 from common.errors import PsmlError
 
+from .http_protocol import bounded_protocol
 from .settings import RouterSettings, load_settings
-from .workers import WorkerIdentity
+from .workers import WorkerIdentity, fresh_seed
 
-UVICORN = dict(loop="uvloop", http="httptools", access_log=False, log_level="warning", timeout_graceful_shutdown=5,
-               backlog=4096, proxy_headers=False)  # no proxy in front by default: skip that middleware
+UVICORN = dict(loop="uvloop", access_log=False, log_level="warning", timeout_graceful_shutdown=5,
+               proxy_headers=False)  # no proxy in front by default: skip that middleware
+BACKLOG = 4096
 QUICK_DEATH_S, MAX_QUICK_DEATHS = 2.0, 5  # a worker that keeps dying at start is a bug, not bad luck
 
 
@@ -39,8 +41,11 @@ def _args(argv):
     ap.add_argument("--triton-grpc-url", help="override the settings' Triton gRPC address")
     ap.add_argument("--audit-log", help="override the settings' audit log path")
     ap.add_argument("--host", help="override the settings' bind address (127.0.0.1 unless told otherwise)")
+    ap.add_argument("--seed", type=int, help="override the settings' seed (default: fresh OS entropy)")
+    ap.add_argument("--metrics-port", type=int, help="override the settings' metrics listener port")
     # set by the supervisor for its workers only
     ap.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker-restart", type=int, default=0, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -50,27 +55,66 @@ def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     try:
         s = load_settings(a.settings, port=a.port, triton_http_url=a.triton_http_url,
-                          triton_grpc_url=a.triton_grpc_url, audit_log=a.audit_log, host=a.host)
+                          triton_grpc_url=a.triton_grpc_url, audit_log=a.audit_log, host=a.host, seed=a.seed,
+                          metrics_port=a.metrics_port)
         if a.worker_fd is not None:
             return _worker(s, a)
+        if s.seed is None:  # drawn once here, so every worker derives its stream from the same recorded root
+            s = s.model_copy(update={"seed": fresh_seed()})
         if s.workers > 1:
             return Supervisor(s, sys.argv[1:] if argv is None else argv).run()
         from .app import create_app
 
+        sockets = bind_listeners(s)
+        s = _with_bound_metrics_port(s, sockets)
         app = create_app(s)
     except PsmlError as e:
         print(f"router: error: {e}", file=sys.stderr)
         return 1
-    uvicorn.run(app, host=s.host, port=s.port, **UVICORN)
+    _serve(app, s, sockets)
     return 0
+
+
+def bind_listeners(s: RouterSettings) -> list[socket.socket]:
+    """The request listener, then the metrics listener when ``metrics_port`` is set (its own address)."""
+    socks = [_bind(s.host, s.port, "router")]
+    if s.metrics_port is not None:
+        socks.append(_bind(s.metrics_host, s.metrics_port, "metrics"))
+    return socks
+
+
+def _bind(host: str, port: int, what: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise PsmlError(f"cannot listen for {what} on {host}:{port}: {e.strerror}") from e
+    sock.listen(BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _with_bound_metrics_port(s: RouterSettings, sockets: list[socket.socket]) -> RouterSettings:
+    if len(sockets) < 2:
+        return s
+    port = sockets[1].getsockname()[1]
+    print(f"router: metrics on http://{s.metrics_host}:{port}/metrics", file=sys.stderr, flush=True)
+    return s.model_copy(update={"metrics_port": port})
+
+
+def _serve(app, s: RouterSettings, sockets: list[socket.socket]) -> None:
+    config = uvicorn.Config(app, http=bounded_protocol(s.header_timeout_ms / 1e3), **UVICORN)
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 def _worker(s: RouterSettings, a) -> int:
     from .app import create_app
 
+    sockets = [socket.socket(fileno=a.worker_fd)] + ([socket.socket(fileno=a.metrics_fd)] if a.metrics_fd else [])
     app = create_app(s, worker=WorkerIdentity(a.worker_index, s.workers, a.worker_restart))
-    sock = socket.socket(fileno=a.worker_fd)
-    uvicorn.Server(uvicorn.Config(app, **UVICORN)).run(sockets=[sock])
+    _serve(app, s, sockets)
     return 0
 
 
@@ -83,36 +127,35 @@ class Supervisor:
         self.quick_deaths = 0
         self.stopping = False
 
-    def _bind(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET6 if ":" in self.s.host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.s.host, self.s.port))
-        except OSError as e:
-            raise PsmlError(f"cannot listen on {self.s.host}:{self.s.port}: {e.strerror}") from e
-        sock.listen(UVICORN["backlog"])
-        sock.set_inheritable(True)
-        return sock
-
-    def _spawn(self, k: int, fd: int, env: dict) -> None:
-        cmd = [sys.executable, "-m", "router.server", *self.argv, "--worker-fd", str(fd), "--worker-index", str(k),
-               "--worker-restart", str(self.restarts[k])]
-        self.procs[k] = subprocess.Popen(cmd, pass_fds=(fd,), env=env)
+    def _spawn(self, k: int, fds: list[int], env: dict) -> None:
+        cmd = [sys.executable, "-m", "router.server", *self.argv, "--worker-fd", str(fds[0]), "--worker-index", str(k),
+               "--worker-restart", str(self.restarts[k]), "--seed", str(self.s.seed)]
+        if len(fds) > 1:
+            cmd += ["--metrics-fd", str(fds[1]), "--metrics-port", str(self.s.metrics_port)]
+        self.procs[k] = subprocess.Popen(cmd, pass_fds=tuple(fds), env=env)
         self.started_at[k] = time.monotonic()
+
+    def _forward(self, sig: int) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(sig)
 
     def run(self) -> int:
         from .app import Router
 
         Router(self.s.model_copy(update={"audit_log": os.devnull}))  # bad zoo or defense: fail here, once
-        sock = self._bind()
+        sockets = bind_listeners(self.s)
+        self.s = _with_bound_metrics_port(self.s, sockets)
+        fds = [sock.fileno() for sock in sockets]
         metrics_dir = tempfile.mkdtemp(prefix="psml-router-metrics-")
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: setattr(self, "stopping", True))
+        signal.signal(signal.SIGHUP, lambda *_: self._forward(signal.SIGHUP))  # reopen the audit log (logrotate)
         code = 0
         try:
             for k in range(self.s.workers):
-                self._spawn(k, sock.fileno(), env)
+                self._spawn(k, fds, env)
             print(f"router: {self.s.workers} workers on {self.s.host}:{self.s.port}", file=sys.stderr, flush=True)
             while not self.stopping:
                 time.sleep(0.1)
@@ -132,7 +175,7 @@ class Supervisor:
                     from prometheus_client import multiprocess
 
                     multiprocess.mark_process_dead(p.pid, metrics_dir)
-                    self._spawn(k, sock.fileno(), env)
+                    self._spawn(k, fds, env)
         finally:
             for p in self.procs.values():
                 if p.poll() is None:
@@ -143,7 +186,8 @@ class Supervisor:
                     p.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     p.kill()
-            sock.close()
+            for sock in sockets:
+                sock.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
         return code
 

@@ -26,14 +26,23 @@ class RouterSettings(BaseModel):
     # Admission control, per worker: requests in flight above these bounds are answered at once, 503 (this
     # worker's bound) or 429 (the client's), with Retry-After; null = unbounded.
     max_in_flight: int | None = Field(64, ge=1)
-    max_in_flight_per_client: int | None = Field(None, ge=1)
+    # Default: a quarter of max_in_flight (at least 1), so that one key cannot take every slot; null: no bound.
+    max_in_flight_per_client: int | None = Field(16, ge=1)
+    # A request's body must arrive within body_timeout_ms of its headers, and headers within header_timeout_ms
+    # of the connection opening (or of the previous answer on a kept-alive connection); otherwise 408 / closed.
+    # Admission is taken only once the body is in: a slow client costs a connection, never a slot.
+    body_timeout_ms: float = Field(5000.0, gt=0)
+    header_timeout_ms: float = Field(5000.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)  # 0 = pick a free port
     api_keys: dict[str, str] = Field(min_length=1)  # API key -> client name (recorded in the audit log)
     policy: str = "pareto_uniform"
     defenses: list[dict] = []  # e.g. [{"name": "metric_noise", "distribution": "laplace", "accuracy_scale": 0.02}]
     on_no_model: str = "reject"  # reject: 422 with the reason; closest: serve the model that falls least short
-    seed: int = 0  # seeds the policy's and every defense's random stream
+    # Seeds the policy's and every defense's random stream. null (the default): fresh OS entropy at start, so a
+    # deployment's draws cannot be predicted from the public code; the seed used is written into every audit
+    # record. Experiments give one to replay a run.
+    seed: int | None = Field(None, ge=0, lt=2**63)
     max_batch_size: int = Field(256, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     request_timeout_ms: float = Field(5000.0, gt=0)  # per forwarded Triton call
@@ -43,12 +52,35 @@ class RouterSettings(BaseModel):
     # selection and every defense.
     allow_pinned_model: bool = False
     audit_fsync: bool = False  # True: fsync every record (survives power loss, costs ~ms per request)
+    # /metrics names every client and counts, per client, requests served by a model that met what they asked:
+    # an oracle for an attacker and a client list for anyone. It is served on its own listener
+    # (metrics_host:metrics_port, loopback by default; 0 = a free port) and/or to holders of metrics_token
+    # (Authorization: Bearer); with neither set, /metrics is off (404).
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str | None = Field(None, min_length=16)
 
     @model_validator(mode="after")
     def _defenses_combine(self):
         from .defenses import check_combination, make_defense  # ConfigError is a ValueError: pydantic reports it
 
         check_combination([make_defense(d) for d in self.defenses], workers=self.workers)
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_client_bound(cls, data):
+        if isinstance(data, dict) and "max_in_flight_per_client" not in data:
+            m = data.get("max_in_flight", 64)
+            data = data | {"max_in_flight_per_client": max(1, m // 4) if isinstance(m, int) and m >= 1 else None}
+        return data
+
+    @model_validator(mode="after")
+    def _client_bound_below_router_bound(self):
+        m, c = self.max_in_flight, self.max_in_flight_per_client
+        if m is not None and c is not None and c > m:
+            raise ValueError(f"max_in_flight_per_client ({c}) exceeds max_in_flight ({m}): one client could take "
+                             "every slot; lower it or set it to null on purpose")
         return self
 
     @model_validator(mode="after")

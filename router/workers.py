@@ -8,9 +8,16 @@ restart) draws from child k of ``SeedSequence([seed, r])`` instead, so it never 
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def fresh_seed() -> int:
+    """A 63-bit seed from the OS's entropy pool: unpredictable, an int that replays the run when given back, and
+    small enough for every JSON writer (orjson refuses integers over 64 bits)."""
+    return secrets.randbits(63)
 
 
 @dataclass(frozen=True)

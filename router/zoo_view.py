@@ -20,6 +20,7 @@ class ZooView:
     tensor_names: dict[str, tuple[str, str]] = field(default_factory=dict)  # model -> (input, output) tensor
     sample_shape: tuple[int, ...] = ()  # one sample as the models take it: (input_dim,) for built zoos
     kind: str = "classifier"  # "encoder": n_classes is then the embedding's width
+    selection_batch_size: int = 1  # the batch size of the profile cell each model's latency_ms comes from
 
     @property
     def endpoint(self) -> str:
@@ -31,10 +32,13 @@ class ZooView:
 
     @classmethod
     def from_manifest(cls, manifest) -> "ZooView":
-        models = tuple(ZooModel(m.name, m.accuracy, m.selection_latency_ms, m.pareto) for m in manifest.models)
+        sel = manifest.profile.selection
+        models = tuple(ZooModel(m.name, m.accuracy, m.selection_latency_ms, m.pareto, _per_sample_ms(m, sel))
+                       for m in manifest.models)
         names = {m.name: (m.input.name, m.output.name) for m in manifest.models}
         shape = manifest.models[0].sample_shape  # one shape for the whole zoo (zoo import checks it)
-        return cls(models, int(np.prod(shape)), manifest.models[0].output.shape[1], names, shape, manifest.zoo.kind)
+        return cls(models, int(np.prod(shape)), manifest.models[0].output.shape[1], names, shape, manifest.zoo.kind,
+                   sel.batch_size)
 
     def to_model(self, x: np.ndarray) -> np.ndarray:
         """A flat [B, D] batch as the models take it: a view, no copy."""
@@ -72,3 +76,13 @@ class ZooView:
                 "max_latency_ms": "milliseconds > 0; omit for no latency requirement",
             },
         }
+
+
+def _per_sample_ms(entry, sel) -> float:
+    """The steepest growth of the selection percentile per added sample between consecutive profiled batch sizes,
+    on the selection's path and concurrency (0 with a single batch size)."""
+    key = f"p{sel.percentile}_ms"
+    cells = sorted((c.batch_size, getattr(c, key)) for c in entry.latency.cells
+                   if (c.path, c.concurrency) == (sel.path, sel.concurrency))
+    slopes = [(v2 - v1) / (b2 - b1) for (b1, v1), (b2, v2) in zip(cells, cells[1:]) if b2 > b1]
+    return max([0.0, *slopes])

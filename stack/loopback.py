@@ -16,9 +16,10 @@ DEMO_KEYS = {"demo-benign-key": "benign", "demo-attacker-key": "attacker"}
 
 
 def write_router_settings(run_dir: Path, zoo_dir: Path, triton, name: str = "router", **overrides) -> Path:
-    """``triton``: the TritonEndpoints the router forwards to (HTTP by default, gRPC with triton_protocol)."""
+    """``triton``: the TritonEndpoints the router forwards to (HTTP by default, gRPC with triton_protocol).
+    Experiments replay: the seed is 0 unless given (``seed=None``: OS entropy, as a deployment runs)."""
     settings = {"zoo": str(zoo_dir), "triton_http_url": triton.http_url, "triton_grpc_url": triton.grpc_url,
-                "api_keys": DEMO_KEYS,
+                "api_keys": DEMO_KEYS, "seed": 0,
                 "audit_log": str(run_dir / f"{name}.audit.jsonl"), "port": 0} | overrides
     path = run_dir / f"{name}.settings.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,10 @@ the nearest member is found by dot products against stored squared norms, then i
 exactly; Shapiro-Wilk runs once every ``test_every`` new distances (and on the request that reaches
 ``min_distances``), so a flag can come up to ``test_every - 1`` distances later than a per-query test would.
 
-Actions on a flagged key: ``log`` (audit records only), ``throttle`` (a token bucket of ``throttle_rate_per_s``
-requests a second, 429 above it), ``block`` (403 for that request and every later one). The request whose
-samples triggered the flag is already answered by the model, but its answer is withheld under ``block``.
+Actions on a flagged key: ``log`` (audit records only), ``throttle`` (a token bucket of ``throttle_samples_per_s``
+samples a second with a burst of one second's worth, 429 above it), ``block`` (403 for that request, for the
+key's requests already in flight when the flag rose, and for every later one). The request whose samples
+triggered the flag is already answered by the model, but its answer is withheld under ``block``.
 State is per router process, so the router refuses per-client defenses with more than one worker.
 """
 
@@ -94,7 +95,7 @@ class Prada:
     max_group_size: int = 5000  # samples kept per class per key (memory bound; the test still sees every d)
     test_every: int = 10  # new distances between Shapiro-Wilk tests (1: after every sample, as in the paper)
     action: str = "log"
-    throttle_rate_per_s: float = 1.0
+    throttle_samples_per_s: float = 32.0
     name = "prada"
     _clients: dict = field(default_factory=dict, init=False, repr=False)
     _throttle: TokenBuckets | None = field(default=None, init=False, repr=False)
@@ -112,9 +113,9 @@ class Prada:
             raise ConfigError(f"prada test_every must be an integer >= 1, got {self.test_every!r}")
         if self.action not in ACTIONS:
             raise ConfigError(f"prada action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
-        if not self.throttle_rate_per_s > 0:
-            raise ConfigError(f"prada throttle_rate_per_s must be > 0, got {self.throttle_rate_per_s}")
-        self._throttle = TokenBuckets(self.throttle_rate_per_s, 1.0)
+        if not self.throttle_samples_per_s >= 1:
+            raise ConfigError(f"prada throttle_samples_per_s must be >= 1, got {self.throttle_samples_per_s}")
+        self._throttle = TokenBuckets(self.throttle_samples_per_s, self.throttle_samples_per_s)
         # scipy only when PRADA is configured (the serving path imports no scientific stack otherwise), but at
         # start-up: imported on the first test it cost a request ~1 s of CPU and inflated per-request figures
         from scipy.stats import shapiro  # noqa: F401
@@ -129,7 +130,7 @@ class Prada:
         if self.action == "block":
             raise Blocked("this API key is blocked: its query stream was flagged as model extraction")
         if self.action == "throttle":
-            wait = self._throttle.take(client, now)
+            wait = self._throttle.take(client, now, n_samples)
             if wait > 0:
                 raise RateLimited("this API key is throttled: its query stream was flagged as model extraction",
                                   retry_after_s(wait))
@@ -138,6 +139,9 @@ class Prada:
         s = self._clients.get(client)
         if s is None:
             s = self._clients[client] = _ClientState()
+        if s.flagged_at is not None and self.action == "block":
+            # admitted before the flag rose, answered after: withheld like every later request of the key
+            raise Blocked("this API key is blocked: its query stream was flagged as model extraction")
         flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         for row, c in zip(flat, np.asarray(labels).tolist()):
             self._add(s, row, int(c))

@@ -1,8 +1,18 @@
-"""A token bucket per client: ``rate_per_s`` tokens a second up to ``burst``; one token per request."""
+"""A token bucket per client: ``rate_per_s`` tokens a second up to ``burst``; a request takes one token per
+sample it carries, so a key's rate is in samples (a request-counting bucket let a throttled key still take
+256 samples a request)."""
 
 from __future__ import annotations
 
 import math
+
+from ..errors import RouterError
+
+
+class BatchOverBurst(RouterError):
+    """A batch larger than the bucket can ever hold: waiting would not help, so not 429."""
+
+    status, kind = 422, "batch_over_rate_burst"
 
 
 class TokenBuckets:
@@ -10,15 +20,24 @@ class TokenBuckets:
         self.rate, self.burst = rate_per_s, burst
         self.state: dict[str, tuple[float, float]] = {}  # client -> (tokens, at monotonic seconds)
 
-    def take(self, client: str, now: float) -> float:
-        """0 when a token was taken, else the seconds until one will be available (nothing taken)."""
+    def take(self, client: str, now: float, cost: float = 1.0) -> float:
+        """0 when ``cost`` tokens were taken, else the seconds until they will be available (nothing taken)."""
+        if cost > self.burst:
+            raise BatchOverBurst(f"a batch of {cost:g} samples exceeds this API key's burst of {self.burst:g} samples; "
+                                 "send smaller batches")
         tokens, at = self.state.get(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
-        if tokens >= 1.0:
-            self.state[client] = (tokens - 1.0, now)
+        if tokens >= cost:
+            self.state[client] = (tokens - cost, now)
             return 0.0
         self.state[client] = (tokens, now)
-        return (1.0 - tokens) / self.rate
+        return (cost - tokens) / self.rate
+
+    def give_back(self, client: str, cost: float) -> None:
+        """Return tokens taken for a request that was never answered (its audit record could not be written)."""
+        if client in self.state:
+            tokens, at = self.state[client]
+            self.state[client] = (min(self.burst, tokens + cost), at)
 
 
 def retry_after_s(wait_s: float) -> int:

@@ -6,6 +6,7 @@ import pytest
 from router.defenses import make_defense
 from router.defenses.prada import Blocked
 from router.defenses.query_budget import BudgetExhausted, RateLimited
+from router.defenses.token_bucket import BatchOverBurst
 
 RNG = np.random.default_rng(0)
 PROJ = RNG.normal(size=(40, 10))  # a stand-in classifier: the predicted class of x is argmax(x @ PROJ)
@@ -113,37 +114,57 @@ def test_prada_block_refuses_the_flagging_request_and_every_later_one():
     p.admit("other", 1, 0.0)  # per key: another client is untouched
 
 
-def test_prada_throttle_rate_limits_a_flagged_key():
-    p = make_defense({"name": "prada", "action": "throttle", "min_distances": 20, "throttle_rate_per_s": 2.0})
+def test_prada_throttle_rate_limits_a_flagged_key_in_samples():
+    """Catches a throttle that counts requests (a flagged key would still take 4 samples a request here, and
+    a full batch of 256) and one that never refills."""
+    p = make_defense({"name": "prada", "action": "throttle", "min_distances": 20, "throttle_samples_per_s": 4.0})
     stream(p, jbda_like(steps=10), batch=1)
     assert p.flagged("c")
-    p.admit("c", 1, 100.0)  # the bucket's one token
+    p.admit("c", 4, 100.0)  # the bucket's burst: one second's worth, 4 samples
     with pytest.raises(RateLimited) as e:
         p.admit("c", 1, 100.1)
     assert e.value.status == 429 and e.value.retry_after >= 1
-    p.admit("c", 1, 100.6)  # 0.5 s later a token has come back (2 per second)
+    p.admit("c", 2, 100.6)  # 0.5 s later two samples have come back (4 per second)
+    with pytest.raises(BatchOverBurst):  # never satisfiable by waiting: 422, not 429
+        p.admit("c", 256, 200.0)
+
+
+def test_prada_block_withholds_the_answers_of_requests_already_in_flight():
+    """Catches a block applied at admission only: a request admitted before the flag rose and answered after it
+    (the key's other connections) would leave with its answer."""
+    p = make_defense({"name": "prada", "action": "block", "min_distances": 20})
+    x = jbda_like(steps=10)
+    p.admit("c", 1, 0.0)  # admitted while the key is clean ...
+    with pytest.raises(Blocked):
+        stream(p, x, batch=1)  # ... another request of the key raises the flag ...
+    with pytest.raises(Blocked):
+        p.observe("c", x[:1], np.zeros(1, int))  # ... and the first one's answer is withheld too
 
 
 def test_query_budget_rate_limit_and_total_budget_per_key():
     """Catches a bucket shared by all keys, one that never refills, and a budget counted in requests."""
-    q = make_defense({"name": "query_budget", "rate_per_s": 10.0, "burst": 3, "max_samples": 100})
+    q = make_defense({"name": "query_budget", "samples_per_s": 250.0, "burst_samples": 75, "max_samples": 100})
     for _ in range(3):
         q.admit("a", 25, 0.0)
-    with pytest.raises(RateLimited) as e:
+    with pytest.raises(RateLimited) as e:  # a rate in requests would let this one through
         q.admit("a", 1, 0.0)
     assert e.value.retry_after == 1
     q.admit("b", 25, 0.0)  # another key has its own bucket
-    q.admit("a", 25, 0.1)  # one token back after 0.1 s at 10/s
+    q.admit("a", 25, 0.1)  # 25 samples back after 0.1 s at 250/s
     with pytest.raises(BudgetExhausted):
         q.admit("a", 1, 10.0)  # 100 samples spent
+    assert q.admit("b", 75, 10.0) is None
+    q.refund("b", 75)  # a request never answered (its audit record failed) is not charged
     assert q.admit("b", 75, 10.0) is None
 
 
 @pytest.mark.parametrize("spec", [
     {"name": "prada", "delta": 1.5}, {"name": "prada", "action": "ban"}, {"name": "prada", "min_distances": 2}, {"name": "prada", "test_every": 0},
-    {"name": "query_budget"}, {"name": "query_budget", "rate_per_s": 0}, {"name": "query_budget", "max_samples": 0},
+    {"name": "query_budget"}, {"name": "query_budget", "samples_per_s": 0}, {"name": "query_budget", "rate_per_s": 5},
+    {"name": "prada", "throttle_samples_per_s": 0.5}, {"name": "query_budget", "max_samples": 0},
     {"name": "latency_padding"}, {"name": "latency_padding", "floor_ms": -1},
-    {"name": "latency_padding", "buckets_ms": [5, 2]}, {"name": "latency_padding", "floor": "median"},
+    {"name": "latency_padding", "buckets_ms": [5, 2]}, {"name": "latency_padding", "floor_ms": 5, "per_sample_ms": -1},
+    {"name": "latency_padding", "buckets_ms": [2, 4], "per_sample_ms": 0.1}, {"name": "latency_padding", "floor": "median"},
 ])
 def test_bad_parameters_are_refused(spec):
     from common.errors import ConfigError
@@ -157,8 +178,15 @@ def test_latency_padding_floors_and_buckets():
     from router.zoo_view import ZooView
 
     pad = make_defense({"name": "latency_padding", "floor": "slowest_front", "margin_ms": 0.5})
-    pad.check_zoo(ZooView((ZooModel("a", 0.6, 1.0), ZooModel("b", 0.9, 5.0), ZooModel("c", 0.5, 9.0, False)), 40, 10))
+    pad.check_zoo(ZooView((ZooModel("a", 0.6, 1.0, True, 0.1), ZooModel("b", 0.9, 5.0, True, 0.4),
+                           ZooModel("c", 0.5, 9.0, False, 2.0)), 40, 10))
     assert pad.hold_until_ms(0.3) == 5.5  # the slowest FRONT model, not the off-front one
+    # a batch of 256: 255 samples beyond the profiled batch of 1 at the steepest front slope (0.4 ms/sample);
+    # catches a floor fixed at batch 1 (large batches unpadded) and one taken from the off-front model
+    assert pad.hold_until_ms(0.3, 256) == pytest.approx(5.5 + 255 * 0.4)
+    fixed = make_defense({"name": "latency_padding", "floor_ms": 3.0, "per_sample_ms": 0.0})
+    fixed.check_zoo(ZooView((ZooModel("a", 0.6, 1.0, True, 0.1),), 40, 10))
+    assert fixed.hold_until_ms(0.3, 256) == 3.0
     buckets = make_defense({"name": "latency_padding", "buckets_ms": [2, 4, 8]})
     assert [buckets.hold_until_ms(t) for t in (0.5, 2.0, 3.1, 7.9, 9.0)] == [2, 2, 4, 8, 9.0]
 

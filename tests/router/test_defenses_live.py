@@ -48,12 +48,12 @@ def test_prada_blocks_a_repeated_probe_stream_and_not_another_key(start_router, 
 
 
 def test_query_budget_answers_429_with_retry_after_then_403_when_spent(start_router, data):
-    router = start_router(defenses=[{"name": "query_budget", "rate_per_s": 0.5, "burst": 2, "max_samples": 6}])
+    router = start_router(defenses=[{"name": "query_budget", "samples_per_s": 1.5, "burst_samples": 6, "max_samples": 6}])
     x = data.x["test"][:3]
     codes = [infer(router, x).status_code for _ in range(2)]
     limited = infer(router, x[:1])
     assert codes == [200, 200] and limited.status_code == 403 and limited.json()["error"] == "query_budget_exhausted"
-    other = start_router("rate", defenses=[{"name": "query_budget", "rate_per_s": 0.5, "burst": 2}])
+    other = start_router("rate", defenses=[{"name": "query_budget", "samples_per_s": 1.5, "burst_samples": 6}])
     codes = [infer(other, x, key="k-attacker").status_code for _ in range(2)]
     r = infer(other, x, key="k-attacker")
     assert codes == [200, 200] and r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and r.json()["error"] == "rate_limited"

@@ -18,7 +18,7 @@ expected-statuses = ["200", "422", "429", "503"]
 
 def test_schema_publishes_the_limits_it_enforces(start_router, manifest):
     """Catches the old schema: inputs of any length and rows of any width, /metrics documented as JSON."""
-    router = start_router(max_batch_size=8)
+    router = start_router(max_batch_size=8, metrics_token="operator-token-0123456789")
     spec = requests.get(f"{router.url}/openapi.json", timeout=10).json()
     body = spec["paths"]["/v1/infer"]["post"]["requestBody"]["content"]
     inputs = body["application/json"]["schema"]["properties"]["inputs"]
@@ -27,7 +27,11 @@ def test_schema_publishes_the_limits_it_enforces(start_router, manifest):
     assert (inputs["items"]["minItems"], inputs["items"]["maxItems"]) == (dim, dim)
     assert "application/octet-stream" in body
     assert list(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
-    assert requests.get(f"{router.url}/metrics", timeout=10).headers["content-type"].startswith("text/plain")
+    scrape = requests.get(f"{router.url}/metrics", headers={"authorization": "Bearer operator-token-0123456789"},
+                          timeout=10)
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    for wrong in ({}, {"authorization": "Bearer operator-token-012345678"}, {"authorization": "operator-token-0123456789"}):
+        assert requests.get(f"{router.url}/metrics", headers=wrong, timeout=10).status_code == 404
 
 
 @pytest.mark.timeout(900)  # end to end through real servers: minutes, not a hang

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import requests
 
+from common.ports import free_port
+
 from stack.triton_server import TritonServer
 from router.audit_log import read_audit_log
 from router.goodput import goodput_by_client
@@ -18,7 +20,7 @@ from zoo.export import open_session, run_onnx
 @pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
 def router(start_router, request):
     """The API behaves the same with one router process and with two behind one port."""
-    return start_router(workers=request.param)
+    return start_router(workers=request.param, metrics_port=free_port("127.0.0.1"))
 
 
 def audit(router):
@@ -108,7 +110,12 @@ def test_public_endpoints(router, manifest, data):
     assert "/v1/infer" in spec["paths"] and "min_accuracy" in json.dumps(spec["paths"]["/v1/infer"])
     infer(router, data.x["test"][:1], min_accuracy=0.0)
     infer(router, data.x["test"][:1], min_accuracy=1.0)
-    metrics = requests.get(f"{router.url}/metrics", timeout=10).text
+    # /metrics names clients and counts met requirements: on its own listener only, 404 on the client's
+    listener = f"http://127.0.0.1:{json.loads(router.settings_path.read_text())['metrics_port']}"
+    hidden = requests.get(f"{router.url}/metrics", timeout=10)
+    assert hidden.status_code == 404 and "benign" not in hidden.text
+    assert requests.post(f"{listener}/v1/infer", json={}, headers={"x-api-key": "k-benign"}).status_code == 404
+    metrics = requests.get(f"{listener}/metrics", timeout=10).text
     assert 'psml_requests_total{client="benign",outcome="served"} 1.0' in metrics
     assert 'psml_requests_total{client="benign",outcome="no_model"} 1.0' in metrics
     assert 'psml_goodput_ratio{client="benign"} 0.5' in metrics
@@ -272,7 +279,7 @@ def test_admission_control_sheds_at_once_per_router_and_per_client(start_router,
     import concurrent.futures as cf
 
     x = data.x["test"][:256]
-    flood = start_router("flood", max_in_flight=2, max_batch_size=256)
+    flood = start_router("flood", max_in_flight=2, max_in_flight_per_client=None, max_batch_size=256)
 
     def send(_):
         with requests.Session() as s:

@@ -74,7 +74,7 @@ def test_a_killed_worker_is_restarted_and_the_router_keeps_serving(start_router,
 def test_audit_lines_stay_whole_and_metrics_sum_over_workers(start_router, data):
     """Catches interleaved writes (a torn line would be skipped, so the count would fall short) and a /metrics
     that reports only the worker that answered the scrape (its count would be about half)."""
-    router = start_router(workers=2)
+    router = start_router(workers=2, metrics_token="operator-token-0123456789")
     x = data.x["test"][:8]
     n = 200
     assert set(_spread(router, x, n=n, threads=8)) == {200}
@@ -82,7 +82,8 @@ def test_audit_lines_stay_whole_and_metrics_sum_over_workers(start_router, data)
     assert len(raw) == n and len(list(read_audit_log(router.audit_path))) == n
     assert {r["worker"] for r in read_audit_log(router.audit_path)} == {0, 1}
     for _ in range(4):  # whichever worker answers the scrape
-        text = requests.get(f"{router.url}/metrics", timeout=10).text
+        text = requests.get(f"{router.url}/metrics", headers={"authorization": "Bearer operator-token-0123456789"},
+                            timeout=10).text
         assert f'psml_requests_total{{client="benign",outcome="served"}} {float(n)}' in text
         assert 'psml_goodput_ratio{client="benign"} 1.0' in text
 
