@@ -40,15 +40,16 @@ def read_counters(metrics_url: str, client: str, headers: dict | None = None) ->
 
 
 def diverted(client: RouterClient, metrics_url: str, me: str, x, min_accuracy: float | None,
-             max_latency_ms: float | None) -> bool | None:
+             max_latency_ms: float | None, headers: dict | None = None) -> bool | None:
     """Send one request; True when /metrics says it was not served as asked (diverted, rejected, too slow),
-    False when it was, None when the request did not count (e.g. refused before selection)."""
-    good0, counted0 = read_counters(metrics_url, me)
+    False when it was, None when the request did not count (e.g. refused before selection). ``headers``: what
+    the scrape sends (a leaked metrics token)."""
+    good0, counted0 = read_counters(metrics_url, me, headers)
     try:
         client.infer(x, min_accuracy, max_latency_ms)
     except RouterRejected:
         pass
-    good1, counted1 = read_counters(metrics_url, me)
+    good1, counted1 = read_counters(metrics_url, me, headers)
     if counted1 == counted0:
         return None
     return good1 == good0

@@ -219,7 +219,10 @@ class Router:
 
     async def _pad(self, rec: dict, t0: float) -> None:
         elapsed_ms = (time.perf_counter() - t0) * 1e3
-        hold_ms = self.timing_defense.hold_until_ms(elapsed_ms, rec.get("batch_size") or 1) - elapsed_ms
+        batch = rec.get("batch_size") or 1
+        hold_ms = self.timing_defense.hold_until_ms(elapsed_ms, batch) - elapsed_ms
+        if rec.get("status") == 200:  # answers teach the floor how long the slowest model takes now
+            self.timing_defense.observe(batch, elapsed_ms)
         if hold_ms > 0:
             rec["padded_ms"] = hold_ms
             await self.timing_defense.wait_until(t0 + (elapsed_ms + hold_ms) / 1e3)

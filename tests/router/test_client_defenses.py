@@ -164,7 +164,8 @@ def test_query_budget_rate_limit_and_total_budget_per_key():
     {"name": "prada", "throttle_samples_per_s": 0.5}, {"name": "query_budget", "max_samples": 0},
     {"name": "latency_padding"}, {"name": "latency_padding", "floor_ms": -1},
     {"name": "latency_padding", "buckets_ms": [5, 2]}, {"name": "latency_padding", "floor_ms": 5, "per_sample_ms": -1},
-    {"name": "latency_padding", "buckets_ms": [2, 4], "per_sample_ms": 0.1}, {"name": "latency_padding", "floor": "median"},
+    {"name": "latency_padding", "buckets_ms": [2, 4], "per_sample_ms": 0.1},
+    {"name": "latency_padding", "floor_ms": 5, "learn_quantile": 0.2}, {"name": "latency_padding", "floor_ms": 5, "learn_min": 0}, {"name": "latency_padding", "floor": "median"},
 ])
 def test_bad_parameters_are_refused(spec):
     from common.errors import ConfigError
@@ -184,6 +185,13 @@ def test_latency_padding_floors_and_buckets():
     # a batch of 256: 255 samples beyond the profiled batch of 1 at the steepest front slope (0.4 ms/sample);
     # catches a floor fixed at batch 1 (large batches unpadded) and one taken from the off-front model
     assert pad.hold_until_ms(0.3, 256) == pytest.approx(5.5 + 255 * 0.4)
+    # the floor learns from answers: 60 batch-256 answers ready at 1.5x the static floor raise that bucket's
+    # floor to them and leave batch 1 alone; catches a floor that never follows a slower machine
+    static = pad.hold_until_ms(0.3, 256)
+    for _ in range(60):
+        pad.observe(256, 1.5 * static)
+    assert pad.hold_until_ms(0.3, 256) == pytest.approx(1.5 * static) and pad.hold_until_ms(0.3) == 5.5
+    assert pad.hold_until_ms(0.3, 200) == pytest.approx(1.5 * pad.static_floor_ms(200))  # same bucket, scaled
     fixed = make_defense({"name": "latency_padding", "floor_ms": 3.0, "per_sample_ms": 0.0})
     fixed.check_zoo(ZooView((ZooModel("a", 0.6, 1.0, True, 0.1),), 40, 10))
     assert fixed.hold_until_ms(0.3, 256) == 3.0

@@ -85,11 +85,10 @@ def test_stalled_bodies_cost_connections_not_slots(start_router, data):
     time.sleep(0.3)
     codes = [infer(router, data.x["test"][:4]).status_code for _ in range(10)]
     assert codes == [200] * 10
-    answer = _response(stalled[0])
-    assert answer.startswith(b"HTTP/1.1 408") and b'"error":"request_timeout"' in answer
+    answers = [_response(s) for s in stalled]  # each waits for its 408 and the close
+    assert all(a.startswith(b"HTTP/1.1 408") and b'"error":"request_timeout"' in a for a in answers)
     for s in stalled:
         s.close()
-    time.sleep(0.5)
     timed_out = [r for r in read_audit_log(router.audit_path) if r["status"] == 408]
     assert len(timed_out) == 80 and {r["client"] for r in timed_out} == {"attacker"}
 
@@ -192,23 +191,28 @@ def test_metrics_are_no_oracle_for_clients(start_router, manifest, data):
 def test_padding_holds_for_large_batches(start_router, manifest, data):
     """Before: padding to the slowest model held at batch 1 (9.4 ms for every model) but batch-256 answers
     were unpadded, medians 12 / 33 / 120 ms per model. Catches a floor fixed at one batch size: the router
-    with per_sample_ms 0 (that floor) shows the gap, the default one closes it."""
+    with a fixed floor (per_sample_ms 0, no learning) shows the gap, the default one closes it. The first 8
+    answers are the floor's learning (a first batch of 256 only has the profile's extrapolation)."""
     x = data.x["test"][:256]
 
     def medians(router):
         t = {}
         ids = {}
+        for _ in range(8):
+            assert infer(router, x, min_accuracy=0.0).status_code == 200
+        skip = {r["request_id"] for r in read_audit_log(router.audit_path)}
         for _ in range(24):
             t0 = time.perf_counter()
             r = infer(router, x, min_accuracy=0.0)
             assert r.status_code == 200
             ids[r.json()["request_id"]] = (time.perf_counter() - t0) * 1e3
         for rec in read_audit_log(router.audit_path):
-            t.setdefault(rec["model"], []).append(ids[rec["request_id"]])
+            if rec["request_id"] not in skip:
+                t.setdefault(rec["model"], []).append(ids[rec["request_id"]])
         return {m: float(np.median(v)) for m, v in t.items()}
 
     fixed = medians(start_router("fixed", defenses=[{"name": "latency_padding", "floor": "slowest_front",
-                                                     "per_sample_ms": 0.0}]))
+                                                     "per_sample_ms": 0.0, "learn_quantile": None}]))
     grown = medians(start_router("grown", defenses=[{"name": "latency_padding", "floor": "slowest_front"}]))
     assert len(fixed) >= 2 and len(grown) >= 2
     spread = lambda m: max(m.values()) / min(m.values())  # noqa: E731
