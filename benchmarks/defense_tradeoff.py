@@ -3,7 +3,8 @@ each judged against the strongest attacker tried.
 
 Per configuration (a router of its own, the same code, zoo and Triton):
 - benign: a population of benign clients, each with its own API key, interleaved (loadtests/benign.py):
-  goodput (both definitions), reject / drop / refused rates, end-to-end p50/p99 from exact client times, router
+  goodput (both definitions) and useful goodput (answered within the SLO with the right label, in samples:
+  loadtests/useful.py; a defense that flips labels is free to the other two), reject / drop / refused rates, end-to-end p50/p99 from exact client times, router
   CPU per request (/proc), and false positives: the share of benign keys a per-client defense flagged or refused,
   among short sessions and among long ones that send as many samples as one extraction (``long_benign_phase``);
 - fingerprinting: the staircase, plain and adaptive (votes + back-off), queries and consistency (audit log);
@@ -38,7 +39,8 @@ import numpy as np
 from attacks.experiment import consistency, front_by_accuracy, run_fingerprint, run_timing, victim_labels
 from attacks.knockoff import BUDGETS, KnockoffSettings, collect, train_and_score
 from attacks.timing import TimingSettings
-from loadtests.benign import benign_batch, benign_requirements
+from loadtests.benign import benign_indices, benign_requirements
+from loadtests.useful import benign_answer, useful_goodput
 from loadtests.config import LoadSettings
 from common.proc_cpu import tree_cpu_s
 from common.results import write_result
@@ -103,22 +105,25 @@ def benign_phase(router, data, clients: int, per_client: int, seed: int) -> dict
     s, rng = LoadSettings(), np.random.default_rng(seed)
     conns = [RouterClient(router.url, f"benign-{i:02d}") for i in range(clients)]
     info = conns[0].zoo()
-    times, cpu0 = [], tree_cpu_s(router.process.pid)
+    times, useful, cpu0 = [], [], tree_cpu_s(router.process.pid)
     for _ in range(per_client):
         for c in conns:
-            x, req = benign_batch(rng, data.x["test"], s), benign_requirements(rng, info, s)
+            idx = benign_indices(rng, len(data.x["test"]), s)
+            req = benign_requirements(rng, info, s)
             t0 = time.perf_counter()
             try:
-                c.infer(x, *req)
+                labels = c.answer(data.x["test"][idx], *req)["labels"]
             except RouterRejected:
-                pass
+                labels = None
             times.append((time.perf_counter() - t0) * 1e3)
+            useful.append(benign_answer(data.y["test"][idx], labels, times[-1], req[1]))
     cpu_us = (tree_cpu_s(router.process.pid) - cpu0) / len(times) * 1e6
     for c in conns:
         c.close()
     records = [r for r in read_audit_log(router.audit_path) if str(r["client"]).startswith("benign-")]
     flagged = {r["client"] for r in records if flagged_or_refused(r)}
-    return summarize(records) | {"latency_ms": latency_summary(times), "router_cpu_us_per_request": cpu_us,
+    return summarize(records) | useful_goodput(useful) | {
+                                 "latency_ms": latency_summary(times), "router_cpu_us_per_request": cpu_us,
                                  "false_positive_clients": len(flagged), "clients": clients,
                                  "false_positive_rate": len(flagged) / clients}
 
@@ -337,6 +342,7 @@ def main(argv=None) -> int:
             best = strongest(ex)
             s = best["strongest"]
             row = {"config": name, "goodput": benign["goodput_share"], "goodput_profiled": benign["goodput_share_profiled"],
+                   "useful_goodput": benign["useful_goodput_share"], "benign_label_accuracy": benign["label_accuracy"],
                    "reject_rate": benign["reject_rate"], "drop_rate": benign["drop_rate"],
                    "benign_p50_ms": benign["latency_ms"]["p50_ms"], "benign_p99_ms": benign["latency_ms"]["p99_ms"],
                    "router_cpu_us": benign["router_cpu_us_per_request"], "benign_fp_rate": benign["false_positive_rate"],
@@ -360,7 +366,8 @@ def main(argv=None) -> int:
         r["p99_ratio"] = r["benign_p99_ms"] / base["benign_p99_ms"]
         r["dominates_paper"] = bool(r["goodput"] >= PAPER["min_goodput"] and r["d_accuracy"] <= PAPER["d_accuracy"]
                                     and r["d_fidelity"] <= PAPER["d_fidelity"])
-    print(format_table(rows, [("config", "defense"), ("goodput", "goodput"), ("reject_rate", "rejected"),
+    print(format_table(rows, [("config", "defense"), ("goodput", "goodput"), ("useful_goodput", "useful goodput"),
+                              ("reject_rate", "rejected"),
                               ("drop_rate", "dropped"), ("benign_p50_ms", "p50 ms"), ("benign_p99_ms", "p99 ms"),
                               ("router_cpu_us", "router CPU us"), ("benign_fp_rate", "benign FP"),
                               ("long_benign_fp_rate", "FP equal volume"),

@@ -16,6 +16,11 @@ def benign_requirements(rng: np.random.Generator, zoo_info: dict, s: LoadSetting
     return acc, lat
 
 
+def benign_indices(rng: np.random.Generator, n_test: int, s: LoadSettings) -> np.ndarray:
+    """Which test samples a benign batch holds (1..benign_max_batch of them): with them, their labels."""
+    return rng.integers(0, n_test, int(rng.integers(1, s.benign_max_batch + 1)))
+
+
 def benign_batch(rng: np.random.Generator, x_test: np.ndarray, s: LoadSettings) -> np.ndarray:
     """1..benign_max_batch real test samples."""
-    return x_test[rng.integers(0, len(x_test), int(rng.integers(1, s.benign_max_batch + 1)))]
+    return x_test[benign_indices(rng, len(x_test), s)]

@@ -13,6 +13,7 @@ from common.errors import ConfigError
 INTERRUPTED_FILE = "interrupted.jsonl"
 # Exact per-request times (ms, float) from Locust's request event, one file per Locust process (users.py).
 LATENCY_FILE_GLOB = "latencies-*.jsonl"
+USEFUL_FILE_GLOB = "useful-*.jsonl"  # benign answers: samples, right labels, answered, within the SLO
 
 
 @dataclass(frozen=True)

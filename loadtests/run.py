@@ -15,9 +15,10 @@ LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 def prepare_out_dir(out_dir: Path) -> Path:
     """Create the run folder and remove what an earlier run left there that this run's summary would read."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    from .config import INTERRUPTED_FILE, LATENCY_FILE_GLOB
+    from .config import INTERRUPTED_FILE, LATENCY_FILE_GLOB, USEFUL_FILE_GLOB
 
-    for old in [*out_dir.glob("attacker-*.npz"), *out_dir.glob(LATENCY_FILE_GLOB), out_dir / INTERRUPTED_FILE]:
+    for old in [*out_dir.glob("attacker-*.npz"), *out_dir.glob(LATENCY_FILE_GLOB), *out_dir.glob(USEFUL_FILE_GLOB),
+                out_dir / INTERRUPTED_FILE]:
         old.unlink(missing_ok=True)
     return out_dir
 

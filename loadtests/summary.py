@@ -12,7 +12,8 @@ from common.stats import latency_summary
 from router.goodput import goodput_by_client, latency_met
 from zoo.manifest import ENDPOINTS
 
-from .config import INTERRUPTED_FILE, LATENCY_FILE_GLOB
+from .config import INTERRUPTED_FILE, LATENCY_FILE_GLOB, USEFUL_FILE_GLOB
+from .useful import BenignAnswer, useful_goodput
 
 PERCENTILES = ("50%", "95%", "99%")
 
@@ -44,6 +45,16 @@ def exact_latencies(out_dir: Path) -> dict[str, dict]:
             failures[r["name"]] = failures.get(r["name"], 0) + (not r["ok"])
     return {n: {"requests": len(t), "failures": failures[n]} | latency_summary(t, resamples=500)
             for n, t in sorted(times.items())}
+
+
+def benign_useful_goodput(out_dir: Path) -> dict | None:
+    """Useful goodput of the benign users (loadtests/useful.py) from every Locust process's file; None on an
+    encoder zoo (no labels to check)."""
+    import json
+
+    answers = [BenignAnswer(**json.loads(line)) for path in sorted(Path(out_dir).glob(USEFUL_FILE_GLOB))
+               for line in path.read_text().splitlines()]
+    return useful_goodput(answers) if answers else None
 
 
 def per_model_under_load(records: list[dict], manifest) -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from attacks.fingerprint import FingerprintSettings, staircase
 from stack.clients import RouterClient, RouterRejected
 from zoo.data import Dataset
 
-from .benign import benign_batch, benign_requirements
+from .benign import benign_indices, benign_requirements
+from .useful import BenignAnswer, benign_answer
 from .config import INTERRUPTED_FILE, LoadSettings
 
 SETTINGS = LoadSettings.from_env()
@@ -40,6 +42,7 @@ class _Latencies:
     kept in memory and written once per process at test stop: Locust's own percentiles are rounded buckets."""
 
     rows: list[tuple[str, float, bool]] = []
+    useful: list[BenignAnswer] = []  # benign answers, scored against the labels the benign client knows
 
 
 @events.request.add_listener
@@ -58,12 +61,18 @@ def _write_latencies() -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps({"name": n, "ms": t, "ok": ok}) + "\n" for n, t, ok in _Latencies.rows))
     tmp.replace(path)
+    if _Latencies.useful:
+        path = out / f"useful-{os.uname().nodename}-{os.getpid()}.jsonl"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(asdict(a)) + "\n" for a in _Latencies.useful))
+        tmp.replace(path)
 
 
 @events.test_start.add_listener
 def _on_test_start(**_):
     _InFlight.stopping = False
     _Latencies.rows = []
+    _Latencies.useful = []
 
 
 @events.test_stopping.add_listener
@@ -148,11 +157,17 @@ class BenignUser(PsmlUser):
 
     @task
     def classify(self):
-        batch = benign_batch(self.rng, self.data().x["test"], SETTINGS)
+        data = self.data()
+        idx = benign_indices(self.rng, len(data.x["test"]), SETTINGS)
+        req = benign_requirements(self.rng, self.info, SETTINGS)
+        t0 = time.perf_counter()
         try:
-            self.client.infer(batch, *benign_requirements(self.rng, self.info, SETTINGS))
+            labels = self.client.answer(data.x["test"][idx], *req).get("labels")
         except RouterRejected:
-            pass  # already reported to Locust as a failure; the audit log says why
+            labels = None  # already reported to Locust as a failure; the audit log says why
+        if self.info.get("endpoint", "/v1/infer") == "/v1/infer":  # classifier zoos answer labels
+            _Latencies.useful.append(benign_answer(data.y["test"][idx], labels, (time.perf_counter() - t0) * 1e3,
+                                                   req[1]))
 
 
 class AttackerUser(PsmlUser):

@@ -23,8 +23,9 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     from zoo.data import Dataset
     from zoo.manifest import load_manifest
 
-    from loadtests.summary import (attacker_success, audit_summary, encoder_score, exact_latencies,
-                                   interrupted_requests, knockoff_score, locust_stats, per_model_under_load)
+    from loadtests.summary import (attacker_success, audit_summary, benign_useful_goodput, encoder_score,
+                                   exact_latencies, interrupted_requests, knockoff_score, locust_stats,
+                                   per_model_under_load)
 
     manifest = load_manifest(zoo_dir)
     data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
@@ -44,6 +45,7 @@ def summarize_run(out_dir: Path, prefix: Path, audit_path: Path, zoo_dir: Path, 
     latency = exact_latencies(out_dir)
     return {"victim": victim.name, "locust": stats, "latency": latency,
             "per_model": per_model_under_load(records, manifest), "audit": audit, "attackers": attackers,
+            "benign_useful": benign_useful_goodput(out_dir),
             "interrupted_at_stop": interrupted, "count_check": count_check(latency, interrupted, audit["records"])}
 
 
@@ -82,6 +84,10 @@ def print_summary(summary: dict) -> None:
 
     g = summary["audit"]["goodput"]
     print("\n" + format_table([{"client": c} | r for c, r in g.items()], GOODPUT_COLUMNS))
+    useful = summary.get("benign_useful")
+    if useful:
+        print(f"benign useful goodput (answered within the SLO, label right): {useful['useful_goodput_share']:.3f} of "
+              f"{useful['samples_sent']} samples; label accuracy of the answers {useful['label_accuracy']:.3f}")
     actions = summary["audit"].get("defense_actions") or {}
     if actions:
         print("\nper-client defense actions")

@@ -36,6 +36,11 @@ def test_headless_run_reports_and_matches_the_audit_log(zoo_dir, tmp_path):
     assert sum(cut.values()) <= 4  # at most one per user, only at the very end
     assert summary["attackers"][0]["answers"] > 0 and 0 <= summary["attackers"][0]["fidelity"] <= 1
     assert summary["audit"]["goodput"]["benign"]["requests"] > 0
+    # useful goodput: one scored answer per benign request Locust reported (minus any cut off at stop), right
+    # labels only among answered samples; catches benign users that do not score their answers
+    useful = summary["benign_useful"]
+    assert 0 < useful["samples_sent"] and useful["samples_useful"] <= useful["samples_answered"] <= useful["samples_sent"]
+    assert 0.1 < useful["label_accuracy"] <= 1.0
     assert summary["seed"] == 0 and "locust" in summary["software"]
     # exact per-request times: one per request Locust reported (its once-a-second CSV may only lag behind),
     # percentiles not rounded to whole milliseconds (Locust's CSV buckets would give integers), intervals around them
