@@ -90,30 +90,38 @@ class Transcript:
     probs: np.ndarray
     requests: int
     rejected_requests: int
+    samples_sent: int = 0  # every sample sent, rejected and resent ones included: what the budget counts
 
 
 def collect(sut: SystemUnderTest | list[SystemUnderTest], pool: np.ndarray, s: KnockoffSettings,
             requirements: dict | None = None) -> Transcript:
-    """Spend the budget. ``sut`` may be a list (one client per API key): requests rotate over them, the
-    adaptive attacker's answer to per-key limits. A request still refused after its resends is given up."""
+    """Spend the budget: ``s.budget`` samples sent in all, rejected and resent ones included (an attacker that
+    resends for free would not be judged at the same budget as one that does not). ``sut`` may be a list (one
+    client per API key): requests rotate over them, the adaptive attacker's answer to per-key limits. A request
+    still refused after its resends is given up; the last request is cut to what the budget has left."""
     if s.budget > len(pool):  # callers check budgets up front (resolve_budget); this guards direct use
         raise ConfigError(f"budget of {s.budget} samples exceeds the query pool of {len(pool)}")
     suts = sut if isinstance(sut, list) else [sut]
     idx = np.random.default_rng(s.seed).choice(len(pool), s.budget, replace=False)
-    xs, ps, requests, rejected = [], [], 0, 0
+    xs, ps, requests, rejected, sent = [], [], 0, 0, 0
     for i, start in enumerate(range(0, s.budget, s.batch_size)):
-        x = pool[idx[start : start + s.batch_size]]
         for _ in range(1 + s.resend_rejected):
+            x = pool[idx[start : start + min(s.batch_size, s.budget - sent)]]
+            if len(x) == 0:
+                break
             requests += 1
+            sent += len(x)
             try:
                 ps.append(suts[i % len(suts)].infer(x, **(requirements or {})))
                 xs.append(x)
                 break
             except RouterRejected:
                 rejected += 1
+        if sent >= s.budget:
+            break
     n_classes = ps[0].shape[1] if ps else 0
     return Transcript(np.concatenate(xs) if xs else np.zeros((0, pool.shape[1]), np.float32),
-                      np.concatenate(ps) if ps else np.zeros((0, n_classes), np.float32), requests, rejected)
+                      np.concatenate(ps) if ps else np.zeros((0, n_classes), np.float32), requests, rejected, sent)
 
 
 def train_surrogate(t: Transcript, sample_shape, n_classes: int, s: KnockoffSettings,

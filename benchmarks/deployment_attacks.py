@@ -26,10 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import requests
 
-from attacks.experiment import front_by_accuracy, run_timing
+from attacks.experiment import run_timing
 from attacks.metrics_oracle import MetricsUnavailable, diverted
 from attacks.seed_replay import SeedReplaySettings, predicted_models, prediction_share
 from attacks.timing import TimingSettings

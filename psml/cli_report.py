@@ -1,4 +1,4 @@
-"""``psml report``: the whole reproduction in one command (psml/report.py)."""
+"""``psml report``: the whole reproduction in one command (psml/report/)."""
 
 from __future__ import annotations
 

@@ -110,7 +110,12 @@ def test_rejected_requests_spend_budget():
     rng = np.random.default_rng(0)
     pool = rng.normal(size=(300, 40)).astype(np.float32)
     t = collect(TeacherSUT(rng.normal(size=(40, 10)), reject_every=3), pool, KnockoffSettings(budget=300, batch_size=10))
-    assert t.requests == 30 and t.rejected_requests == 10 and len(t.x) == 200
+    assert t.requests == 30 and t.rejected_requests == 10 and len(t.x) == 200 and t.samples_sent == 300
+    # resends are paid for: with up to 2 resends a rejected batch is sent again, out of the same 300 samples.
+    # Catches free resends (the old top_accuracy attacker sent 300 + every resend and kept 300 answers).
+    t = collect(TeacherSUT(rng.normal(size=(40, 10)), reject_every=3), pool,
+                KnockoffSettings(budget=300, batch_size=10, resend_rejected=2))
+    assert t.samples_sent == 300 and t.requests == 30 and len(t.x) == 10 * (t.requests - t.rejected_requests) < 300
     with pytest.raises(ConfigError, match="exceeds the query pool"):
         collect(TeacherSUT(None), pool, KnockoffSettings(budget=301))
 

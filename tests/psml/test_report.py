@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from psml import report as rep
+from psml.report import claims as lines
 
 
 def runs(pairs, failed=()):
@@ -16,15 +17,15 @@ def runs(pairs, failed=()):
 
 def test_gain_needs_an_interval_that_excludes_zero():
     """Catches a gain judged by its mean alone: +0.5 points on average, but one seed of three loses."""
-    clear = rep._gain(runs({"fingerprinted": [0.95, 0.94, 0.96], "naive": [0.85, 0.86, 0.85]}), "t")
-    noisy = rep._gain(runs({"fingerprinted": [0.95, 0.90, 0.96], "naive": [0.94, 0.91, 0.945]}), "t")
+    clear = lines._gain(runs({"fingerprinted": [0.95, 0.94, 0.96], "naive": [0.85, 0.86, 0.85]}), "t")
+    noisy = lines._gain(runs({"fingerprinted": [0.95, 0.90, 0.96], "naive": [0.94, 0.91, 0.945]}), "t")
     assert clear["verdict"] == "VALID" and noisy["verdict"] == "INVALID"
 
 
 def test_failed_seeds_are_left_out_and_named_never_averaged():
     """The digits zoo's naive seed 2 at 0.089 would turn a clear gain into a huge one if it were averaged in."""
     by = runs({"fingerprinted": [0.95, 0.94, 0.96, 0.95], "naive": [0.85, 0.86, 0.089, 0.84]}, failed={("naive", 2)})
-    line = rep._gain(by, "t")
+    line = lines._gain(by, "t")
     assert "over 3 seeds" in line["measured"] and "naive seed 2" in line["measured"]
     assert line["verdict"] == "VALID"
 
@@ -32,9 +33,9 @@ def test_failed_seeds_are_left_out_and_named_never_averaged():
 def test_a_failed_fingerprint_leaves_the_within_claim_undetermined():
     """Catches 'fingerprinted' silently scored as another setting when it has no surrogate."""
     by = runs({"fingerprinted": [None, None], "explicit": [0.9, 0.9]}, failed={("fingerprinted", 0), ("fingerprinted", 1)})
-    assert rep._within(by, "t")["verdict"] == "UNDETERMINED"
-    assert rep._within(runs({"fingerprinted": [0.90, 0.91], "explicit": [0.90, 0.90]}), "t")["verdict"] == "VALID"
-    assert rep._within(runs({"fingerprinted": [0.85, 0.86], "explicit": [0.90, 0.90]}), "t")["verdict"] == "INVALID"
+    assert lines._within(by, "t")["verdict"] == "UNDETERMINED"
+    assert lines._within(runs({"fingerprinted": [0.90, 0.91], "explicit": [0.90, 0.90]}), "t")["verdict"] == "VALID"
+    assert lines._within(runs({"fingerprinted": [0.85, 0.86], "explicit": [0.90, 0.90]}), "t")["verdict"] == "INVALID"
 
 
 @pytest.mark.timeout(900)  # end to end through real servers: minutes, not a hang

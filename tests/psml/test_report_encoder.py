@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks.encoder_defenses import rows_from
 from common.stats import seed_summary
-from psml import report_encoder as enc
+from psml.report import encoder as enc
 
 
 def _extraction(acc: dict, budgets=(("small", 250), ("large", 1500)), victim=0.95, train=6000, failed=()):

@@ -24,7 +24,9 @@ import numpy as np
 from common.errors import ConfigError
 from common.stats import mean_ci95
 
-from .report import SETTING_ORDER, _verdict, setting_bars
+from common.verdict import from_bool as _verdict
+
+from .plots import SETTING_ORDER, setting_bars
 
 RATIO_TARGET = 0.90  # of the victim's downstream accuracy
 QUERY_SHARE = 0.2  # of the victim's training set
@@ -37,7 +39,7 @@ def extraction_step(zoo_dir: Path, manifest, data, s, log):
         from attacks.encoder_extraction import EncoderExtractionSettings
         from stack.loopback import router_for, triton_for
 
-        from .cli_encoder_attack import extract_encoders_and_score
+        from ..cli_encoder_attack import extract_encoders_and_score
 
         base = EncoderExtractionSettings(surrogate=s.encoder_surrogate, epochs=s.encoder_epochs)
         with triton_for(zoo_dir, folder) as triton, router_for(zoo_dir, folder, triton) as router:
@@ -224,7 +226,7 @@ def sections(steps: dict, md_table) -> list[str]:
                                    ("queries_over_training_set", "queries / train set"),
                                    ("failed_seeds", "failed seeds")]),
           ""]
-    from .cli_encoder_attack import below_untrained
+    from ..cli_encoder_attack import below_untrained
 
     flags = below_untrained(ex["summary"])
     if flags:

@@ -1,0 +1,98 @@
+"""Every PSML claim as one line: the measured figure, the tolerance and a verdict (pure functions)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.stats import mean_ci95
+from common.verdict import from_bool as _verdict
+
+from . import encoder
+from .settings import DEFENSE_CONFIG, FINGERPRINT_TOLERANCE, PAPER_DEFENSE, StepRun
+
+def claims(steps: dict[str, StepRun]) -> list[dict]:
+    """Each PSML claim: what was measured, the tolerance, the verdict."""
+    lines = []
+    zoo = steps["zoo"].result
+    v = zoo["validation"]
+    lines.append({"claim": "the zoo's profile holds on this host (psml zoo validate: every model's selection "
+                           "figure within tolerance, front unchanged)",
+                  "measured": v.get("error") or (", ".join(f"{m['model']} {m['drift'] * 100:+.1f}% {m['verdict']}"
+                                                           for m in v["models"])
+                                                 + f"; front {'unchanged' if v['front']['valid'] else 'moved'}"),
+                  "tolerance": "drift within 25% beyond the 95% interval", "verdict": _verdict(v["valid"])})
+    ranks = steps["fingerprint"].result["ranks"]
+    ok = all(r["staircase"]["consistency"] >= 0.95 and r["staircase"]["queries"] < r["grid_scan"]["queries"]
+             for r in ranks)
+    lines.append({"claim": "the staircase finds a specification that always reaches each front model, in fewer "
+                           "queries than a grid scan",
+                  "measured": "; ".join(f"rank {r['rank']}: {r['staircase']['queries']} vs {r['grid_scan']['queries']} "
+                                        f"queries, consistency {r['staircase']['consistency']:.2f}" for r in ranks),
+                  "tolerance": "consistency >= 0.95 at every rank", "verdict": _verdict(ok)})
+    if "encoder_extraction" in steps:
+        return lines + encoder.claims(steps)
+    runs = steps["extraction"].result["runs"]
+    for budget, labels_only in dict.fromkeys((r["budget"], r["labels_only"]) for r in runs):
+        tag = f"{budget} budget{', labels only' if labels_only else ''}"
+        by = {}
+        for r in runs:
+            if r["budget"] == budget and r["labels_only"] == labels_only:
+                by.setdefault(r["setting"], {})[r["seed"]] = r
+        lines.append(_within(by, tag))
+        lines.append(_gain(by, tag))
+    if "defense" in steps:
+        lines.append(_defense(steps["defense"].result))
+    return lines
+
+
+def _paired(by: dict, a: str, b: str, metric: str) -> list[float]:
+    """Per-seed differences a - b where both settings trained a surrogate on that seed."""
+    seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
+    return [by[a][s][metric] - by[b][s][metric] for s in seeds
+            if not by[a][s].get("failed") and not by[b][s].get("failed")]
+
+
+def _failed_note(by: dict) -> str:
+    failed = [f"{setting} seed {s}" for setting, rs in by.items() for s, r in sorted(rs.items()) if r.get("failed")]
+    return f" (failed, left out: {', '.join(failed)})" if failed else ""
+
+
+def _within(by: dict, tag: str) -> dict:
+    acc, fid = _paired(by, "fingerprinted", "explicit", "accuracy"), _paired(by, "fingerprinted", "explicit", "fidelity")
+    claim = f"fingerprinted extraction within 1% of explicit ({tag})"
+    if not acc:
+        return {"claim": claim, "measured": "no seed with both surrogates" + _failed_note(by),
+                "tolerance": "abs(difference) <= 0.01", "verdict": "UNDETERMINED"}
+    da, df = float(np.mean(acc)), float(np.mean(fid))
+    return {"claim": claim, "measured": f"{da:+.4f} accuracy, {df:+.4f} fidelity over {len(acc)} seeds" + _failed_note(by),
+            "tolerance": "abs(mean difference) <= 0.01 in both",
+            "verdict": _verdict(abs(da) <= FINGERPRINT_TOLERANCE and abs(df) <= FINGERPRINT_TOLERANCE)}
+
+
+def _gain(by: dict, tag: str) -> dict:
+    acc = _paired(by, "fingerprinted", "naive", "accuracy")
+    claim = f"fingerprinting gains over naive extraction ({tag}; PSML: up to +14.6 accuracy points)"
+    if len(acc) < 2:
+        return {"claim": claim, "measured": f"{len(acc)} paired seed(s): no interval" + _failed_note(by),
+                "tolerance": "mean gain > 0 with a 95% interval excluding 0", "verdict": "UNDETERMINED"}
+    m, lo, hi = mean_ci95(acc)
+    return {"claim": claim, "measured": f"{m:+.4f} accuracy, 95% CI [{lo:+.4f}, {hi:+.4f}] over {len(acc)} seeds"
+                                        + _failed_note(by),
+            "tolerance": "mean gain > 0 with a 95% interval excluding 0", "verdict": _verdict(m > 0 and lo > 0)}
+
+
+def _defense(d: dict) -> dict:
+    rows = {r["config"]: r for r in d["rows"]}
+    r = rows.get(DEFENSE_CONFIG)
+    claim = ("the metric-noise defense cuts extraction by up to 9.8 accuracy / 4.8 fidelity points with benign "
+             "goodput above 80% (PSML), against the strongest attacker psml fields")
+    if r is None or r["accuracy"] is None:
+        return {"claim": claim, "measured": "no figure", "tolerance": "", "verdict": "UNDETERMINED"}
+    ok = (r["goodput"] >= PAPER_DEFENSE["min_goodput"] and r["d_accuracy"] <= PAPER_DEFENSE["d_accuracy"]
+          and r["d_fidelity"] <= PAPER_DEFENSE["d_fidelity"])
+    return {"claim": claim,
+            "measured": f"{r['d_accuracy'] * 100:+.1f} accuracy / {r['d_fidelity'] * 100:+.1f} fidelity points at "
+                        f"goodput {r['goodput']:.3f} (strongest attacker: {r['strongest_attacker']})",
+            "tolerance": "reduction at least the paper's in both, goodput >= 0.80", "verdict": _verdict(ok)}
+
+
