@@ -93,9 +93,21 @@ def _check_batch(x: np.ndarray, input_dim: int, max_batch_size: int) -> np.ndarr
     return x
 
 
+def max_json_lists(sample_shape: tuple[int, ...], max_batch_size: int) -> int:
+    """The most JSON lists ('[') a valid body can hold: the batch, and per sample its nesting (flat: 1 list)."""
+    nested, width = 0, 1
+    for d in sample_shape[:-1] if len(sample_shape) > 1 else ():
+        nested, width = nested + width, width * d
+    return 1 + max_batch_size * max(1, nested + width)
+
+
 def parse_json(body: bytes, sample_shape: tuple[int, ...], max_batch_size: int) -> tuple[np.ndarray, Requirements]:
     sample_shape = tuple(sample_shape)
     input_dim = int(np.prod(sample_shape))
+    lists = body.count(b"[")  # ~30 us for a full body: before pydantic builds 100,000 empty rows (35 ms a body)
+    if lists > max_json_lists(sample_shape, max_batch_size):
+        raise InvalidRequest(f"inputs holds more lists ({lists}) than a batch of {max_batch_size} samples of shape "
+                             f"{list(sample_shape)} can")
     model = InferRequest if len(sample_shape) == 1 else _shaped_request(len(sample_shape))
     try:
         req = model.model_validate_json(body)

@@ -23,13 +23,14 @@ import uvicorn
 
 from common.errors import PsmlError
 
-from .http_protocol import bounded_protocol
+from .http_protocol import bounded_protocol, connection_bound
 from .settings import RouterSettings, load_settings
 from .workers import WorkerIdentity, fresh_seed
 
 UVICORN = dict(loop="uvloop", access_log=False, log_level="warning", timeout_graceful_shutdown=5,
                proxy_headers=False)  # no proxy in front by default: skip that middleware
 BACKLOG = 4096
+SEED_ENV = "PSML_ROUTER_SEED"  # the supervisor's drawn seed, for its workers
 QUICK_DEATH_S, MAX_QUICK_DEATHS = 2.0, 5  # a worker that keeps dying at start is a bug, not bad luck
 
 
@@ -54,8 +55,9 @@ def _args(argv):
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     try:
+        seed = a.seed if a.seed is not None else (int(os.environ[SEED_ENV]) if a.worker_fd is not None and SEED_ENV in os.environ else None)
         s = load_settings(a.settings, port=a.port, triton_http_url=a.triton_http_url,
-                          triton_grpc_url=a.triton_grpc_url, audit_log=a.audit_log, host=a.host, seed=a.seed,
+                          triton_grpc_url=a.triton_grpc_url, audit_log=a.audit_log, host=a.host, seed=seed,
                           metrics_port=a.metrics_port)
         if a.worker_fd is not None:
             return _worker(s, a)
@@ -105,7 +107,9 @@ def _with_bound_metrics_port(s: RouterSettings, sockets: list[socket.socket]) ->
 
 
 def _serve(app, s: RouterSettings, sockets: list[socket.socket]) -> None:
-    config = uvicorn.Config(app, http=bounded_protocol(s.header_timeout_ms / 1e3), **UVICORN)
+    protocol = bounded_protocol(s.header_timeout_ms / 1e3, max_connections=connection_bound(s.max_connections),
+                                max_connections_per_ip=s.max_connections_per_ip)
+    config = uvicorn.Config(app, http=protocol, **UVICORN)
     uvicorn.Server(config).run(sockets=sockets)
 
 
@@ -129,10 +133,12 @@ class Supervisor:
 
     def _spawn(self, k: int, fds: list[int], env: dict) -> None:
         cmd = [sys.executable, "-m", "router.server", *self.argv, "--worker-fd", str(fds[0]), "--worker-index", str(k),
-               "--worker-restart", str(self.restarts[k]), "--seed", str(self.s.seed)]
+               "--worker-restart", str(self.restarts[k])]
         if len(fds) > 1:
             cmd += ["--metrics-fd", str(fds[1]), "--metrics-port", str(self.s.metrics_port)]
-        self.procs[k] = subprocess.Popen(cmd, pass_fds=tuple(fds), env=env)
+        # the seed in the environment, not the command line: /proc/<pid>/cmdline is readable by every local user,
+        # /proc/<pid>/environ only by the router's own
+        self.procs[k] = subprocess.Popen(cmd, pass_fds=tuple(fds), env=env | {SEED_ENV: str(self.s.seed)})
         self.started_at[k] = time.monotonic()
 
     def _forward(self, sig: int) -> None:

@@ -33,6 +33,10 @@ class RouterSettings(BaseModel):
     # Admission is taken only once the body is in: a slow client costs a connection, never a slot.
     body_timeout_ms: float = Field(5000.0, gt=0)
     header_timeout_ms: float = Field(5000.0, gt=0)
+    # Open connections per worker, in all and per client address (over either: 503 and closed at once). The
+    # bound in all is kept below the process's file-descriptor limit, which the router raises to its hard limit.
+    max_connections: int = Field(4096, ge=1)
+    max_connections_per_ip: int = Field(1024, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)  # 0 = pick a free port
     api_keys: dict[str, str] = Field(min_length=1)  # API key -> client name (recorded in the audit log)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from common.stats import mean_ci95
+from common.verdict import INVALID, UNDETERMINED, VALID
 from common.verdict import from_bool as _verdict
 
 from . import encoder
-from .settings import DEFENSE_CONFIG, FINGERPRINT_TOLERANCE, PAPER_DEFENSE, StepRun
+from .settings import DEFENSE_CONFIG, FINGERPRINT_TOLERANCE, StepRun
 
 def claims(steps: dict[str, StepRun]) -> list[dict]:
     """Each PSML claim: what was measured, the tolerance, the verdict."""
@@ -40,8 +41,9 @@ def claims(steps: dict[str, StepRun]) -> list[dict]:
                 by.setdefault(r["setting"], {})[r["seed"]] = r
         lines.append(_within(by, tag))
         lines.append(_gain(by, tag))
+        lines.append(_gain(by, tag, "fidelity"))
     if "defense" in steps:
-        lines.append(_defense(steps["defense"].result))
+        lines += _defense(steps["defense"].result)
     return lines
 
 
@@ -69,30 +71,48 @@ def _within(by: dict, tag: str) -> dict:
             "verdict": _verdict(abs(da) <= FINGERPRINT_TOLERANCE and abs(df) <= FINGERPRINT_TOLERANCE)}
 
 
-def _gain(by: dict, tag: str) -> dict:
-    acc = _paired(by, "fingerprinted", "naive", "accuracy")
-    claim = f"fingerprinting gains over naive extraction ({tag}; PSML: up to +14.6 accuracy points)"
-    if len(acc) < 2:
-        return {"claim": claim, "measured": f"{len(acc)} paired seed(s): no interval" + _failed_note(by),
-                "tolerance": "mean gain > 0 with a 95% interval excluding 0", "verdict": "UNDETERMINED"}
-    m, lo, hi = mean_ci95(acc)
-    return {"claim": claim, "measured": f"{m:+.4f} accuracy, 95% CI [{lo:+.4f}, {hi:+.4f}] over {len(acc)} seeds"
-                                        + _failed_note(by),
-            "tolerance": "mean gain > 0 with a 95% interval excluding 0", "verdict": _verdict(m > 0 and lo > 0)}
+def _gain(by: dict, tag: str, metric: str = "accuracy") -> dict:
+    """The fingerprinting gain over naive extraction, paired over seeds: VALID when the whole 95% interval is
+    above 0, INVALID when it is wholly at or below 0, UNDETERMINED when it straddles 0 (an inconclusive gain is
+    not a refuted one)."""
+    d = _paired(by, "fingerprinted", "naive", metric)
+    paper = "+14.6 accuracy" if metric == "accuracy" else "+7.7 fidelity"
+    claim = f"fingerprinting gains over naive extraction in {metric} ({tag}; PSML: up to {paper} points)"
+    tolerance = "the 95% interval of the paired gain above 0"
+    if len(d) < 2:
+        return {"claim": claim, "measured": f"{len(d)} paired seed(s): no interval" + _failed_note(by),
+                "tolerance": tolerance, "verdict": "UNDETERMINED"}
+    m, lo, hi = mean_ci95(d)
+    verdict = VALID if lo > 0 else INVALID if hi <= 0 else UNDETERMINED
+    return {"claim": claim, "measured": f"{m:+.4f} {metric}, 95% CI [{lo:+.4f}, {hi:+.4f}] over {len(d)} seeds"
+                                        + _failed_note(by), "tolerance": tolerance, "verdict": verdict}
 
 
-def _defense(d: dict) -> dict:
-    rows = {r["config"]: r for r in d["rows"]}
-    r = rows.get(DEFENSE_CONFIG)
-    claim = ("the metric-noise defense cuts extraction by up to 9.8 accuracy / 4.8 fidelity points with benign "
+def _defense(d: dict) -> list[dict]:
+    """PSML's defense claim on the middle-of-front victim (the paper's setting: noise moves both bounds of its
+    box), and on the top victim beside it; each row's verdict is the trade-off benchmark's interval verdict."""
+    claim = ("the metric-noise defense cuts extraction by at least 9.8 accuracy / 4.8 fidelity points with benign "
              "goodput above 80% (PSML), against the strongest attacker psml fields")
-    if r is None or r["accuracy"] is None:
-        return {"claim": claim, "measured": "no figure", "tolerance": "", "verdict": "UNDETERMINED"}
-    ok = (r["goodput"] >= PAPER_DEFENSE["min_goodput"] and r["d_accuracy"] <= PAPER_DEFENSE["d_accuracy"]
-          and r["d_fidelity"] <= PAPER_DEFENSE["d_fidelity"])
-    return {"claim": claim,
-            "measured": f"{r['d_accuracy'] * 100:+.1f} accuracy / {r['d_fidelity'] * 100:+.1f} fidelity points at "
-                        f"goodput {r['goodput']:.3f} (strongest attacker: {r['strongest_attacker']})",
-            "tolerance": "reduction at least the paper's in both, goodput >= 0.80", "verdict": _verdict(ok)}
+    tolerance = "both paired 95% intervals past the paper's reductions, goodput >= 0.80"
+    out = []
+    for role in ("middle", "top"):
+        victim = d.get("victims_by_role", {}).get(role)
+        r = next((r for r in d["rows"] if r["config"] == DEFENSE_CONFIG and r.get("victim") == victim), None)
+        line = f"{claim} (victim {victim}, the front's {role}{', the paper setting' if role == 'middle' else ''})"
+        if r is None or r["accuracy"] is None:
+            out.append({"claim": line, "measured": "no figure", "tolerance": tolerance, "verdict": UNDETERMINED})
+            continue
+        out.append({"claim": line, "measured": f"{_pm(r, 'accuracy')} accuracy / {_pm(r, 'fidelity')} fidelity "
+                                               f"points at goodput {r['goodput']:.3f}, useful goodput "
+                                               f"{r['useful_goodput']:.3f} (strongest attacker: "
+                                               f"{r['strongest_attacker']}, {r['paired_seeds']} paired seeds)",
+                    "tolerance": tolerance, "verdict": r["paper_verdict"]})
+    return out
+
+
+def _pm(r: dict, metric: str) -> str:
+    ci = r.get(f"d_{metric}_ci95")
+    text = f"{r[f'd_{metric}'] * 100:+.1f}"
+    return text + (f" [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]" if ci else " (no interval)")
 
 

@@ -75,13 +75,18 @@ def _classifier_sections(steps: dict[str, StepRun]) -> list[str]:
            "", "![extraction](extraction.png)", ""]
     if "defense" in steps:
         d = steps["defense"].result
-        md += ["## Defense", "", f"Budget {d['budget']}; victim {d['victim']}; each row's attacker is the strongest "
-               "of those psml fields against it (benchmarks/defense_tradeoff.py).", "",
-               _md_table(d["rows"], [("config", "defense"), ("goodput", "benign goodput"), ("benign_p50_ms", "p50 ms"),
-                                     ("benign_p99_ms", "p99 ms"), ("benign_fp_rate", "benign keys flagged"),
-                                     ("strongest_attacker", "strongest attacker"), ("accuracy", "accuracy"),
-                                     ("accuracy_ci95", "95% CI"), ("fidelity", "fidelity"), ("d_accuracy", "d acc"),
-                                     ("d_fidelity", "d fid"), ("timing_1", "timing id. m=1")]),
+        md += ["## Defense", "", f"Budget {d['budget']} (every sample sent counted); victims "
+               f"{', '.join(d['victims'])} (middle of the front, the paper's setting, and top); each row's attacker is "
+               "the strongest of those psml fields against that victim, its differences to the undefended router "
+               "paired over seeds with 95% intervals (benchmarks/defense_tradeoff.py).", "",
+               _md_table(d["rows"], [("config", "defense"), ("victim", "victim"), ("goodput", "benign goodput"),
+                                     ("useful_goodput", "useful goodput"), ("benign_p99_ms", "p99 ms"),
+                                     ("benign_fp_rate", "benign keys flagged"),
+                                     ("strongest_attacker", "strongest attacker"), ("samples_sent", "samples sent"),
+                                     ("accuracy", "accuracy"), ("fidelity", "fidelity"), ("d_accuracy", "d acc"),
+                                     ("d_accuracy_ci95", "95% CI"), ("d_fidelity", "d fid"),
+                                     ("d_fidelity_ci95", "95% CI"), ("paper_verdict", "vs paper"),
+                                     ("timing_1", "timing id. m=1")]),
                "", "![defense trade-off](defense_tradeoff.png)", ""]
     return md
 

@@ -12,7 +12,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("common", "stack", "zoo", "router", "attacks", "loadtests", "benchmarks", "psml")
 DEFENSE_CONFIG = "metric_noise 0.02/0.1ms"  # the PSML paper's defense, at benchmarks.defense_vs_none's scales
 FINGERPRINT_TOLERANCE = 0.01  # PSML: fingerprinted within 1% of explicit
-PAPER_DEFENSE = {"d_accuracy": -0.098, "d_fidelity": -0.048, "min_goodput": 0.80}
 
 
 @dataclass(frozen=True)

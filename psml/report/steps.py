@@ -85,7 +85,8 @@ def defense_step(zoo_dir: Path, s: ReportSettings, log):
         from benchmarks import defense_tradeoff
 
         out = folder / "defense_tradeoff.json"
-        argv = ["--zoo", str(zoo_dir), "--configs", DEFENSE_CONFIG, "--seeds", *map(str, s.seeds),
+        argv = ["--zoo", str(zoo_dir), "--configs", DEFENSE_CONFIG, "--victims", "middle", "top",
+                "--seeds", *map(str, s.seeds),
                 "--budget", s.defense_budget, "--epochs", str(s.defense_epochs),
                 "--benign-clients", str(s.benign_clients), "--benign-per-client", str(s.benign_per_client),
                 "--out", str(out)]
@@ -93,8 +94,10 @@ def defense_step(zoo_dir: Path, s: ReportSettings, log):
             raise ConfigError("the defense trade-off run failed")
         result = json.loads(out.read_text())
         out.unlink()
-        return {"rows": result["rows"], "victim": result["victim"], "budget": result["budget"],
-                "by_attacker": {k: v["by_attacker"] for k, v in result["details"].items()},
+        victims = result["victims"]  # [middle, top], one name when the front's middle is its top
+        return {"rows": result["rows"], "victims": victims, "budget": result["budget"],
+                "victims_by_role": {"middle": victims[0], "top": victims[-1]},
+                "by_attacker": {k: v["by_attacker"] for k, v in result["details"].items() if "by_attacker" in v},
                 "paper": result["paper"]}
     return run
 

@@ -124,6 +124,16 @@ class Prada:
         s = self._clients.get(client)
         return s is not None and s.flagged_at is not None
 
+    def precheck(self, client: str, now: float) -> None:
+        """Before the body is read: a blocked key is refused unread; a throttled one when its bucket is empty."""
+        if not self.flagged(client):
+            return
+        if self.action == "block":
+            raise Blocked("this API key is blocked: its query stream was flagged as model extraction")
+        if self.action == "throttle" and (wait := self._throttle.wait_s(client, now)) > 0:
+            raise RateLimited("this API key is throttled: its query stream was flagged as model extraction",
+                              retry_after_s(wait))
+
     def admit(self, client: str, n_samples: int, now: float) -> None:
         if not self.flagged(client):
             return

@@ -61,6 +61,23 @@ class QueryBudget:
                                   retry_after_s(wait))
         self._spent[client] = spent + n_samples
 
+    def precheck(self, client: str, now: float) -> None:
+        """Before the body is read: a key whose budget is spent, or whose bucket is empty, is refused unread."""
+        spent = self._spent.get(client, 0)
+        if self.max_samples is not None and spent >= self.max_samples:
+            raise BudgetExhausted(f"this API key has used all of its {self.max_samples} samples")
+        if self._buckets is not None:
+            wait = self._buckets.wait_s(client, now)
+            if wait > 0:
+                raise RateLimited(f"over this API key's rate of {self.samples_per_s:g} samples/s; retry later",
+                                  retry_after_s(wait))
+
+    def penalize(self, client: str, n_samples: int, now: float) -> None:
+        """A body the router refused as malformed still cost it the parse: its rows come out of the key's rate
+        (an invalid body would otherwise cost the router CPU and the key nothing)."""
+        if self._buckets is not None:
+            self._buckets.drain(client, now, n_samples)
+
     def refund(self, client: str, n_samples: int) -> None:
         """Undo ``admit`` for a request that was never answered (the router could not record it)."""
         self._spent[client] = max(0, self._spent.get(client, 0) - n_samples)

@@ -33,6 +33,18 @@ class TokenBuckets:
         self.state[client] = (tokens, now)
         return (cost - tokens) / self.rate
 
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, at = self.state.get(client, (self.burst, now))
+        return min(self.burst, tokens + (now - at) * self.rate)
+
+    def wait_s(self, client: str, now: float) -> float:
+        """Seconds until one token is there (0: at least one now); nothing taken."""
+        return max(0.0, 1.0 - self._tokens(client, now)) / self.rate
+
+    def drain(self, client: str, now: float, cost: float) -> None:
+        """Take up to ``cost`` tokens, down to 0 (a penalty: never refused, never negative)."""
+        self.state[client] = (max(0.0, self._tokens(client, now) - cost), now)
+
     def give_back(self, client: str, cost: float) -> None:
         """Return tokens taken for a request that was never answered (its audit record could not be written)."""
         if client in self.state:

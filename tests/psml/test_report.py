@@ -16,10 +16,28 @@ def runs(pairs, failed=()):
 
 
 def test_gain_needs_an_interval_that_excludes_zero():
-    """Catches a gain judged by its mean alone: +0.5 points on average, but one seed of three loses."""
+    """Catches a gain judged by its mean alone (+0.5 points on average, but one seed of three loses: not VALID),
+    an inconclusive gain printed INVALID (the interval straddles 0: UNDETERMINED), and a loss not INVALID."""
     clear = lines._gain(runs({"fingerprinted": [0.95, 0.94, 0.96], "naive": [0.85, 0.86, 0.85]}), "t")
     noisy = lines._gain(runs({"fingerprinted": [0.95, 0.90, 0.96], "naive": [0.94, 0.91, 0.945]}), "t")
-    assert clear["verdict"] == "VALID" and noisy["verdict"] == "INVALID"
+    loss = lines._gain(runs({"fingerprinted": [0.80, 0.81, 0.79], "naive": [0.85, 0.86, 0.85]}), "t")
+    assert (clear["verdict"], noisy["verdict"], loss["verdict"]) == ("VALID", "UNDETERMINED", "INVALID")
+    assert "fidelity" in lines._gain(runs({"fingerprinted": [0.9, 0.9], "naive": [0.8, 0.8]}), "t", "fidelity")["claim"]
+
+
+def test_defense_claim_is_judged_on_the_middle_victim_with_the_top_beside_it():
+    """Catches the claim read from the top victim alone (the old report's setting, which the paper did not
+    claim) and a verdict recomputed from point means instead of the benchmark's interval verdict."""
+    def row(victim, verdict, d_acc):
+        return {"config": lines.DEFENSE_CONFIG, "victim": victim, "accuracy": 0.5, "d_accuracy": d_acc,
+                "d_accuracy_ci95": [d_acc - 0.01, d_acc + 0.01], "d_fidelity": d_acc, "d_fidelity_ci95": None,
+                "goodput": 0.9, "useful_goodput": 0.7, "strongest_attacker": "box_centre", "paired_seeds": 3,
+                "paper_verdict": verdict}
+    d = {"rows": [row("mid", "UNDETERMINED", -0.2), row("top", "INVALID", 0.0)],
+         "victims_by_role": {"middle": "mid", "top": "top"}}
+    middle, top = lines._defense(d)
+    assert "victim mid" in middle["claim"] and "paper setting" in middle["claim"] and middle["verdict"] == "UNDETERMINED"
+    assert "victim top" in top["claim"] and top["verdict"] == "INVALID" and "(no interval)" in middle["measured"]
 
 
 def test_failed_seeds_are_left_out_and_named_never_averaged():
@@ -50,7 +68,8 @@ def test_quick_report_end_to_end_then_cached_then_interrupted(zoo_dir, tmp_path,
     doc = json.loads((out / "report.json").read_text())
     assert doc["complete"] and set(doc["steps"]) == {"zoo", "fingerprint", "extraction", "defense"}
     verdicts = {c["claim"]: c["verdict"] for c in doc["claims"]}
-    assert all(v in ("VALID", "INVALID", "UNDETERMINED") for v in verdicts.values()) and len(verdicts) == 7
+    # zoo, staircase, per budget x outputs (2): within, accuracy gain, fidelity gain; defense: middle and top victim
+    assert all(v in ("VALID", "INVALID", "UNDETERMINED") for v in verdicts.values()) and len(verdicts) == 10
     within = [c for c in doc["claims"] if c["claim"].startswith("fingerprinted extraction within 1%")]
     assert within and all(c["verdict"] == "VALID" for c in within)  # the staircase reaches the victim: same answers
     ranks = doc["steps"]["fingerprint"]["ranks"]

@@ -278,3 +278,91 @@ def test_short_writes_are_completed_and_torn_lines_counted(tmp_path, monkeypatch
     (tmp_path / "b.jsonl").write_bytes(b'{"a": 1}\n{"a": 2, "b"\n{"a": 3}\n{"a": 4')
     torn: list[int] = []
     assert [r["a"] for r in read_audit_log(tmp_path / "b.jsonl", torn)] == [1, 3] and torn == [2, 4]
+
+
+def _pipelined(port: int, raw: bytes, expect: int) -> list[bytes]:
+    """Send ``raw`` (several requests) in one write; the status lines of up to ``expect`` answers."""
+    s = _raw(port, raw)
+    s.settimeout(5)
+    got = b""
+    while got.count(b"HTTP/1.1 ") < expect:
+        try:
+            chunk = s.recv(1 << 20)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    return [line for line in got.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+
+
+def test_review_findings_control_paths_pipelined_headers_and_worker_seed(start_router, data):
+    """Found by an independent review of the first fixes, each closed here. Catches: '/metrics%0A' reaching
+    the metrics page (uvicorn decodes %0A into the path and Starlette's '^/metrics$' matches before a trailing
+    newline: 200 with every client's counters); the 64 KiB header bound counted across pipelined requests
+    (300 small pipelined requests got 431 after one answer); the worker seed in the command line (readable by
+    every local user in /proc/<pid>/cmdline)."""
+    router = start_router("paths", workers=2, seed=None)
+    port = int(router.url.rsplit(":", 1)[1])
+    assert infer(router, data.x["test"][:1]).status_code == 200
+    for path in (b"/metrics%0A", b"/metrics%0D", b"/metrics%00", b"/v1/infer%0A"):
+        answer = _response(_raw(port, b"GET " + path + b" HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"))
+        assert answer.startswith(b"HTTP/1.1 400") and b"psml_requests" not in answer and b"benign" not in answer
+    one = b"GET /v1/zoo HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 250 + b"\r\n\r\n"
+    statuses = _pipelined(port, one * 300, 300)
+    assert len(statuses) == 300 and all(s.startswith(b"HTTP/1.1 200") for s in statuses)
+    seed = str(next(read_audit_log(router.audit_path))["seed"]).encode()
+    workers = [p for p in os.listdir("/proc") if p.isdigit() and b"--worker-fd" in _cmdline(p)]
+    assert len(workers) >= 2 and not any(seed in _cmdline(p) for p in workers)
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def test_a_key_pays_for_what_it_makes_the_router_parse(start_router, data):
+    """Found by the review: 110,000 empty rows ('[[],[],...]', 330 KB) took 35 ms each to refuse, one key on 8
+    connections raised benign p50 from 6 to 1,045 ms, and no rate limit or block ever charged it (the body was
+    parsed before any client defense). Catches: no cheap count of lists before pydantic (the body would be
+    parsed: 422 naming a row, not the list count), invalid bodies free of the key's rate (the fourth request
+    below would be parsed again, not refused 429 unread), and per-key body reads without a bound (the stalled
+    bodies of one key would all be held)."""
+    router = start_router("pay", defenses=[{"name": "query_budget", "samples_per_s": 10.0, "burst_samples": 256}],
+                          max_in_flight_per_client=4)
+    empty_rows = b'{"inputs": [' + b",".join([b"[]"] * 110_000)[: 300_000].rstrip(b",[") + b"]]}"
+    head = {"x-api-key": "k-attacker", "content-type": "application/json"}
+    r = requests.post(f"{router.url}/v1/infer", data=empty_rows, headers=head, timeout=30)
+    assert r.status_code == 422 and "more lists" in r.json()["detail"]
+    codes = [requests.post(f"{router.url}/v1/infer", data=empty_rows, headers=head, timeout=30).status_code
+             for _ in range(3)]
+    assert codes[-1] == 429  # the invalid bodies drained the key's 256-sample bucket
+    assert infer(router, data.x["test"][:4]).status_code == 200  # another key is untouched
+    port = int(router.url.rsplit(":", 1)[1])
+    stall = STALL.replace(b"k-attacker", b"k-benign")
+    held = [_raw(port, stall) for _ in range(4)]
+    time.sleep(0.3)
+    over = _response(_raw(port, stall))  # a fifth body of the same key: refused at once, not buffered
+    assert over.startswith(b"HTTP/1.1 429") and b"request bodies" in over
+    for s in held:
+        s.close()
+
+
+def test_connections_are_bounded_per_address(start_router, data):
+    """Found by the review: without a bound, idle connections took every file descriptor (140 against a limit
+    of 128) and then every client got no answer at all. Catches a router with no connection bound (the 13th
+    connection below would be accepted and held)."""
+    router = start_router("conns", max_connections_per_ip=12)
+    port = int(router.url.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(12)]
+    time.sleep(0.2)
+    extra = _response(_raw(port, b""))
+    assert extra.startswith(b"HTTP/1.1 503") and b"too_many_connections" in extra
+    for s in idle:
+        s.close()
+    time.sleep(0.3)
+    assert infer(router, data.x["test"][:1]).status_code == 200
