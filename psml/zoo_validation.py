@@ -12,8 +12,11 @@ from common.errors import ConfigError, ManifestError
 from common.versions import hardware, software_versions
 
 
+_MEASURED = ("latency", "selection_latency_ms", "pareto", "front_margin")  # recomputed from a new profile
+
+
 def _entries(manifest) -> dict[str, dict]:
-    keep = lambda m: {k: v for k, v in m.model_dump().items() if k not in ("latency", "selection_latency_ms", "pareto")}
+    keep = lambda m: {k: v for k, v in m.model_dump().items() if k not in _MEASURED}
     return {m.name: keep(m) for m in manifest.models}
 
 

@@ -24,7 +24,7 @@ from .architectures import build_model, n_parameters
 from .data import load_dataset
 from .export import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, check_embedding_parity, check_parity, export_onnx
 from .manifest import ENDPOINTS, MANIFEST_NAME, SCHEMA_VERSION, Manifest, save_manifest
-from .pareto import front_check, pareto_front
+from .pareto import FrontPoint, front_check, front_marks
 from .profile import ProfileSettings, figure_from_cell
 from .profiling import profile_zoo
 from .repository import ModelIO, RepositorySettings, render
@@ -62,7 +62,7 @@ PROFILES = {
         learning_rates={"vgg_xlarge": 1e-3},
     ),
     # CI's zoo on fewer samples and epochs, a short profile: mlp_small and vgg_large on the front and cnn_wide,
-    # slower and less accurate than mlp_small, off it (about 40 s).
+    # slower and less accurate than mlp_small, off it (within noise of it on a loaded host) (about 40 s).
     "test": ZooProfile(
         name="test", dataset="mnist1d", n_samples=4000,
         epochs={"mlp_small": 30, "cnn_wide": 2, "vgg_large": 5},
@@ -190,16 +190,17 @@ def _direct_only(s: ProfileSettings) -> ProfileSettings:
 
 def compose_manifest(header: dict, entries: dict[str, dict], results: dict[str, dict], s: ProfileSettings) -> Manifest:
     """The manifest from model entries (accuracy, files, parity) and a profile: selection figures, the front
-    built on them and its separation check. ``psml zoo validate --update`` calls it with a new profile."""
+    built on them and their intervals, each front model's mark, and the front's separation check. ``psml zoo validate --update`` calls it with a new profile."""
     models = []
     for name, e in entries.items():
         lat = results[name]
         if "selection" not in lat:  # a provisional manifest: the figure's own path is not measured yet
             lat = lat | {"selection": figure_from_cell(lat, s.selection)}
         models.append(e | {"latency": lat, "selection_latency_ms": lat["selection"]["value_ms"]})
-    front = pareto_front({m["name"]: (m["accuracy"], m["selection_latency_ms"]) for m in models})
-    for m in models:
-        m["pareto"] = m["name"] in front
+    marks = front_marks({m["name"]: FrontPoint(m["accuracy"], m["selection_latency_ms"],
+                                               tuple(m["latency"]["selection"]["ci95_ms"])) for m in models})
+    for m in models:  # the front is decided with the selection figures' intervals (zoo/pareto.py says why)
+        m["pareto"], m["front_margin"] = m["name"] in marks, marks.get(m["name"])
     check = front_check({m["name"]: (m["accuracy"], m["selection_latency_ms"], m["latency"]["selection"]["spread_ms"])
                          for m in models if m["pareto"]})
     return Manifest.model_validate(dict(

@@ -9,7 +9,9 @@ Schema (version 2), every latency in milliseconds, accuracy as a fraction in [0,
   concurrency: p50/p95/p99/mean with bootstrap 95% intervals, throughput), ``latency.selection`` (the selection
   figure, its interval, per-round values and run-to-run spread), ``latency.triton[]`` (Triton's queue/compute
   split), ``selection_latency_ms`` (the figure the router compares with a request's ``max_latency_ms``, chosen
-  by ``profile.selection``), ``pareto`` (on the accuracy/latency front built on that figure);
+  by ``profile.selection``), ``pareto`` (on the accuracy/latency front built on that figure and its 95%
+  interval, zoo/pareto.py), ``front_margin`` (front models: ``margin``, or ``within_noise`` when a model at
+  least as accurate has an overlapping interval; null off the front and in manifests written before it);
 - ``models[].source`` (imported zoos only, ``psml zoo import``): the user's file and its sha256, whether a
   softmax was appended to logits, whether a fixed batch axis was made dynamic; ``parity`` there compares the
   served answers (through Triton) with onnxruntime on the user's file;
@@ -132,6 +134,9 @@ class ModelEntry(_Strict):
     latency: ModelLatency
     selection_latency_ms: float = Field(gt=0)
     pareto: bool
+    # front models: "margin" or "within_noise" (zoo.pareto.front_marks); None off the front and in older
+    # manifests, which still load
+    front_margin: Literal["margin", "within_noise"] | None = None
     source: ImportSource | None = None
 
     @property

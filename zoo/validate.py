@@ -4,14 +4,14 @@ Re-measures every model with the profile's own code and settings (zoo.profiling)
 the manifest's selection figure with the observed one. Verdicts, one line each in LoadGen's style:
 - a model is INVALID when the observed figure's whole 95% interval lies outside the manifest's own 95%
   interval widened by ``tolerance`` (relative) on both sides: drift beyond noise, not noise;
-- the front is INVALID when the Pareto front computed from the observed figures (accuracies are the
-  manifest's) differs from the manifest's front.
+- the front is INVALID when the Pareto front computed from the observed figures and their intervals, by the
+  build's own rule (zoo/pareto.py; accuracies are the manifest's), differs from the manifest's front.
 Drift is a verdict, never an error. Pure comparison here; measuring and plotting live beside it.
 """
 
 from __future__ import annotations
 
-from .pareto import pareto_front
+from .pareto import FrontPoint, pareto_front_with_intervals
 from .profile import figure_from_cell
 
 DEFAULT_TOLERANCE = 0.25
@@ -44,7 +44,8 @@ def compare(manifest, observed: dict[str, dict], tolerance: float = DEFAULT_TOLE
                        "drift": sel["value_ms"] / m.selection_latency_ms - 1, "valid": not beyond,
                        "pareto_manifest": m.pareto, "cells": cells})
     old_front = {m.name for m in manifest.models if m.pareto}
-    new_front = pareto_front({r["model"]: (r["accuracy"], r["observed_ms"]) for r in models})
+    new_front = pareto_front_with_intervals({r["model"]: FrontPoint(r["accuracy"], r["observed_ms"],
+                                                                    tuple(r["observed_ci95_ms"])) for r in models})
     for r in models:
         r["pareto_observed"] = r["model"] in new_front
     return {"tolerance": tolerance, "selection": manifest.profile.selection_describe(), "models": models,

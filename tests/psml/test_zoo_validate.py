@@ -116,9 +116,10 @@ def test_update_can_choose_another_selection_figure(zoo_copy, tmp_path):
         assert m.selection_latency_ms == routed.p95_ms == m.latency.selection.value_ms
         assert len(m.latency.selection.round_values_ms) > 1  # the new figure is the one measured in rounds
         assert routed.p50_ms > direct.p50_ms
-    from zoo.pareto import pareto_front
+    from zoo.pareto import FrontPoint, pareto_front_with_intervals
 
-    assert {m.name for m in after.models if m.pareto} == pareto_front(
-        {m.name: (m.accuracy, m.latency.cell("router", 1, 1).p95_ms) for m in after.models})
+    assert {m.name for m in after.models if m.pareto} == pareto_front_with_intervals(
+        {m.name: FrontPoint(m.accuracy, m.latency.cell("router", 1, 1).p95_ms, tuple(m.latency.selection.ci95_ms))
+         for m in after.models})
     bad = validate("--zoo", zoo_copy, "--selection-concurrency", "3", "--update")
     assert bad.returncode == 2 and "must be one of the profiled cells" in bad.stderr
