@@ -410,8 +410,8 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
         """The router is up; whether Triton is ready (asked at most once a second)."""
         return JSONResponse({"status": "ok", "backend_ready": await router.backend_ready()})
 
-    @api.get("/metrics", response_class=Response, responses={200: {"content": {
-        "text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text exposition format"}})
+    # not in the public schema: the operator's page (its own listener or a token), not part of the client API
+    @api.get("/metrics", response_class=Response, include_in_schema=False)
     async def metrics(request: Request):
         """Prometheus metrics, summed over every worker of this router. Only on the metrics listener
         (metrics_port) or with the metrics token (Authorization: Bearer); 404 otherwise."""
