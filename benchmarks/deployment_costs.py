@@ -36,7 +36,8 @@ from zoo.manifest import load_manifest
 
 CONFIGS = {
     "none": [],
-    "padding, floor at batch 1": [{"name": "latency_padding", "floor": "slowest_front", "per_sample_ms": 0.0}],
+    "padding, floor at batch 1": [{"name": "latency_padding", "floor": "slowest_front", "per_sample_ms": 0.0,
+                                   "learn_quantile": None}],
     "padding per batch size": [{"name": "latency_padding", "floor": "slowest_front"}],
 }
 
