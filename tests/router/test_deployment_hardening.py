@@ -370,3 +370,22 @@ def test_connections_are_bounded_per_address(start_router, data):
         s.close()
     time.sleep(0.3)
     assert infer(router, data.x["test"][:1]).status_code == 200
+
+
+def test_an_answer_withheld_after_inference_is_padded_too(start_router, data):
+    """Padding holds errors after selection too: PRADA's flagging request ran on a model and is refused 403
+    after inference; its time must not tell the model either. Catches padding applied to 200s only (the 403
+    would leave as soon as PRADA raised, well under the floor)."""
+    router = start_router("withheld", defenses=[{"name": "prada", "action": "block", "min_distances": 20,
+                                                 "test_every": 1},
+                                                {"name": "latency_padding", "floor_ms": 80.0, "per_sample_ms": 0.0,
+                                                 "learn_quantile": None}])
+    x = data.x["test"][:1]
+    codes = [infer(router, x, key="k-attacker").status_code for _ in range(25)]  # the same sample: W = 0
+    assert 403 in codes
+    records = [r for r in read_audit_log(router.audit_path) if r["client"] == "attacker"]
+    flagging = next(r for r in records if r.get("detected"))
+    assert flagging["status"] == 403 and flagging["model"] is not None
+    assert flagging["padded_ms"] > 0 and flagging["router_ms"] >= 80.0
+    later = [r for r in records if r["status"] == 403 and not r.get("detected")]
+    assert later and all(r.get("model") is None for r in later)  # refused before selection: no model, no floor
