@@ -478,7 +478,9 @@ def main(argv=None) -> int:
         r |= paired_to_none(r.pop("_per_seed"), none_seeds[r["victim"]])
         r["p99_ratio"] = r["benign_p99_ms"] / none[r["victim"]]["benign_p99_ms"]
         r["paper_verdict"] = paper_verdict(r)
-    print(format_table(rows, [("config", "defense"), ("victim", "victim"), ("goodput", "goodput"),
+    shown = [r | {k: "[{:+.3f}, {:+.3f}]".format(*r[k]) if r[k] else "-" for k in ("d_accuracy_ci95", "d_fidelity_ci95")}
+             for r in rows]
+    print(format_table(shown, [("config", "defense"), ("victim", "victim"), ("goodput", "goodput"),
                               ("useful_goodput", "useful goodput"), ("reject_rate", "rejected"),
                               ("benign_p99_ms", "p99 ms"), ("benign_fp_rate", "benign FP"),
                               ("strongest_attacker", "strongest attacker"), ("samples_sent", "samples sent"),
