@@ -224,7 +224,7 @@ def fingerprints(router, info: dict, probe: np.ndarray, rank: int) -> dict:
 
 
 def extraction(router, info: dict, fps: dict, data, labels, probe: np.ndarray, budget: int, seeds, rank: int,
-               output_defended: bool, per_client: bool, epochs: int) -> list[dict]:
+               output_defended: bool, per_client: bool, epochs: int, attackers=ATTACKERS) -> list[dict]:
     """Every attacker against one victim (front rank ``rank``), one fresh key set per seed, ``budget`` samples
     sent each (rejected, resent, discarded and probe rows included). Each transcript trains a soft-label
     surrogate, and a labels-only one where an output defense is configured."""
@@ -241,6 +241,8 @@ def extraction(router, info: dict, fps: dict, data, labels, probe: np.ndarray, b
         if per_client:
             plans["key_split"] = ([f"split-{j}" for j in range(SPLIT_KEYS)], top, 20)
     for who, (base_keys, spec, resend) in plans.items():
+        if who not in attackers:
+            continue
         for seed in seeds:
             keys = [f"{k}-r{rank}-s{seed}" for k in base_keys]
             base = {"attacker": who, "seed": seed}
@@ -382,6 +384,9 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), help="default: all")
     ap.add_argument("--victims", nargs="+", default=["all"],
                     help="all (default: every front model), top, middle, or front model names")
+    ap.add_argument("--attackers", nargs="+", default=list(ATTACKERS),
+                    help=f"the attacker set, the same for every row (default all: {', '.join(ATTACKERS)}; "
+                         "top_accuracy and key_split attack the top victim only)")
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}; one seed; small budget")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", default="medium", choices=list(BUDGETS))
@@ -402,6 +407,9 @@ def main(argv=None) -> int:
     front = front_by_accuracy(manifest)
     try:  # bad input: one line and exit 2 before any work
         victims = resolve_victims(front, a.victims)
+        unknown = sorted(set(a.attackers) - set(ATTACKERS))
+        if unknown:
+            raise ConfigError(f"--attackers: unknown {', '.join(unknown)}; choose from {', '.join(ATTACKERS)}")
         if BUDGETS[budget] > len(data.x["attacker_pool"]):
             raise ConfigError(f"budget {budget} ({BUDGETS[budget]} samples) exceeds the attacker pool of "
                               f"{len(data.x['attacker_pool'])} samples")
@@ -442,7 +450,7 @@ def main(argv=None) -> int:
                                                        data.x["attacker_pool"][1:101], victim.name)["consistency"] \
                             if f["spec"] is not None else 0.0
                     ex = extraction(router, info, fps, data, labels[victim.name], probe, BUDGETS[budget], seeds,
-                                    rank, output_defended, per_client, a.epochs)
+                                    rank, output_defended, per_client, a.epochs, tuple(a.attackers))
                     best = strongest(ex)
                     st = best["strongest"]
                     row = {"config": name, "victim": victim.name, "victim_rank": rank,

@@ -48,10 +48,13 @@ def test_tradeoff_judges_each_defense_by_its_strongest_attacker_for_every_victim
 
 
 def test_bad_victims_and_budgets_exit_2_before_any_work(zoo_dir, tmp_path, capsys):
-    """Catches a typo'd victim that silently attacks nothing (or the top model) and a budget over the pool."""
+    """Catches a typo'd victim that silently attacks nothing (or the top model) and a typo'd attacker left out."""
     assert defense_tradeoff.main(["--zoo", str(zoo_dir), "--victims", "no_such_model", "--out",
                                   str(tmp_path / "x.json")]) == 2
     assert "not on this zoo's front" in capsys.readouterr().err
+    assert defense_tradeoff.main(["--zoo", str(zoo_dir), "--attackers", "staircase", "telepathy", "--out",
+                                  str(tmp_path / "x.json")]) == 2
+    assert "unknown telepathy" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 
