@@ -24,17 +24,18 @@ class TooManyRequests(RouterError):
 class Admission:
     """``enter(client)`` before the work, ``leave(client)`` after it (one event loop: no locks needed)."""
 
-    def __init__(self, max_in_flight: int | None, max_in_flight_per_client: int | None):
-        self.max_in_flight, self.max_per_client = max_in_flight, max_in_flight_per_client
+    def __init__(self, max_in_flight: int | None, max_in_flight_per_client: int | None, what: str = "requests"):
+        """``what``: what is counted, as the refusal names it (request bodies being received, for one)."""
+        self.max_in_flight, self.max_per_client, self.what = max_in_flight, max_in_flight_per_client, what
         self.in_flight = 0
         self.per_client: dict[str, int] = {}
 
     def enter(self, client: str) -> None:
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
-            raise Overloaded(f"{self.in_flight} requests in flight, the limit of this router worker; retry later")
+            raise Overloaded(f"{self.in_flight} {self.what} in flight, the limit of this router worker; retry later")
         mine = self.per_client.get(client, 0)
         if self.max_per_client is not None and mine >= self.max_per_client:
-            raise TooManyRequests(f"{mine} of your requests are in flight, the limit per client; retry later")
+            raise TooManyRequests(f"{mine} of your {self.what} are in flight, the limit per client; retry later")
         self.in_flight += 1
         self.per_client[client] = mine + 1
 

@@ -103,7 +103,7 @@ class Router:
         # request ids: unique and cheap, but unlinkable: a keyed hash of a counter (a raw counter told a client how
         # many requests others sent between two of its own, and the prefix named the worker's pid)
         self._id_key, self._ids = secrets.token_bytes(16), itertools.count(1)
-        self._bodies: dict[str, int] = {}  # client -> bodies being received (bounded per client)
+        self.receiving = Admission(None, settings.max_in_flight_per_client, "request bodies")  # before admission
         self._ready: tuple[float, bool] = (0.0, False)  # /healthz: (monotonic time, backend ready), cached
 
     def _request_id(self) -> str:
@@ -143,19 +143,11 @@ class Router:
     async def _body_of(self, client: str, headers: dict[str, str], receive, kind: str) -> bytes:
         """The body, with at most max_in_flight_per_client bodies of one key being received at once (bodies wait
         in memory before admission: 190 stalled near-full bodies of one key held 60 MiB)."""
-        bound = self.settings.max_in_flight_per_client
-        mine = self._bodies.get(client, 0)
-        if bound is not None and mine >= bound:
-            raise TooManyRequests(f"{mine} of your request bodies are being received, the limit per client; retry later")
-        self._bodies[client] = mine + 1
+        self.receiving.enter(client)
         try:
             return await self.read_body(headers, receive, kind)
         finally:
-            left = self._bodies[client] - 1
-            if left:
-                self._bodies[client] = left
-            else:
-                del self._bodies[client]
+            self.receiving.leave(client)
 
     def _penalize(self, client: str, body_bytes: int) -> None:
         """A malformed body's rows, as many as its bytes could carry as float32, come out of the key's rate."""

@@ -32,6 +32,7 @@ from .query_budget import RateLimited
 from .token_bucket import TokenBuckets, retry_after_s
 
 ACTIONS = ("log", "throttle", "block")
+BLOCKED = "this API key is blocked: its query stream was flagged as model extraction"
 
 
 class Blocked(RouterError):
@@ -129,7 +130,7 @@ class Prada:
         if not self.flagged(client):
             return
         if self.action == "block":
-            raise Blocked("this API key is blocked: its query stream was flagged as model extraction")
+            raise Blocked(BLOCKED)
         if self.action == "throttle" and (wait := self._throttle.wait_s(client, now)) > 0:
             raise RateLimited("this API key is throttled: its query stream was flagged as model extraction",
                               retry_after_s(wait))
@@ -138,7 +139,7 @@ class Prada:
         if not self.flagged(client):
             return
         if self.action == "block":
-            raise Blocked("this API key is blocked: its query stream was flagged as model extraction")
+            raise Blocked(BLOCKED)
         if self.action == "throttle":
             wait = self._throttle.take(client, now, n_samples)
             if wait > 0:
@@ -151,7 +152,7 @@ class Prada:
             s = self._clients[client] = _ClientState()
         if s.flagged_at is not None and self.action == "block":
             # admitted before the flag rose, answered after: withheld like every later request of the key
-            raise Blocked("this API key is blocked: its query stream was flagged as model extraction")
+            raise Blocked(BLOCKED)
         flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         for row, c in zip(flat, np.asarray(labels).tolist()):
             self._add(s, row, int(c))
@@ -169,7 +170,7 @@ class Prada:
         if newly:
             info["detected"] = f"prada after {s.flagged_at} samples"
             if self.action == "block":
-                e = Blocked("this API key is blocked: its query stream was flagged as model extraction")
+                e = Blocked(BLOCKED)
                 e.audit = info
                 raise e
         return info

@@ -25,8 +25,7 @@ class TokenBuckets:
         if cost > self.burst:
             raise BatchOverBurst(f"a batch of {cost:g} samples exceeds this API key's burst of {self.burst:g} samples; "
                                  "send smaller batches")
-        tokens, at = self.state.get(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        tokens = self._tokens(client, now)
         if tokens >= cost:
             self.state[client] = (tokens - cost, now)
             return 0.0
