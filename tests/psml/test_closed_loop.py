@@ -42,7 +42,7 @@ def test_warmup_is_sent_on_the_same_clients_and_not_recorded():
 def test_duration_bounds_a_fast_system_and_the_count_a_slow_one():
     log = {"calls": 0, "lock": threading.Lock()}
     fast = run_closed_loop(lambda: Counting(log), [np.zeros(1)], 2, 3, duration_s=0.2)
-    assert len(fast.latencies_ms) > 6 and 0.2 <= fast.elapsed_s < 1.0
+    assert len(fast.latencies_ms) > 6 and 0.2 <= fast.elapsed_s < 5.0  # bounded, with room for a busy host
     slow = run_closed_loop(lambda: Counting(log, 0.05), [np.zeros(1)], 1, 3, duration_s=0.01)
     assert len(slow.latencies_ms) == 3  # at least the minimum, even past the duration
 
