@@ -9,7 +9,8 @@ victim's top-1 labels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import bisect
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -91,6 +92,29 @@ class Transcript:
     requests: int
     rejected_requests: int
     samples_sent: int = 0  # every sample sent, rejected and resent ones included: what the budget counts
+    # per request in the order sent: samples sent once it had gone, and whether it was answered or rejected;
+    # with them ``up_to`` cuts the transcript an attacker stopping at a smaller budget would hold
+    request_ends: list[int] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+    sent_at: np.ndarray | None = None  # per kept row: samples sent once its request had gone
+
+    def up_to(self, budget: int) -> "Transcript":
+        """What the same attacker held after ``budget`` samples: the requests sent up to then. Exact for a
+        budget sweep from one collection: the router's per-client state (a budget, a PRADA flag) evolved the
+        same way up to that point, and the pool draw is the same stream."""
+        n, keep = rows_within_budget(self.request_ends, self.sent_at, budget, len(self.x))
+        return replace(self, x=self.x[keep], probs=self.probs[keep], requests=n,
+                       rejected_requests=self.outcomes[:n].count("rejected"),
+                       samples_sent=self.request_ends[n - 1] if n else 0, request_ends=self.request_ends[:n],
+                       outcomes=self.outcomes[:n], sent_at=None if self.sent_at is None else self.sent_at[keep])
+
+
+def rows_within_budget(request_ends: list[int], sent_at: np.ndarray | None, budget: int, rows: int) -> tuple[int, np.ndarray]:
+    """Requests whose samples all went within ``budget``, and the mask of kept rows among them."""
+    if sent_at is None or len(sent_at) != rows:
+        raise ConfigError("this transcript did not record when its rows were sent: it cannot be cut to a budget")
+    n = bisect.bisect_right(request_ends, budget)
+    return n, sent_at <= budget
 
 
 def collect(sut: SystemUnderTest | list[SystemUnderTest], pool: np.ndarray, s: KnockoffSettings,
@@ -104,6 +128,7 @@ def collect(sut: SystemUnderTest | list[SystemUnderTest], pool: np.ndarray, s: K
     suts = sut if isinstance(sut, list) else [sut]
     idx = np.random.default_rng(s.seed).choice(len(pool), s.budget, replace=False)
     xs, ps, requests, rejected, sent = [], [], 0, 0, 0
+    ends, outcomes, at = [], [], []
     for i, start in enumerate(range(0, s.budget, s.batch_size)):
         for _ in range(1 + s.resend_rejected):
             x = pool[idx[start : start + min(s.batch_size, s.budget - sent)]]
@@ -111,17 +136,22 @@ def collect(sut: SystemUnderTest | list[SystemUnderTest], pool: np.ndarray, s: K
                 break
             requests += 1
             sent += len(x)
+            ends.append(sent)
             try:
                 ps.append(suts[i % len(suts)].infer(x, **(requirements or {})))
                 xs.append(x)
+                at.append(np.full(len(x), sent))
+                outcomes.append("answered")
                 break
             except RouterRejected:
                 rejected += 1
+                outcomes.append("rejected")
         if sent >= s.budget:
             break
     n_classes = ps[0].shape[1] if ps else 0
     return Transcript(np.concatenate(xs) if xs else np.zeros((0, pool.shape[1]), np.float32),
-                      np.concatenate(ps) if ps else np.zeros((0, n_classes), np.float32), requests, rejected, sent)
+                      np.concatenate(ps) if ps else np.zeros((0, n_classes), np.float32), requests, rejected, sent,
+                      ends, outcomes, np.concatenate(at) if at else np.zeros(0, np.int64))
 
 
 def train_surrogate(t: Transcript, sample_shape, n_classes: int, s: KnockoffSettings,

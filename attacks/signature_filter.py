@@ -12,13 +12,14 @@ Every sample sent counts in the budget: probe rows, discarded batches and reject
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from common.errors import ConfigError
 from stack.clients import RouterRejected, SystemUnderTest
 
+from .knockoff import rows_within_budget
 from .oracle import signature
 
 OUTCOMES = ("kept", "discarded", "rejected")  # of each request, in the order sent
@@ -52,6 +53,17 @@ class FilteredTranscript:
     answers_kept: int = 0
     rejected: int = 0  # requests the router refused (each still spent its rows)
     outcomes: list[str] = field(default_factory=list)  # per request, in the order sent: one of OUTCOMES
+    request_ends: list[int] = field(default_factory=list)  # per request: rows sent once it had gone
+    sent_at: np.ndarray | None = None  # per kept row: rows sent once its request had gone
+
+    def up_to(self, budget: int) -> "FilteredTranscript":
+        """What the same attacker held after ``budget`` rows (see knockoff.Transcript.up_to)."""
+        n, keep = rows_within_budget(self.request_ends, self.sent_at, budget, len(self.x))
+        out = self.outcomes[:n]
+        return replace(self, x=self.x[keep], probs=self.probs[keep], samples_sent=self.request_ends[n - 1] if n else 0,
+                       batches_sent=n, batches_kept=out.count("kept"), answers_kept=int(keep.sum()),
+                       rejected=out.count("rejected"), outcomes=out, request_ends=self.request_ends[:n],
+                       sent_at=self.sent_at[keep])
 
     @property
     def cost_multiplier(self) -> float:
@@ -70,11 +82,12 @@ def collect_filtered(sut: SystemUnderTest, pool: np.ndarray, probe: np.ndarray, 
     keep a batch only when its probe answer carries ``target_signature``, else resend the same samples."""
     order = pool[np.random.default_rng(s.seed).permutation(len(pool))]
     t = FilteredTranscript(x=np.zeros((0, pool.shape[1]), np.float32), probs=np.zeros((0, 0), np.float32))
-    xs, ps, start = [], [], 0
+    xs, ps, at, start = [], [], [], 0
     while start < len(order) and s.budget_samples - t.samples_sent >= 2:
         x = order[start : start + min(s.batch_size, s.budget_samples - t.samples_sent) - 1]
         t.samples_sent += 1 + len(x)
         t.batches_sent += 1
+        t.request_ends.append(t.samples_sent)
         try:
             probs = sut.infer(np.concatenate([probe, x]), **(requirements or {}))
         except RouterRejected:
@@ -88,7 +101,9 @@ def collect_filtered(sut: SystemUnderTest, pool: np.ndarray, probe: np.ndarray, 
         t.batches_kept += 1
         xs.append(x)
         ps.append(probs[1:])
+        at.append(np.full(len(x), t.samples_sent))
         start += len(x)
+    t.sent_at = np.concatenate(at) if at else np.zeros(0, np.int64)
     if xs:
         t.x, t.probs = np.concatenate(xs), np.concatenate(ps)
     t.answers_kept = len(t.x)

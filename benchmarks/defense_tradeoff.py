@@ -20,11 +20,17 @@ Per configuration (a router of its own, the same code, zoo and Triton):
 - timing: the side channel (attacks/timing.py): identification accuracy from 1..30 timing samples, for two
   attackers: a fixed probe (``timing``) and natural pool samples (``timing_natural``, the adaptive attacker
   against per-client detection); the stronger (single-answer accuracy) is the configuration's figure.
+With ``--sweep-budgets 250 500 1000 2000`` every attacker sends the largest budget once; rows are scored on
+the first ``--budget`` samples of that transcript (Transcript.up_to: exactly what an attacker stopping there
+held), and the row's strongest attacker is scored again at every swept budget, which gives each defense its
+cost multiplier (attacks/cost_multiplier.py): the budget at which it comes within 1 fidelity point of the
+undefended attack, over the reference budget, or "not reached by N".
 Writes JSON and two PNGs: strongest attacker's fidelity (and accuracy) against benign goodput with the
 defenses' Pareto frontier and the PSML paper's point (-4.8 fidelity points at goodput 0.80, placed against
 this zoo's undefended figure); and benign p99 cost against protection.
 
     python -m benchmarks.defense_tradeoff [--zoo model_repository/default] [--seeds 0 1 2] [--quick]
+        [--victims all|top|middle|NAME ...] [--attackers ...] [--sweep-budgets 250 500 1000 2000]
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from attacks.box_centre import BoxCentreSettings, fingerprint_box_centre
+from attacks.cost_multiplier import cost_multiplier
 from attacks.experiment import consistency, front_by_accuracy, run_fingerprint, run_timing, victim_labels
 from attacks.fingerprint import FingerprintSettings
 from attacks.knockoff import BUDGETS, KnockoffSettings, collect, train_and_score
@@ -189,15 +196,19 @@ def flagged_or_refused(record: dict) -> bool:
     return bool(record.get("prada_flagged")) or record["outcome"] == "refused"
 
 
-def detection(records: list[dict], clients: set[str]) -> dict:
-    """For an attacker's keys: flagged or refused at all, and the samples it had sent when it first was."""
+def detection(records: list[dict], clients: set[str], within_samples: int | None = None) -> dict:
+    """For an attacker's keys: flagged or refused at all, and the samples it had sent when it first was; with
+    ``within_samples`` only the requests sent within that many samples count (a budget sweep's reference)."""
     sent, first = 0, None
     for r in records:
         if r["client"] not in clients:
             continue
+        size = r.get("batch_size") or 0
+        if within_samples is not None and sent + size > within_samples:
+            break
         if first is None and flagged_or_refused(r):
             first = sent
-        sent += r.get("batch_size") or 0
+        sent += size
     return {"detected": first is not None, "samples_until_detection": first, "samples_sent": sent}
 
 
@@ -224,11 +235,15 @@ def fingerprints(router, info: dict, probe: np.ndarray, rank: int) -> dict:
 
 
 def extraction(router, info: dict, fps: dict, data, labels, probe: np.ndarray, budget: int, seeds, rank: int,
-               output_defended: bool, per_client: bool, epochs: int, attackers=ATTACKERS) -> list[dict]:
+               output_defended: bool, per_client: bool, epochs: int, attackers=ATTACKERS,
+               collect_budget: int | None = None) -> tuple[list[dict], dict]:
     """Every attacker against one victim (front rank ``rank``), one fresh key set per seed, ``budget`` samples
     sent each (rejected, resent, discarded and probe rows included). Each transcript trains a soft-label
-    surrogate, and a labels-only one where an output defense is configured."""
-    rows = []
+    surrogate, and a labels-only one where an output defense is configured. With a budget sweep the attacker
+    sends ``collect_budget`` samples and is scored here on the first ``budget`` of them (``Transcript.up_to``);
+    the transcripts, keyed (attacker, seed), go back for the sweep."""
+    rows, transcripts = [], {}
+    collect_budget = max(collect_budget or budget, budget)
     # top_accuracy / key_split: no fingerprinting, ask for the published top accuracy less 0.001 (the published
     # figure is rounded to 4 places), resend a rejected request up to 20 times within the budget: rank 1 only
     top = {"min_accuracy": info["accuracy_range"][1] - 0.001}
@@ -258,17 +273,21 @@ def extraction(router, info: dict, fps: dict, data, labels, probe: np.ndarray, b
             clients = [RouterClient(router.url, k) for k in keys]
             if who == "signature_filter":
                 t = collect_filtered(clients[0], data.x["attacker_pool"], probe, signature,
-                                     SignatureFilterSettings(budget_samples=budget, seed=seed), dict(spec))
+                                     SignatureFilterSettings(budget_samples=collect_budget, seed=seed), dict(spec))
+                transcripts[(who, seed)] = t
+                t = t.up_to(budget)
                 base |= {"answers": t.answers_kept, "requests": t.batches_sent, "rejected_requests": t.rejected,
                          "samples_sent": t.samples_sent, "discarded_requests": t.outcomes.count("discarded")}
             else:
-                s = KnockoffSettings(budget=budget, seed=seed, resend_rejected=resend, epochs=epochs)
+                s = KnockoffSettings(budget=collect_budget, seed=seed, resend_rejected=resend, epochs=epochs)
                 t = collect(clients, data.x["attacker_pool"], s, dict(spec))
+                transcripts[(who, seed)] = t
+                t = t.up_to(budget)
                 base |= {"answers": int(len(t.x)), "requests": t.requests, "rejected_requests": t.rejected_requests,
                          "samples_sent": t.samples_sent}
             for c in clients:
                 c.close()
-            base |= detection(list(read_audit_log(router.audit_path)), set(keys))
+            base |= detection(list(read_audit_log(router.audit_path)), set(keys), within_samples=budget)
             for labels_only in ((False, True) if output_defended else (False,)):
                 if len(t.x) == 0:
                     rows.append(base | {"labels_only": labels_only, "accuracy": None, "fidelity": None,
@@ -278,7 +297,37 @@ def extraction(router, info: dict, fps: dict, data, labels, probe: np.ndarray, b
                     t, tuple(data.sample_shape), data.n_classes,
                     KnockoffSettings(budget=budget, seed=seed, labels_only=labels_only, epochs=epochs),
                     data.x["test"], data.y["test"], labels))
-    return rows
+    return rows, transcripts
+
+
+def budget_sweep(transcripts: dict, attacker: str, budgets: list[int], reference_budget: int, reference: dict,
+                 data, labels, epochs: int) -> dict:
+    """The strongest attacker's fidelity at every swept budget, from the first B samples of the transcripts it
+    collected (one per seed); the reference budget's figures are the row's own (``reference``: seed -> (acc,
+    fid)). Mean and 95% interval over seeds per budget; failed surrogates left out as in ``strongest``."""
+    who, _, lo = attacker.partition(" ")
+    out = {}
+    for b in budgets:
+        if b == reference_budget:
+            per = {seed: f for seed, (_, f) in reference.items()}
+        else:
+            per = {}
+            for (w, seed), t in sorted(transcripts.items(), key=lambda kv: kv[0][1]):
+                if w != who:
+                    continue
+                cut = t.up_to(b)
+                if len(cut.x) == 0:
+                    per[seed] = 0.0  # it holds nothing yet: it stole nothing
+                    continue
+                scored = train_and_score(cut, tuple(data.sample_shape), data.n_classes,
+                                         KnockoffSettings(budget=b, seed=seed, labels_only=bool(lo), epochs=epochs),
+                                         data.x["test"], data.y["test"], labels)
+                if not scored["failed"]:
+                    per[seed] = scored["fidelity"]
+        m, ci_lo, ci_hi = mean_ci95(list(per.values())) if per else (None, None, None)
+        out[b] = {"fidelity": m, "fidelity_ci95": [ci_lo, ci_hi] if len(per) > 1 else None,
+                  "per_seed": {str(k): v for k, v in per.items()}}
+    return out
 
 
 def strongest(rows: list[dict]) -> dict:
@@ -390,6 +439,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}; one seed; small budget")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", default="medium", choices=list(BUDGETS))
+    ap.add_argument("--sweep-budgets", type=int, nargs="+", metavar="SAMPLES",
+                    help="also score each row's strongest attacker at these budgets (samples sent; e.g. 250 500 1000 "
+                         "2000) from one collection at the largest, and give each defense its cost multiplier")
     ap.add_argument("--benign-clients", type=int, default=20)
     ap.add_argument("--benign-per-client", type=int, default=30, help="requests per benign client")
     ap.add_argument("--epochs", type=int, default=KnockoffSettings().epochs, help="surrogate training epochs")
@@ -413,6 +465,10 @@ def main(argv=None) -> int:
         if BUDGETS[budget] > len(data.x["attacker_pool"]):
             raise ConfigError(f"budget {budget} ({BUDGETS[budget]} samples) exceeds the attacker pool of "
                               f"{len(data.x['attacker_pool'])} samples")
+        sweep = sorted(set(a.sweep_budgets or []) | ({BUDGETS[budget]} if a.sweep_budgets else set()))
+        if sweep and (sweep[0] < 25 or sweep[-1] > len(data.x["attacker_pool"])):
+            raise ConfigError(f"--sweep-budgets: every budget must lie in [25, {len(data.x['attacker_pool'])}] "
+                              f"(one request, the attacker pool), got {a.sweep_budgets}")
     except ConfigError as e:
         print(f"defense_tradeoff: error: {e}", file=sys.stderr)
         return 2
@@ -449,10 +505,14 @@ def main(argv=None) -> int:
                         f["consistency"] = consistency(router.url, f"fp-{who}-r{rank}", router.audit_path, f["spec"],
                                                        data.x["attacker_pool"][1:101], victim.name)["consistency"] \
                             if f["spec"] is not None else 0.0
-                    ex = extraction(router, info, fps, data, labels[victim.name], probe, BUDGETS[budget], seeds,
-                                    rank, output_defended, per_client, a.epochs, tuple(a.attackers))
+                    ex, transcripts = extraction(router, info, fps, data, labels[victim.name], probe,
+                                                 BUDGETS[budget], seeds, rank, output_defended, per_client, a.epochs,
+                                                 tuple(a.attackers), collect_budget=sweep[-1] if sweep else None)
                     best = strongest(ex)
                     st = best["strongest"]
+                    own = per_seed(ex, st["attacker"])
+                    swept = budget_sweep(transcripts, st["attacker"], sweep, BUDGETS[budget], own, data,
+                                         labels[victim.name], a.epochs) if sweep else {}
                     row = {"config": name, "victim": victim.name, "victim_rank": rank,
                            "goodput": benign["goodput_share"], "goodput_profiled": benign["goodput_share_profiled"],
                            "useful_goodput": benign["useful_goodput_share"],
@@ -473,17 +533,27 @@ def main(argv=None) -> int:
                            "timing_30": timing["accuracy_by_samples"].get("30"),
                            "timing_chance": timing["chance"], "timing_attacker": timing_who,
                            "timing_detected": [w for w, t in timings.items() if t["detection"]["detected"]],
-                           "defenses": defenses, "_per_seed": per_seed(ex, st["attacker"])}
+                           "defenses": defenses, "_per_seed": own,
+                           "fidelity_by_budget": {str(b): v["fidelity"] for b, v in swept.items()}}
                     rows.append(row)
                     details[f"{name} | {victim.name}"] = {"fingerprint": fps, "extraction": ex,
-                                                          "by_attacker": best["by_attacker"]}
+                                                          "by_attacker": best["by_attacker"],
+                                                          "budget_sweep": {str(b): v for b, v in swept.items()}}
                     print(f"  [{i + 1}/{len(names)}] {name}, victim {victim.name}: goodput {row['goodput']:.3f}, "
                           f"strongest {st['attacker']} acc {st['accuracy']:.3f} fid {st['fidelity']:.3f}", flush=True)
                 details[name] = {"benign": benign, "long_benign": long_benign, "timing": timings}
     none = {r["victim"]: r for r in rows if r["config"] == "none"}
     none_seeds = {v: r["_per_seed"] for v, r in none.items()}  # the undefended strongest attacker, per seed
     for r in rows:
-        r |= paired_to_none(r.pop("_per_seed"), none_seeds[r["victim"]])
+        own = r.pop("_per_seed")
+        r |= paired_to_none(own, none_seeds[r["victim"]])
+        undefended = none_seeds[r["victim"]]
+        r["per_seed"] = {str(k): {"accuracy": acc, "fidelity": fid, "none_accuracy": undefended[k][0],
+                                  "none_fidelity": undefended[k][1]}
+                         for k, (acc, fid) in own.items() if k in undefended}  # pooled by defense_over_builds
+        if sweep:
+            r |= cost_multiplier({int(b): f for b, f in r["fidelity_by_budget"].items()},
+                                 none[r["victim"]]["fidelity"], BUDGETS[budget])
         r["p99_ratio"] = r["benign_p99_ms"] / none[r["victim"]]["benign_p99_ms"]
         r["paper_verdict"] = paper_verdict(r)
     shown = [r | {k: "[{:+.3f}, {:+.3f}]".format(*r[k]) if r[k] else "-" for k in ("d_accuracy_ci95", "d_fidelity_ci95")}
@@ -495,17 +565,21 @@ def main(argv=None) -> int:
                               ("answers", "answers kept"), ("accuracy", "acc"), ("d_accuracy", "d acc"),
                               ("d_accuracy_ci95", "95% CI"), ("fidelity", "fid"), ("d_fidelity", "d fid"),
                               ("d_fidelity_ci95", "95% CI"), ("timing_1", "timing m=1"),
-                              ("paper_verdict", "vs paper")]))
+                              *([("reading", "cost multiplier")] if sweep else []), ("paper_verdict", "vs paper")]))
     beating = [f"{r['config']} ({r['victim']})" for r in rows if r["paper_verdict"] == VALID]
     print(f"victims {', '.join(v.name for v in victims)}; {budget} budget ({BUDGETS[budget]} samples sent, "
           f"every sample counted), seeds {seeds}. PSML paper: -9.8 acc / -4.8 fid points at goodput >= 0.80; "
           f"VALID (whole interval past it): {', '.join(beating) or 'none'}.")
+    if sweep:
+        print(f"cost multiplier: the smallest of {sweep} samples at which the row's strongest attacker's mean "
+              f"fidelity comes within 1 point of the undefended one at {BUDGETS[budget]}, over {BUDGETS[budget]}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pngs = plots(rows, out.parent)
     write_result(out, "defense_tradeoff", {
-        "wall_s": time.time() - started, "seeds": seeds, "budget": budget, "settings": vars(a),
+        "wall_s": time.time() - started, "seeds": seeds, "budget": budget, "settings": vars(a), "sweep_budgets": sweep,
         "victims": [v.name for v in victims], "victim": victims[0].name,
+        "zoo": {"path": a.zoo, "seed": manifest.zoo.seed, "front": [m.name for m in front]},
         "paper": PAPER, "rows": rows, "details": details, "valid_against_paper": beating, "plots": pngs,
         "timing_settings": TimingSettings().as_dict(), "knockoff": KnockoffSettings().as_dict(),
         "box_centre": asdict(BOX_CENTRE)}, created_unix=started)

@@ -19,7 +19,7 @@ def test_tradeoff_judges_each_defense_by_its_strongest_attacker_for_every_victim
     out = tmp_path / "tradeoff.json"
     rc = defense_tradeoff.main(["--zoo", str(zoo_dir), "--configs", "labels_only", "--seeds", "0", "--budget", "small",
                                 "--epochs", "3", "--benign-clients", "4", "--benign-per-client", "5", "--victims", "middle",
-                                "--out", str(out)])
+                                "--sweep-budgets", "100", "--out", str(out)])
     assert rc == 0
     result = json.loads(out.read_text())
     full = front_by_accuracy(manifest)
@@ -37,7 +37,15 @@ def test_tradeoff_judges_each_defense_by_its_strongest_attacker_for_every_victim
     tried = {b["attacker"] for b in result["details"][f"labels_only | {front[0]}"]["by_attacker"]}
     assert "staircase labels" in tried and "staircase labels" not in {
         b["attacker"] for b in result["details"][f"none | {front[0]}"]["by_attacker"]}
+    # the sweep: the reference budget's figure is the row's own, the smaller one from the same transcripts;
+    # undefended, the attack reaches its own figure by the reference budget (a multiplier of at most 1)
+    assert result["sweep_budgets"] == [100, 250]
+    for row in result["rows"]:
+        assert row["fidelity_by_budget"]["250"] == pytest.approx(row["fidelity"])
+        assert row["fidelity_by_budget"]["100"] is not None
+        assert row["reading"].endswith("not reached by 250") or row["cost_multiplier"] in (0.4, 1.0)
     for none in (r for r in result["rows"] if r["config"] == "none"):
+        assert none["cost_multiplier"] in (0.4, 1.0)
         assert none["d_fidelity"] == 0 and 0 < none["goodput"] <= 1 and none["benign_p99_ms"] > 0
         assert none["paper_verdict"] != "VALID"  # an undefended router never beats the paper (1 seed: no interval)
     timing = result["details"]["none"]["timing"]
@@ -48,13 +56,17 @@ def test_tradeoff_judges_each_defense_by_its_strongest_attacker_for_every_victim
 
 
 def test_bad_victims_and_budgets_exit_2_before_any_work(zoo_dir, tmp_path, capsys):
-    """Catches a typo'd victim that silently attacks nothing (or the top model) and a typo'd attacker left out."""
+    """Catches a typo'd victim that silently attacks nothing (or the top model), a typo'd attacker left out, and
+    a sweep budget the attacker pool cannot pay for (found only after every other row had run)."""
     assert defense_tradeoff.main(["--zoo", str(zoo_dir), "--victims", "no_such_model", "--out",
                                   str(tmp_path / "x.json")]) == 2
     assert "not on this zoo's front" in capsys.readouterr().err
     assert defense_tradeoff.main(["--zoo", str(zoo_dir), "--attackers", "staircase", "telepathy", "--out",
                                   str(tmp_path / "x.json")]) == 2
     assert "unknown telepathy" in capsys.readouterr().err
+    assert defense_tradeoff.main(["--zoo", str(zoo_dir), "--sweep-budgets", "250", "1000000", "--out",
+                                  str(tmp_path / "x.json")]) == 2
+    assert "--sweep-budgets" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 
