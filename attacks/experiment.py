@@ -86,26 +86,41 @@ def victim_labels(zoo_dir, victim, x_test: np.ndarray) -> np.ndarray:
     return run_onnx(open_session(zoo_dir / victim.onnx_file), x_test).argmax(1)
 
 
-def run_extraction(setting: str, router_url: str, api_key: str, triton_http_url: str, victim, spec: dict | None,
-                   pool: np.ndarray, data, labels: np.ndarray, s: KnockoffSettings, log=print) -> dict:
-    """One extraction and its score. "fingerprinted" without a specification (the staircase found none) is
-    reported as failed, not run with no requirements: that would be the naive setting under another name."""
+NO_SPECIFICATION = {"accuracy": None, "fidelity": None, "failed": True, "answers": 0, "requests": 0,
+                    "rejected_requests": 0, "retry_reasons": ["fingerprinting found no specification for the victim"]}
+
+
+def collect_extraction(setting: str, router_url: str, api_key: str, triton_http_url: str, victim, spec: dict | None,
+                       pool: np.ndarray, s: KnockoffSettings):
+    """One extraction's transcript, or None for "fingerprinted" without a specification (the staircase found
+    none): it is reported as failed, not run with no requirements, which would be the naive setting renamed."""
     if setting == "explicit":
         sut, req = DirectTriton.for_entry(triton_http_url, victim), {}
     elif setting == "fingerprinted":
         if spec is None:
-            return {"accuracy": None, "fidelity": None, "failed": True, "answers": 0, "requests": 0,
-                    "rejected_requests": 0, "retry_reasons": ["fingerprinting found no specification for the victim"]}
+            return None
         sut, req = RouterClient(router_url, api_key), dict(spec)
     else:
         sut, req = RouterClient(router_url, api_key), {}
     try:
-        t = collect(sut, pool, s, req)
+        return collect(sut, pool, s, req)
     finally:
         sut.close()
+
+
+def transcript_counts(t) -> dict:
+    return {"answers": int(len(t.x)), "requests": t.requests, "rejected_requests": t.rejected_requests}
+
+
+def run_extraction(setting: str, router_url: str, api_key: str, triton_http_url: str, victim, spec: dict | None,
+                   pool: np.ndarray, data, labels: np.ndarray, s: KnockoffSettings, log=print) -> dict:
+    """One extraction and its score (collect_extraction, then train_and_score)."""
+    t = collect_extraction(setting, router_url, api_key, triton_http_url, victim, spec, pool, s)
+    if t is None:
+        return dict(NO_SPECIFICATION)
     scored = train_and_score(t, tuple(data.sample_shape), data.n_classes, s, data.x["test"], data.y["test"], labels,
                              log=log)
-    return scored | {"answers": int(len(t.x)), "requests": t.requests, "rejected_requests": t.rejected_requests}
+    return scored | transcript_counts(t)
 
 
 def summarize_extraction(runs: list[dict]) -> list[dict]:

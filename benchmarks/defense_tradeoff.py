@@ -48,7 +48,8 @@ from attacks.box_centre import BoxCentreSettings, fingerprint_box_centre
 from attacks.cost_multiplier import cost_multiplier
 from attacks.experiment import consistency, front_by_accuracy, run_fingerprint, run_timing, victim_labels
 from attacks.fingerprint import FingerprintSettings
-from attacks.knockoff import BUDGETS, KnockoffSettings, collect, train_and_score
+from attacks.knockoff import BUDGETS, KnockoffSettings, collect
+from attacks.parallel_training import train_many
 from attacks.oracle import SpecOracle
 from attacks.signature_filter import SignatureFilterSettings, collect_filtered
 from common.errors import ConfigError
@@ -242,7 +243,7 @@ def extraction(router, info: dict, fps: dict, data, labels, probe: np.ndarray, b
     surrogate, and a labels-only one where an output defense is configured. With a budget sweep the attacker
     sends ``collect_budget`` samples and is scored here on the first ``budget`` of them (``Transcript.up_to``);
     the transcripts, keyed (attacker, seed), go back for the sweep."""
-    rows, transcripts = [], {}
+    rows, transcripts, jobs = [], {}, []
     collect_budget = max(collect_budget or budget, budget)
     # top_accuracy / key_split: no fingerprinting, ask for the published top accuracy less 0.001 (the published
     # figure is rounded to 4 places), resend a rejected request up to 20 times within the budget: rank 1 only
@@ -293,10 +294,13 @@ def extraction(router, info: dict, fps: dict, data, labels, probe: np.ndarray, b
                     rows.append(base | {"labels_only": labels_only, "accuracy": None, "fidelity": None,
                                         "note": "no answers"})
                     continue
-                rows.append(base | {"labels_only": labels_only} | train_and_score(
-                    t, tuple(data.sample_shape), data.n_classes,
-                    KnockoffSettings(budget=budget, seed=seed, labels_only=labels_only, epochs=epochs),
-                    data.x["test"], data.y["test"], labels))
+                rows.append(base | {"labels_only": labels_only})
+                jobs.append((len(rows) - 1, (t, tuple(data.sample_shape), data.n_classes,
+                                             KnockoffSettings(budget=budget, seed=seed, labels_only=labels_only,
+                                                              epochs=epochs), data.x["test"], data.y["test"], labels)))
+    # every transcript collected (in order, through the router), then every surrogate trained on every core
+    for (i, _), scored in zip(jobs, train_many([job for _, job in jobs])):
+        rows[i] |= scored
     return rows, transcripts
 
 
@@ -306,27 +310,29 @@ def budget_sweep(transcripts: dict, attacker: str, budgets: list[int], reference
     collected (one per seed); the reference budget's figures are the row's own (``reference``: seed -> (acc,
     fid)). Mean and 95% interval over seeds per budget; failed surrogates left out as in ``strongest``."""
     who, _, lo = attacker.partition(" ")
-    out = {}
+    per = {b: ({seed: f for seed, (_, f) in reference.items()} if b == reference_budget else {}) for b in budgets}
+    jobs = []
     for b in budgets:
         if b == reference_budget:
-            per = {seed: f for seed, (_, f) in reference.items()}
-        else:
-            per = {}
-            for (w, seed), t in sorted(transcripts.items(), key=lambda kv: kv[0][1]):
-                if w != who:
-                    continue
-                cut = t.up_to(b)
-                if len(cut.x) == 0:
-                    per[seed] = 0.0  # it holds nothing yet: it stole nothing
-                    continue
-                scored = train_and_score(cut, tuple(data.sample_shape), data.n_classes,
-                                         KnockoffSettings(budget=b, seed=seed, labels_only=bool(lo), epochs=epochs),
-                                         data.x["test"], data.y["test"], labels)
-                if not scored["failed"]:
-                    per[seed] = scored["fidelity"]
-        m, ci_lo, ci_hi = mean_ci95(list(per.values())) if per else (None, None, None)
-        out[b] = {"fidelity": m, "fidelity_ci95": [ci_lo, ci_hi] if len(per) > 1 else None,
-                  "per_seed": {str(k): v for k, v in per.items()}}
+            continue
+        for (w, seed), t in sorted(transcripts.items(), key=lambda kv: kv[0][1]):
+            cut = t.up_to(b) if w == who else None
+            if cut is None:
+                continue
+            if len(cut.x) == 0:
+                per[b][seed] = 0.0  # it holds nothing yet: it stole nothing
+                continue
+            jobs.append(((b, seed), (cut, tuple(data.sample_shape), data.n_classes,
+                                     KnockoffSettings(budget=b, seed=seed, labels_only=bool(lo), epochs=epochs),
+                                     data.x["test"], data.y["test"], labels)))
+    for ((b, seed), _), scored in zip(jobs, train_many([job for _, job in jobs])):
+        if not scored["failed"]:
+            per[b][seed] = scored["fidelity"]
+    out = {}
+    for b in budgets:
+        m, ci_lo, ci_hi = mean_ci95(list(per[b].values())) if per[b] else (None, None, None)
+        out[b] = {"fidelity": m, "fidelity_ci95": [ci_lo, ci_hi] if len(per[b]) > 1 else None,
+                  "per_seed": {str(k): v for k, v in sorted(per[b].items())}}
     return out
 
 

@@ -134,7 +134,9 @@ def extract_and_score(zoo_dir, manifest, data, triton, router, budgets, seeds, p
                       labels_only_budgets=(), progress=None) -> dict:
     """Fingerprint the victim, then Knockoff in the three settings for every budget and seed (probabilities, and
     top-1 labels for ``labels_only_budgets``). Every budget is checked before the first query."""
-    from attacks.experiment import SETTINGS, front_by_accuracy, run_extraction, summarize_extraction, victim_labels
+    from attacks.experiment import (NO_SPECIFICATION, SETTINGS, collect_extraction, front_by_accuracy,
+                                    summarize_extraction, transcript_counts, victim_labels)
+    from attacks.parallel_training import train_many
     from attacks.query_pools import query_pool
 
     samples = check_budgets(list(budgets) + [b for b in labels_only_budgets if b not in budgets], data, pool_name)
@@ -145,21 +147,28 @@ def extract_and_score(zoo_dir, manifest, data, triton, router, budgets, seeds, p
     victim = front_by_accuracy(manifest)[0]
     labels = victim_labels(Path(zoo_dir), victim, data.x["test"])
     plan = [(b, False) for b in budgets] + [(b, True) for b in labels_only_budgets]
-    runs = []
+    # collect every transcript first (network-bound, in order), then train them on every core
+    runs, jobs, where = [], [], []
     for budget, labels_only in plan:
         for seed in seeds:
             pool = query_pool(pool_name, data, seed)
             for setting in SETTINGS:
                 s = replace(base, budget=samples[str(budget)], seed=seed, labels_only=labels_only or base.labels_only)
-                r = run_extraction(setting, router.url, ATTACKER_KEY, triton.endpoints.http_url, victim, spec, pool,
-                                   data, labels, s, log=log)
+                t = collect_extraction(setting, router.url, ATTACKER_KEY, triton.endpoints.http_url, victim, spec,
+                                       pool, s)
                 runs.append({"budget": str(budget), "budget_samples": s.budget, "setting": setting, "seed": seed,
-                             "labels_only": s.labels_only} | r)
-                shown = "failed" if r["accuracy"] is None else f"acc {r['accuracy']:.3f} fid {r['fidelity']:.3f}"
-                log(f"  {budget:<6} seed {seed} {setting:<13} {'labels ' if s.labels_only else ''}{shown}"
-                    + (f" (after {r['attempts']} attempts)" if r.get("attempts", 1) > 1 else ""))
-                if progress is not None:
+                             "labels_only": s.labels_only} | (dict(NO_SPECIFICATION) if t is None else transcript_counts(t)))
+                if t is not None:
+                    where.append(len(runs) - 1)
+                    jobs.append((t, tuple(data.sample_shape), data.n_classes, s, data.x["test"], data.y["test"], labels))
+                elif progress is not None:
                     progress()
+    for i, scored in zip(where, train_many(jobs, log=log, progress=progress)):
+        runs[i] |= scored
+    for r in runs:
+        shown = "failed" if r["accuracy"] is None else f"acc {r['accuracy']:.3f} fid {r['fidelity']:.3f}"
+        log(f"  {r['budget']:<6} seed {r['seed']} {r['setting']:<13} {'labels ' if r['labels_only'] else ''}{shown}"
+            + (f" (after {r['attempts']} attempts)" if r.get("attempts", 1) > 1 else ""))
     return {"victim": victim.name, "fingerprint": fp, "runs": runs, "summary": summarize_extraction(runs),
             "budget_samples": samples}
 

@@ -1,0 +1,63 @@
+"""Surrogate training on every core: one single-threaded training per worker process.
+
+Knockoff's surrogates are small networks trained on a few thousand samples. On such a net one training spread
+over two intra-op threads gains little (the ops are too small to split well), while two trainings side by side
+each use a core fully. Extraction collects its transcripts first (network-bound, in order), then trains them
+here. Every training is seeded by its own settings, so a run's figures do not depend on the order in which
+trainings finished (one worker trains in this process, at its own thread count: the last bits may differ).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+
+from .knockoff import train_and_score
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+
+
+def _train(job: tuple) -> dict:
+    t, sample_shape, n_classes, s, x_test, y_test, labels = job
+    reasons: list[str] = []
+    out = train_and_score(t, sample_shape, n_classes, s, x_test, y_test, labels, log=reasons.append)
+    return out | {"log": reasons}
+
+
+def default_workers() -> int:
+    """One per core this process may use (``PSML_TRAIN_WORKERS`` overrides; 1 trains in this process)."""
+    if os.environ.get("PSML_TRAIN_WORKERS"):
+        return max(1, int(os.environ["PSML_TRAIN_WORKERS"]))
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def train_many(jobs: list[tuple], workers: int | None = None, log=print, progress=None) -> list[dict]:
+    """``jobs``: (transcript, sample_shape, n_classes, KnockoffSettings, x_test, y_test, victim_labels) each;
+    returns train_and_score's result per job, in the jobs' order. Worker processes are spawned (not forked: a
+    fork of a process whose torch thread pool already ran can hang) and each trains single-threaded."""
+    workers = min(workers or default_workers(), len(jobs))
+    results: list[dict | None] = [None] * len(jobs)
+    if workers <= 1:
+        for i, job in enumerate(jobs):
+            results[i] = _train(job)
+            _report(results[i], log, progress)
+        return results  # type: ignore[return-value]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        futures = {pool.submit(_train, job): i for i, job in enumerate(jobs)}
+        for f in as_completed(futures):
+            results[futures[f]] = f.result()
+            _report(results[futures[f]], log, progress)
+    return results  # type: ignore[return-value]
+
+
+def _report(result: dict, log, progress) -> None:
+    for line in result.pop("log"):
+        log(line)
+    if progress is not None:
+        progress()
