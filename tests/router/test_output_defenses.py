@@ -65,6 +65,20 @@ def test_reverse_sigmoid_matches_the_published_formula_on_one_value():
     assert np.allclose(out, raw / raw.sum(), atol=1e-5)
 
 
+def test_reverse_sigmoid_gamma_shapes_the_perturbation_by_the_published_formula():
+    """At gamma 3, sigmoid(gamma * logit(y)) = y^3 / (y^3 + (1 - y)^3), worked out by hand for y = 0.7, 0.2, 0.1.
+    Catches gamma ignored (the gamma-1 result), gamma applied outside the sigmoid, or to y instead of its logit."""
+    y = np.array([[0.7, 0.2, 0.1]], np.float32)
+    out, _ = make_defense({"name": "reverse_sigmoid", "beta": 0.5, "gamma": 3.0}).perturb_output(
+        y, np.array([0]), np.random.default_rng(0))
+    s = np.array([0.343 / (0.343 + 0.027), 0.008 / (0.008 + 0.512), 0.001 / (0.001 + 0.729)])
+    raw = y[0] - 0.5 * (s - 0.5)
+    assert np.allclose(out[0], raw / raw.sum(), atol=1e-5)
+    gamma1, _ = make_defense({"name": "reverse_sigmoid", "beta": 0.5, "gamma": 1.0}).perturb_output(
+        y, np.array([0]), np.random.default_rng(0))
+    assert np.abs(out - gamma1).max() > 0.02
+
+
 def test_output_noise_keeps_top1_and_is_seeded():
     """Catches noise that changes the service's label when keep_top1 is set, and an unseeded stream."""
     out, labels = apply({"name": "output_noise", "sigma": 0.2})

@@ -119,6 +119,19 @@ def test_exponential_mechanism_matches_its_formula():
     assert chisquare(counts, 20000 * w / w.sum()).pvalue > 1e-3
 
 
+def test_exponential_mechanism_probabilities_from_hand_computed_violations():
+    """Request (0.9, 1.2 ms) on the front tiny/small/medium/large, spans 0.65 accuracy and 3.0 ms, violations by
+    hand: tiny (0.60/0.65 + 0)/2 = 0.4615, small (0.35/0.65 + 0.3/3)/2 = 0.3192, medium (0.15/0.65 + 0.8/3)/2 =
+    0.2487, large (0 + 2.8/3)/2 = 0.4667; P ∝ exp(-eps * v / 2). Independent of the code's utility function, so
+    it catches a wrong sensitivity (eps instead of eps/2), unnormalised spans, and a max instead of a mean."""
+    v = np.array([0.6 / 0.65, 0.35 / 0.65 + 0.1, 0.15 / 0.65 + 0.8 / 3, 2.8 / 3]) / 2
+    w = np.exp(-4.0 * v / 2)
+    np.testing.assert_allclose(ExponentialMechanism(4.0).probabilities(ZOO, Requirements(0.9, 1.2)), w / w.sum(),
+                               rtol=1e-9)
+    assert np.argmax(w) == 2  # medium: the least violating model is the likeliest, but far from certain
+    assert (w / w.sum())[2] < 0.4
+
+
 def _permute_and_flip_exact(u, eps):
     a = np.exp(eps * (u - u.max()) / 2)
     p = np.zeros(len(u))
