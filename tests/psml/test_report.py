@@ -142,3 +142,38 @@ def test_quick_report_on_an_encoder_zoo(encoder_zoo, tmp_path):
     assert "## Encoder extraction" in md and "## Encoder defenses" in md and "## Extraction\n" not in md
     for png in ("encoder_extraction.png", "encoder_defenses.png"):
         assert (out / png).stat().st_size > 0 and f"({png})" in md
+
+
+def runs_af(pairs):
+    """by[setting][seed] rows from {setting: [(accuracy, fidelity) per seed]}: the two metrics apart."""
+    return {setting: {seed: {"accuracy": a, "fidelity": f, "failed": False} for seed, (a, f) in enumerate(vals)}
+            for setting, vals in pairs.items()}
+
+
+def test_within_one_point_is_judged_on_accuracy_and_fidelity_each_at_its_boundary():
+    """Accuracy within, fidelity 1.5 points off: INVALID; exactly 1 point: VALID. Catches a claim that reads one
+    metric for both (the older test data set fidelity equal to accuracy, so a swap passed) and a strict '<'."""
+    fid_off = runs_af({"fingerprinted": [(0.900, 0.885), (0.910, 0.895)], "explicit": [(0.900, 0.900), (0.910, 0.910)]})
+    assert lines._within(fid_off, "t")["verdict"] == "INVALID"
+    edge = runs_af({"fingerprinted": [(0.89, 0.91), (0.90, 0.92)], "explicit": [(0.90, 0.90), (0.91, 0.91)]})
+    assert lines._within(edge, "t")["verdict"] == "VALID"
+    gain_fid = runs_af({"fingerprinted": [(0.8, 0.95), (0.8, 0.96), (0.8, 0.94)],
+                        "naive": [(0.8, 0.85), (0.81, 0.86), (0.79, 0.84)]})
+    assert lines._gain(gain_fid, "t", "fidelity")["verdict"] == "VALID"
+    assert lines._gain(gain_fid, "t")["verdict"] == "UNDETERMINED"  # no accuracy gain: the metrics stay apart
+
+
+def test_staircase_claim_needs_consistency_and_fewer_queries_at_every_rank():
+    """Catches a claim judged on rank 1 only, consistency compared with '>' at 0.95, and the query count ignored."""
+    def steps(ranks):
+        zoo = {"validation": {"valid": True, "models": [], "front": {"valid": True}}}
+        return {"zoo": rep.StepRun("zoo", zoo, None, 0, False), "fingerprint": rep.StepRun("fingerprint", {"ranks": ranks}, None, 0, False),
+                "extraction": rep.StepRun("extraction", {"runs": []}, None, 0, False)}
+
+    def rank(k, consistency, queries, grid=625):
+        return {"rank": k, "staircase": {"consistency": consistency, "queries": queries},
+                "grid_scan": {"queries": grid}}
+    verdict = lambda ranks: lines.claims(steps(ranks))[1]["verdict"]
+    assert verdict([rank(1, 1.0, 12), rank(2, 0.95, 14)]) == "VALID"
+    assert verdict([rank(1, 1.0, 12), rank(2, 0.94, 14)]) == "INVALID"
+    assert verdict([rank(1, 1.0, 12), rank(2, 1.0, 700)]) == "INVALID"
