@@ -79,6 +79,33 @@ def test_embed_answers_the_selected_encoders_embeddings_and_infer_is_404(encoder
                          timeout=30).status_code == 200  # still serving
 
 
+def test_b4b_noise_reaches_the_returned_embeddings_live(encoder_zoo, stack, tmp_path):
+    """A B4B router (one hash bit per two buckets: a key covers the space at once) beside the exact encoder:
+    a key that covers the space gets embeddings off the encoder's by about sigma x rms, and its audit records
+    carry that sigma. Catches noise computed and audited but dropped from the answer (the audit fields alone
+    would pass) and noise applied to another key's answers."""
+    triton, _ = stack
+    m = load_manifest(encoder_zoo)
+    best = max(m.models, key=lambda e: e.accuracy)
+    x = Dataset.load(encoder_zoo / "data.npz").x["attacker_pool"][:64]
+    exact = run_onnx(open_session(encoder_zoo / best.onnx_file), x)
+    with router_for(encoder_zoo, tmp_path, triton, "b4b", api_keys=DEMO_KEYS,
+                    defenses=[{"name": "b4b", "hash_bits": 1, "beta": 1.0, "max_sigma": 0.5}]) as router:
+        key, answers = {"x-api-key": "demo-attacker-key"}, []
+        for i in range(0, 64, 16):
+            r = requests.post(f"{router.url}/v1/embed", json={"inputs": x[i : i + 16].tolist(),
+                                                               "min_accuracy": best.accuracy}, headers=key, timeout=30)
+            assert r.status_code == 200, r.text
+            answers.append(np.array(r.json()["embeddings"]))
+        from router.audit_log import read_audit_log
+
+        sigmas = [rec["b4b_sigma"] for rec in read_audit_log(router.audit_path) if rec.get("outcome") == "served"]
+    got = np.concatenate(answers)
+    rms = np.linalg.norm(exact, axis=1, keepdims=True) / np.sqrt(exact.shape[1])
+    rel = (got - exact)[32:] / rms[32:]  # both buckets hit by then: sigma at full coverage, 0.5
+    assert sigmas[-1] == pytest.approx(0.5) and rel.std() == pytest.approx(0.5, rel=0.15)
+
+
 def test_embed_on_a_classifier_zoo_is_404_naming_infer(start_router, data):
     r = start_router()
     a = requests.post(f"{r.url}/v1/embed", json={"inputs": data.x["test"][:1].tolist()},
