@@ -41,8 +41,6 @@ from .policies import make_policy
 from .requirements import Requirements
 from .selection import Selection, Selector
 from .settings import RouterSettings
-from .shared_state import SharedClientState
-from .state_store import StateStore
 from .workers import WorkerIdentity, fresh_seed
 from .zoo_view import ZooView
 
@@ -100,6 +98,9 @@ class Router:
         self.backend = backend
         self.store = self.shared = None  # per-client state in this process (state_store null)
         if settings.state_store is not None:
+            from .shared_state import SharedClientState  # the redis client only when a store is configured
+            from .state_store import StateStore
+
             self.store = StateStore(settings.state_store, settings.state_store_connect_timeout_ms,
                                     settings.state_store_socket_timeout_ms, settings.state_store_retry_ms)
             self.shared = SharedClientState(self.store, self.client_defenses, settings.max_in_flight_per_client,
