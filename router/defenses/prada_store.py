@@ -23,7 +23,7 @@ import orjson
 from ..state_store import StateStore, StateStoreUnavailable, key
 from .prada import BLOCKED, Blocked, Prada, _ClientState, _Group
 
-MAX_COMMIT_TRIES = 4  # past this many conflicts in a row the request is refused 503 (a key hot on every router)
+MAX_COMMIT_TRIES = 16  # conflicts in a row before a 503 (each round lets one writer through: a key hot on many workers)
 
 FETCH = """
 -- KEYS: 1 prada hash, 2 distances. ARGV: 1 the prefix of the members' keys (one per class)
