@@ -287,7 +287,7 @@ class Router:
             if admitted:
                 self.admission.leave(rec["client"])
             if shared is not None and shared in charged:
-                await shared.leave(rec["client"], rec["request_id"])
+                shared.leave(rec["client"], rec["request_id"])
         rec["router_ms"] = (time.perf_counter() - t0) * 1e3
         try:
             self.audit.write(rec)

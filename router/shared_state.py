@@ -4,7 +4,8 @@ on requests in flight (router/admission.py) and of the client defenses' ``preche
 One request costs these round trips: ``admit`` (one script: the key's slots in flight, query_budget's total and
 token bucket, PRADA's flag and throttle bucket, checked together and taken together: a refused request takes
 nothing), PRADA's ``observe`` (one script when this worker's copy of the key's state is current, router/defenses/
-prada_store.py), B4B's coverage (one script, encoder zoos), and the slot's release (one command).
+prada_store.py), and B4B's coverage (one script, encoder zoos). The slot's release is sent without waiting for
+its reply.
 
 A slot in flight is a member of the key's sorted set scored by its lease deadline: a router that dies with
 requests in flight never releases them, and the next admission of the key drops members whose lease has passed.
@@ -199,13 +200,11 @@ class SharedClientState:
                 return emb, dict(UNAVAILABLE)
             raise
 
-    async def leave(self, client: str, request_id: str) -> None:
-        """Release the slot; when the store cannot be reached the lease frees it later."""
+    def leave(self, client: str, request_id: str) -> None:
+        """Release the slot without waiting for the store's reply (no round trip on the request's path); when the
+        store cannot be reached the lease frees it later."""
         if self.max_in_flight:
-            try:
-                await self.store.call("ZREM", key(self.prefix, client, "in_flight"), request_id)
-            except StateStoreUnavailable:
-                pass
+            self.store.send("ZREM", key(self.prefix, client, "in_flight"), request_id)
 
     def penalize(self, client: str, n_samples: int) -> None:
         """A malformed body's rows out of the key's rate (in the background: the request is refused anyway)."""

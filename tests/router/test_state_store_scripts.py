@@ -63,7 +63,7 @@ def test_slots_of_a_dead_router_come_back_after_their_lease(store):
             await live.admit("k", "c", 1)
         await asyncio.sleep(0.35)
         await live.admit("k", "c", 1)
-        await live.leave("k", "c")
+        live.leave("k", "c")
         await live.admit("k", "d", 1)
         await live.admit("k", "e", 1)  # both dead slots are back, and a released one is free at once
 
@@ -94,7 +94,7 @@ def test_scripts_are_loaded_again_after_the_store_forgets_them(store):
     async def run():
         s = _shared(store.url, [{"name": "query_budget", "max_samples": 10}])
         await s.admit("k", "a", 1)
-        await s.store.client.script_flush()
+        await s.store.call("SCRIPT", "FLUSH")
         await s.admit("k", "b", 1)
 
     asyncio.run(run())
