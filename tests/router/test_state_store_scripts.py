@@ -166,3 +166,23 @@ def test_bad_state_store_settings_are_refused_with_the_key_named():
     with pytest.raises((ValueError, ConfigError), match="state_store to share it"):
         RouterSettings(**base, workers=2, allow_more_workers_than_cores=True)
     RouterSettings(**base, workers=2, allow_more_workers_than_cores=True, state_store="redis://127.0.0.1:1/0")
+
+
+def test_b4b_coverage_in_the_store_matches_the_in_process_defense(store):
+    """One worker: the same buckets, coverage, noise and answers as the in-process B4B. Catches bucket ids
+    centred on another mean, a coverage counted over all keys, and sums that lose precision in the store."""
+    spec = {"name": "b4b", "hash_bits": 6, "seed": 3}
+    local = make_defense(spec)
+    rng = np.random.default_rng(0)
+
+    async def run():
+        s = _shared(store.url, [spec])
+        for i in range(6):
+            emb = rng.normal(1.0, 1.0, size=(8, 16)).astype(np.float32)
+            client = f"k{i % 2}"
+            want, want_fields = local.perturb_client_output(client, emb)
+            got, got_fields = await s.perturb_client_output(client, emb)
+            assert got_fields == want_fields and np.allclose(got, want, atol=1e-5)
+        assert got_fields["b4b_coverage"] > 0
+
+    asyncio.run(run())
