@@ -134,6 +134,8 @@ class SharedClientState:
         """Take a slot and the samples, or raise the refusal; under fail-open an unreachable store admits with
         the audit fields that say so. Returns the audit fields ({} normally)."""
         q = self.budget
+        if not (self.max_in_flight or q or self.prada):
+            return {}  # nothing to check or take (b4b alone): no round trip
         if q is not None and q.samples_per_s is not None and n_samples > q.burst_samples:
             raise BatchOverBurst(f"a batch of {n_samples} samples exceeds this API key's burst of "
                                  f"{q.burst_samples:g} samples; send smaller batches")
