@@ -19,7 +19,6 @@ serves without the per-client defenses and records ``state_store: "unavailable"`
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 
 from .admission import TooManyRequests
@@ -90,6 +89,9 @@ end
 return 1
 """
 
+# A flag or a spent budget is remembered this long before the store is asked again (an operator who clears a
+# key in the store is heard within it); a rate limit, until the bucket has a token again.
+LASTING_REFUSAL_S = 60.0
 UNAVAILABLE = {"state_store": "unavailable: served without per-client defenses (state_store_fail_open)"}
 
 
@@ -161,11 +163,12 @@ class SharedClientState:
         if verdict == "budget":
             spent, cap = int(value), self.budget.max_samples
             if spent >= cap:
-                self.refused[client] = (math.inf, BudgetExhausted(f"this API key has used all of its {cap} samples"))
+                self.refused[client] = (now + LASTING_REFUSAL_S,
+                                        BudgetExhausted(f"this API key has used all of its {cap} samples"))
             return BudgetExhausted(f"this API key has used {spent} of its {cap} samples; a batch of {n} would exceed it")
         if verdict == "blocked":
             e = Blocked(BLOCKED)
-            self.refused[client] = (math.inf, e)
+            self.refused[client] = (now + LASTING_REFUSAL_S, e)
             return e
         if verdict == "throttle_burst":
             return BatchOverBurst(f"a batch of {n} samples exceeds this flagged API key's burst of "
