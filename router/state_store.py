@@ -50,13 +50,15 @@ class Script:
 
 
 class _Connection(asyncio.Protocol):
-    """Replies matched to requests by order: one future per request, ``None`` for a reply nobody waits for."""
+    """Replies matched to requests by order, one future per request. Commands issued in one turn of the event
+    loop leave in one write (one system call for all the requests in flight at that moment)."""
 
     def __init__(self):
         self.reader = hiredis.Reader()
-        self.pending: deque[asyncio.Future | None] = deque()
+        self.pending: deque[asyncio.Future] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.out: list[bytes] = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -65,21 +67,33 @@ class _Connection(asyncio.Protocol):
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
             waiter = self.pending.popleft()
-            if waiter is not None and not waiter.done():
+            if not waiter.done():
                 waiter.set_result(reply)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         for waiter in self.pending:
-            if waiter is not None and not waiter.done():
+            if not waiter.done():
                 waiter.set_exception(ConnectionError("the store closed the connection"))
         self.pending.clear()
 
     def request(self, payload: bytes, reply: bool = True) -> asyncio.Future | None:
-        waiter = asyncio.get_running_loop().create_future() if reply else None
-        self.pending.append(waiter)
-        self.transport.write(payload)
+        """``reply=False``: the store is told not to answer (CLIENT REPLY SKIP), so no reply wakes the router."""
+        waiter = None
+        if reply:
+            waiter = asyncio.get_running_loop().create_future()
+            self.pending.append(waiter)
+        else:
+            payload = SKIP_REPLY + payload
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.out.append(payload)
         return waiter
+
+    def _flush(self) -> None:
+        out, self.out = self.out, []
+        if not self.closed:
+            self.transport.write(b"".join(out))
 
     def abort(self) -> None:
         if not self.closed:
@@ -94,6 +108,9 @@ def encode(*parts) -> bytes:
             p = (p if isinstance(p, str) else str(p)).encode()
         out.append(b"$%d\r\n%b\r\n" % (len(p), p))
     return b"".join(out)
+
+
+SKIP_REPLY = encode("CLIENT", "REPLY", "SKIP")
 
 
 class StateStore:
