@@ -114,7 +114,8 @@ def main(argv=None) -> int:
         for c in a.concurrency:
             per_thread = max(2, a.requests_per_round // c)
             for r in routers.values():  # warm-up: connections, scripts loaded, PRADA's first tests
-                run_closed_loop(lambda r=r: RouterClient(r.url, next(iter(KEYS))), inputs, c, max(2, per_thread // 3), req)
+                warm = lambda r=r: RouterClient(r.url, next(iter(KEYS)))  # noqa: E731
+                run_closed_loop(warm, inputs, c, max(2, per_thread // 3), req)
             runs = {n: [] for n in routers}
             for rnd in range(a.rounds):
                 for name in (list(routers) if rnd % 2 == 0 else list(reversed(routers))):

@@ -98,7 +98,7 @@ class Router:
         self.backend = backend
         self.store = self.shared = None  # per-client state in this process (state_store null)
         if settings.state_store is not None:
-            from .shared_state import SharedClientState  # the redis client only when a store is configured
+            from .shared_state import SharedClientState  # the store client (hiredis) only when one is configured
             from .state_store import StateStore
 
             self.store = StateStore(settings.state_store, settings.state_store_connect_timeout_ms,

@@ -89,9 +89,9 @@ class RouterSettings(BaseModel):
     def _lease_outlives_a_request(self):
         longest_ms = self.body_timeout_ms + self.request_timeout_ms
         if self.state_store is not None and self.state_store_slot_lease_ms < longest_ms:
-            raise ValueError(f"state_store_slot_lease_ms ({self.state_store_slot_lease_ms:g}) is shorter than a request "
-                             f"may take (body_timeout_ms + request_timeout_ms = {longest_ms:g}): a live request "
-                             "would lose its slot")
+            raise ValueError(f"state_store_slot_lease_ms ({self.state_store_slot_lease_ms:g}) is shorter than a "
+                             f"request may take (body_timeout_ms + request_timeout_ms = {longest_ms:g}): a live "
+                             "request would lose its slot")
         return self
 
     @model_validator(mode="before")

@@ -165,7 +165,8 @@ class SharedClientState:
             if spent >= cap:
                 self.refused[client] = (now + LASTING_REFUSAL_S,
                                         BudgetExhausted(f"this API key has used all of its {cap} samples"))
-            return BudgetExhausted(f"this API key has used {spent} of its {cap} samples; a batch of {n} would exceed it")
+            return BudgetExhausted(f"this API key has used {spent} of its {cap} samples; a batch of {n} would "
+                                   "exceed it")
         if verdict == "blocked":
             e = Blocked(BLOCKED)
             self.refused[client] = (now + LASTING_REFUSAL_S, e)

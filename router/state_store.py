@@ -188,7 +188,8 @@ class StateStore:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout_s):
             _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self.tls)
-            for command in ([("AUTH", self.password)] if self.password else []) + ([("SELECT", self.db)] if self.db else []):
+            hello = ([("AUTH", self.password)] if self.password else []) + ([("SELECT", self.db)] if self.db else [])
+            for command in hello:
                 reply = await conn.request(encode(*command))
                 if isinstance(reply, hiredis.ReplyError):
                     conn.abort()

@@ -101,7 +101,8 @@ def test_a_store_killed_under_load_answers_503_then_recovers_and_fail_open_serve
             closed.stop()
             opened.stop()
     down = [a for a in answers["closed"] if killed_at + 0.1 < a[0] < restarted_at]
-    assert down and all(a[1:] == (503, "state_store_unavailable", "1") for a in down), [a for a in down if a[1] != 503][:3]
+    assert down and all(a[1:] == (503, "state_store_unavailable", "1") for a in down), \
+        [a for a in down if a[1] != 503][:3]
     back = [a[1] for a in answers["closed"] if a[0] > restarted_at + 1.0]
     assert back and set(back) == {200}
     assert {a[1] for a in answers["open"]} == {200}
