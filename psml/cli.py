@@ -239,10 +239,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _extensions():
-    """Subcommand groups that live beside their code (router, attacks, load tests, demo)."""
-    from . import cli_attack, cli_demo, cli_loadtest, cli_report, cli_router
+    """Subcommand groups that live beside their code (router, store, attacks, load tests, demo)."""
+    from . import cli_attack, cli_demo, cli_loadtest, cli_report, cli_router, cli_store
 
-    return [cli_router.register, cli_attack.register, cli_loadtest.register, cli_demo.register, cli_report.register]
+    return [cli_router.register, cli_store.register, cli_attack.register, cli_loadtest.register, cli_demo.register,
+            cli_report.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,7 +88,7 @@ class Router:
         manifest = load_manifest(settings.zoo)
         self.zoo = ZooView.from_manifest(manifest)
         defenses = [make_defense(d) for d in settings.defenses]
-        check_combination(defenses, self.zoo, settings.workers)
+        check_combination(defenses, self.zoo, settings.workers, settings.state_store is not None)
         self.selector = Selector(self.zoo, make_policy(settings.policy), defenses,
                                  settings.on_no_model, self.worker.seed_sequence(self.seed))
         self.output_defenses = [(d, r) for d, r in self.selector.streams if is_output_defense(d)]
@@ -96,7 +96,18 @@ class Router:
         self.client_output_defenses = [d for d in self.client_defenses if hasattr(d, "perturb_client_output")]
         self.timing_defense = next((d for d in defenses if is_timing_defense(d)), None)
         self.backend = backend
-        self.admission = Admission(settings.max_in_flight, settings.max_in_flight_per_client)
+        self.store = self.shared = None  # per-client state in this process (state_store null)
+        if settings.state_store is not None:
+            from .shared_state import SharedClientState  # the store client (hiredis) only when one is configured
+            from .state_store import StateStore
+
+            self.store = StateStore(settings.state_store, settings.state_store_connect_timeout_ms,
+                                    settings.state_store_socket_timeout_ms, settings.state_store_retry_ms)
+            self.shared = SharedClientState(self.store, self.client_defenses, settings.max_in_flight_per_client,
+                                            settings.state_store_slot_lease_ms, settings.state_store_fail_open,
+                                            settings.state_store_prefix)
+        # with a store, the bound per client is the store's (over every worker); this worker's own bound stays here
+        self.admission = Admission(settings.max_in_flight, None if self.shared else settings.max_in_flight_per_client)
         self.audit = AuditLog(settings.audit_log, settings.audit_fsync)
         self.audit_failures = 0
         self.metrics = RouterMetrics()
@@ -105,6 +116,7 @@ class Router:
         self._id_key, self._ids = secrets.token_bytes(16), itertools.count(1)
         self.receiving = Admission(None, settings.max_in_flight_per_client, "request bodies")  # before admission
         self._ready: tuple[float, bool] = (0.0, False)  # /healthz: (monotonic time, backend ready), cached
+        self._store_ok: tuple[float, bool] = (0.0, False)  # /healthz: (monotonic time, store reachable), cached
 
     def _request_id(self) -> str:
         return hashlib.blake2b(next(self._ids).to_bytes(8, "little"), key=self._id_key, digest_size=9).hexdigest()
@@ -117,6 +129,16 @@ class Router:
             ready = await self.backend.ready()
             self._ready = (time.monotonic(), ready)
         return ready
+
+    async def store_reachable(self) -> bool | None:
+        """Whether the state store answers PING (None: no store), asked at most once a second like Triton."""
+        if self.store is None:
+            return None
+        at, ok = self._store_ok
+        if time.monotonic() - at > 1.0:
+            ok = await self.store.reachable()
+            self._store_ok = (time.monotonic(), ok)
+        return ok
 
     def client_of(self, headers: dict[str, str]) -> str:
         key = headers.get(API_KEY_HEADER)
@@ -152,6 +174,9 @@ class Router:
     def _penalize(self, client: str, body_bytes: int) -> None:
         """A malformed body's rows, as many as its bytes could carry as float32, come out of the key's rate."""
         rows = max(1, min(self.settings.max_batch_size, body_bytes // (4 * self.zoo.input_dim)))
+        if self.shared is not None:
+            self.shared.penalize(client, rows)
+            return
         now = time.monotonic()
         for d in self.client_defenses:
             if hasattr(d, "penalize"):
@@ -199,16 +224,18 @@ class Router:
         t0 = time.perf_counter()
         rec: dict = {"ts": time.time(), "request_id": self._request_id(), "client": None,
                      "worker": self.worker.index, "seed": self.seed}
-        admitted, charged, selected = False, [], False
+        admitted, charged, selected, shared = False, [], False, self.shared
         try:
             if endpoint != self.zoo.endpoint:
                 raise WrongEndpoint(f"this zoo serves {self.zoo.kind}s: POST {self.zoo.endpoint}, not {endpoint}")
             rec["client"] = client = self.client_of(headers)
             kind = media_type(headers.get("content-type", ""))
             now = time.monotonic()
-            for d in self.client_defenses:  # a blocked, spent or rate-limited key is refused before its body
+            for d in () if shared else self.client_defenses:  # a blocked, spent or rate-limited key: refused unread
                 if hasattr(d, "precheck"):
                     d.precheck(client, now)
+            if shared:
+                shared.precheck(client)
             body = await self._body_of(client, headers, receive, kind)
             self.admission.enter(client)
             admitted = True
@@ -218,7 +245,10 @@ class Router:
                 self._penalize(client, len(body))
                 raise
             rec |= {"batch_size": len(x), "req_min_accuracy": req.min_accuracy, "req_max_latency_ms": req.max_latency_ms}
-            for d in self.client_defenses:
+            if shared:  # one round trip: the key's slot, budget, rate and flag together
+                rec |= await shared.admit(client, rec["request_id"], len(x))
+                charged.append(shared)
+            for d in () if shared else self.client_defenses:
                 d.admit(client, len(x), time.monotonic())
                 charged.append(d)
             sel = self.pinned(headers, req) or self.selector.choose(req)
@@ -230,11 +260,16 @@ class Router:
             rec["triton_ms"] = (time.perf_counter() - t1) * 1e3
             encoder = self.zoo.kind == "encoder"
             labels = None if encoder else probs.argmax(1)  # an encoder's output: embeddings, no classes
-            for d in self.client_defenses:  # before the answer leaves: a detector may still withhold it
+            if shared:
+                rec |= await shared.observe(client, x, labels)
+            for d in () if shared else self.client_defenses:  # before the answer leaves: a detector may withhold it
                 rec |= d.observe(client, x, labels) or {}
             for d, rng in self.output_defenses:
                 probs, labels = d.perturb_output(probs, labels, rng)
-            for d in self.client_output_defenses:  # per-key perturbation by the key's history (b4b)
+            if shared:
+                probs, fields = await shared.perturb_client_output(client, probs)
+                rec |= fields
+            for d in () if shared else self.client_output_defenses:  # per-key perturbation by its history (b4b)
                 probs, fields = d.perturb_client_output(client, probs)
                 rec |= fields
             payload = {"request_id": rec["request_id"], "embeddings": probs} if encoder else \
@@ -251,6 +286,8 @@ class Router:
         finally:
             if admitted:
                 self.admission.leave(rec["client"])
+            if shared is not None and shared in charged:
+                shared.leave(rec["client"], rec["request_id"])
         rec["router_ms"] = (time.perf_counter() - t0) * 1e3
         try:
             self.audit.write(rec)
@@ -371,6 +408,8 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, router.audit.reopen)
         yield
         await router.backend.close()
+        if router.store is not None:
+            await router.store.close()
         router.audit.close()
 
     api = FastAPI(title="psml router", version="1", lifespan=lifespan,
@@ -399,8 +438,12 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
 
     @api.get("/healthz")
     async def healthz():
-        """The router is up; whether Triton is ready (asked at most once a second)."""
-        return JSONResponse({"status": "ok", "backend_ready": await router.backend_ready()})
+        """The router is up; whether Triton is ready and, with a state store, whether it is reachable (each asked at
+        most once a second)."""
+        body = {"status": "ok", "backend_ready": await router.backend_ready()}
+        if router.store is not None:
+            body["state_store_reachable"] = await router.store_reachable()
+        return JSONResponse(body)
 
     # not in the public schema: the operator's page (its own listener or a token), not part of the client API
     @api.get("/metrics", response_class=Response, include_in_schema=False)

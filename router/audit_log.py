@@ -21,8 +21,9 @@ FIELDS = (
     "req_min_accuracy", "req_max_latency_ms", "eff_min_accuracy", "eff_max_latency_ms",
     "model", "model_accuracy", "model_latency_ms", "router_ms", "triton_ms", "detail", "worker", "seed",
 )
-# Written only when a defense set them: PRADA's W and flag ("detected" on the flagging request), the padding held.
-DEFENSE_FIELDS = ("prada_w", "prada_flagged", "detected", "padded_ms", "b4b_coverage", "b4b_sigma")
+# Written only when a defense set them: PRADA's W and flag ("detected" on the flagging request), the padding held;
+# state_store: served without the per-client defenses, the store being unreachable (state_store_fail_open).
+DEFENSE_FIELDS = ("prada_w", "prada_flagged", "detected", "padded_ms", "b4b_coverage", "b4b_sigma", "state_store")
 # outcome: served | no_model (422) | unavailable (503/504 from the backend) | shed (503/429 by admission control)
 # | refused (403/429 by a client defense) | invalid (4xx) | unauthorized (401/403). worker: the router worker's
 # index (0 with one worker). seed: the router's root seed (given, or drawn from OS entropy at start).

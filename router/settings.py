@@ -63,12 +63,35 @@ class RouterSettings(BaseModel):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     metrics_token: str | None = Field(None, min_length=16)
+    # Per-client state (query_budget, prada, b4b, max_in_flight_per_client) in a Redis-protocol store
+    # ("redis://host:port/db", e.g. psml store start) shared by every worker and router, kept across restarts;
+    # null: in this process, one worker only. Store unreachable: 503 state_store_unavailable (fail closed), or
+    # with state_store_fail_open served without the per-client defenses, recorded in the audit log.
+    state_store: str | None = Field(None, pattern=r"^rediss?://[^\s]+$")
+    state_store_fail_open: bool = False
+    state_store_connect_timeout_ms: float = Field(50.0, gt=0)  # a store host that is gone costs a request this
+    state_store_socket_timeout_ms: float = Field(200.0, gt=0)  # a store that hangs mid-answer costs this
+    state_store_retry_ms: float = Field(500.0, gt=0)  # after a failure, answer without asking for this long
+    # A slot in flight is a lease: a router that dies holding it frees it after this long (not before the
+    # longest a request may take, so a live request never loses its slot)
+    state_store_slot_lease_ms: float = Field(60000.0, gt=0)
+    state_store_prefix: str = Field("psml", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # deployments sharing one store
 
     @model_validator(mode="after")
     def _defenses_combine(self):
         from .defenses import check_combination, make_defense  # ConfigError is a ValueError: pydantic reports it
 
-        check_combination([make_defense(d) for d in self.defenses], workers=self.workers)
+        check_combination([make_defense(d) for d in self.defenses], workers=self.workers,
+                          shared_state=self.state_store is not None)
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_request(self):
+        longest_ms = self.body_timeout_ms + self.request_timeout_ms
+        if self.state_store is not None and self.state_store_slot_lease_ms < longest_ms:
+            raise ValueError(f"state_store_slot_lease_ms ({self.state_store_slot_lease_ms:g}) is shorter than a "
+                             f"request may take (body_timeout_ms + request_timeout_ms = {longest_ms:g}): a live "
+                             "request would lose its slot")
         return self
 
     @model_validator(mode="before")

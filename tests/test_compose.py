@@ -24,12 +24,23 @@ def _default(value: str) -> str:
 
 def test_services_and_start_order(compose):
     s = compose["services"]
-    assert set(s) == {"triton", "router", "locust-master", "locust-worker"}
+    assert set(s) == {"triton", "store", "router", "locust-master", "locust-worker"}
     assert s["router"]["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert s["router"]["depends_on"]["store"]["condition"] == "service_healthy"
     assert s["locust-master"]["depends_on"]["router"]["condition"] == "service_healthy"
     assert "locust-master" in s["locust-worker"]["depends_on"]
-    for name in ("triton", "router"):
+    for name in ("triton", "store", "router"):
         assert s[name]["healthcheck"]["test"][0] == "CMD"
+
+
+def test_the_router_keeps_per_client_state_in_the_valkey_service(compose):
+    """Catches a compose router whose state_store names no service (every request 503) or an unofficial image."""
+    store = compose["services"]["store"]
+    assert re.fullmatch(r"valkey/valkey:\d+\.\d+", _default(store["image"]))
+    assert "--appendonly" in store["command"] and any(v.endswith(":/data") for v in store["volumes"])
+    r = compose["services"]["router"]
+    s = load_settings(ROOT / _default(r["command"][r["command"].index("--settings") + 1]).removeprefix("/app/"))
+    assert s.state_store == "redis://store:6379/0"
 
 
 def test_triton_uses_nvidia_image_on_gpu_with_the_gpu_repository(compose, zoo_dir):

@@ -106,8 +106,9 @@ def is_timing_defense(d) -> bool:
     return hasattr(d, "hold_until_ms")
 
 
-def check_combination(defenses: list, zoo: ZooView | None = None, workers: int = 1) -> None:
-    """Refuse what cannot combine, with one line naming the setting; let each defense check the zoo."""
+def check_combination(defenses: list, zoo: ZooView | None = None, workers: int = 1, shared_state: bool = False) -> None:
+    """Refuse what cannot combine, with one line naming the setting; let each defense check the zoo.
+    ``shared_state``: per-client state lives in the router's state_store, so any number of workers may share it."""
     names = [d.name for d in defenses]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -120,9 +121,9 @@ def check_combination(defenses: list, zoo: ZooView | None = None, workers: int =
         raise ConfigError(f"defenses: labels_only must be the last output defense (it leaves nothing for "
                           f"{', '.join(outputs[outputs.index('labels_only') + 1:])} to perturb)")
     clients = [d.name for d in defenses if is_client_defense(d)]
-    if clients and workers > 1:
-        raise ConfigError(f"defenses: {', '.join(clients)} keep per-client state in one process; "
-                          f"run them with workers 1 (got {workers})")
+    if clients and workers > 1 and not shared_state:
+        raise ConfigError(f"defenses: {', '.join(clients)} keep per-client state in one process; run them with "
+                          f"workers 1 (got {workers}) or set state_store to share it")
     if zoo is not None and zoo.kind == "encoder":
         for d in defenses:
             if (is_output_defense(d) and not getattr(d, "for_embeddings", False)) or getattr(d, "uses_labels", False):

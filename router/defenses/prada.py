@@ -16,7 +16,7 @@ Actions on a flagged key: ``log`` (audit records only), ``throttle`` (a token bu
 samples a second with a burst of one second's worth, 429 above it), ``block`` (403 for that request, for the
 key's requests already in flight when the flag rose, and for every later one). The request whose samples
 triggered the flag is already answered by the model, but its answer is withheld under ``block``.
-State is per router process, so the router refuses per-client defenses with more than one worker.
+State is per router process unless the router's ``state_store`` holds it (router/defenses/prada_store.py).
 """
 
 from __future__ import annotations
@@ -63,6 +63,18 @@ class _Group:
         self.buf[0], self.sq[0], self.n = row, row @ row, 1
         # DG_c starts with the first member's 0, as in the paper's pseudo-code
         self.d_n, self.d_sum, self.d_sumsq, self.threshold = 1, 0.0, 0.0, 0.0
+
+    @classmethod
+    def restore(cls, rows: np.ndarray, d_n: int, d_sum: float, d_sumsq: float, threshold: float) -> "_Group":
+        """A group rebuilt from stored members and sums (router/defenses/prada_store.py)."""
+        g = cls.__new__(cls)
+        g.buf = np.empty((max(64, 1 << (len(rows) - 1).bit_length()), rows.shape[1]), np.float32)
+        g.n = len(rows)
+        g.buf[: g.n] = rows
+        g.sq = np.empty(len(g.buf), np.float32)
+        g.sq[: g.n] = np.einsum("ij,ij->i", rows, rows)
+        g.d_n, g.d_sum, g.d_sumsq, g.threshold = d_n, d_sum, d_sumsq, threshold
+        return g
 
     def nearest(self, row: np.ndarray) -> float:
         members = self.buf[: self.n]
@@ -153,6 +165,12 @@ class Prada:
         if s.flagged_at is not None and self.action == "block":
             # admitted before the flag rose, answered after: withheld like every later request of the key
             raise Blocked(BLOCKED)
+        info = self.update(s, x, labels)
+        self.refuse_if_newly_blocked(info)
+        return info
+
+    def update(self, s: _ClientState, x: np.ndarray, labels: np.ndarray) -> dict:
+        """Add a batch to one key's state and test it when due; the audit fields (``detected``: flagged now)."""
         flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         for row, c in zip(flat, np.asarray(labels).tolist()):
             self._add(s, row, int(c))
@@ -169,11 +187,13 @@ class Prada:
         info = {"prada_w": s.w, "prada_flagged": s.flagged_at is not None}
         if newly:
             info["detected"] = f"prada after {s.flagged_at} samples"
-            if self.action == "block":
-                e = Blocked(BLOCKED)
-                e.audit = info
-                raise e
         return info
+
+    def refuse_if_newly_blocked(self, info: dict) -> None:
+        if "detected" in info and self.action == "block":
+            e = Blocked(BLOCKED)
+            e.audit = info
+            raise e
 
     def _add(self, s: _ClientState, row: np.ndarray, c: int) -> None:
         g = s.groups.get(c)

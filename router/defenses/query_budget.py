@@ -3,7 +3,7 @@ sample budget (403 once spent: waiting does not help). Both count samples, not r
 let every request carry a full batch. The cheapest defense MLaaS providers deploy; an attacker
 answers it by splitting its budget across several keys (attacks/knockoff.py ``keys``).
 
-State is per router process, so the router refuses per-client defenses with more than one worker.
+State is per router process (one worker) unless the router's ``state_store`` holds it (router/shared_state.py).
 """
 
 from __future__ import annotations

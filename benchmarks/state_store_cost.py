@@ -1,0 +1,146 @@
+"""What keeping per-client state in a store costs: the same router and defenses (query_budget + PRADA), their state
+in the router process or in a real valkey-server on loopback, interleaved in one run at each concurrency.
+
+Each thread of the closed loop is its own client (API key), so the per-key state is spread as under real load.
+For every cell the CPU seconds of the router (all its processes) and of the store are read from /proc; the
+table puts the store-backed router beside the in-process one: added router CPU per request, added p50, ratios.
+``--backend null`` (the default) answers without Triton, so that the figures are the router's own; ``triton``
+serves the zoo's fastest Pareto model.
+
+    python -m benchmarks.state_store_cost [--zoo model_repository/default] [--concurrency 1 16]
+        [--rounds 3] [--requests-per-round 600] [--backend null|triton]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from common.proc_cpu import tree_cpu_s
+from common.results import write_result
+from common.stats import percentile_summary
+from common.tables import format_table
+from stack.clients import RouterClient
+from stack.closed_loop import run_closed_loop
+from stack.loopback import triton_for, write_router_settings
+from stack.router_process import RouterProcess
+from stack.store_server import StoreServer
+from zoo.data import Dataset
+from zoo.manifest import load_manifest
+
+TARGET_CPU_US, TARGET_P50_MS = 60.0, 0.15  # what the store may add per request (issue 21)
+TARGETS = f"the store adds <= {TARGET_CPU_US:g} us router CPU and <= {TARGET_P50_MS:g} ms p50 per request"
+DEFENSES = [{"name": "query_budget", "samples_per_s": 1e9, "burst_samples": 256, "max_samples": 10**12},
+            {"name": "prada", "action": "log"}]  # both refuse nothing: every request does the full work
+KEYS = {f"bench-key-{i}": f"client-{i}" for i in range(64)}
+
+
+def _routers(stack, zoo: str, tmp: str, endpoints, store_url: str, seed: int, backend: str) -> dict:
+    common = {"api_keys": KEYS, "defenses": DEFENSES, "seed": seed, "backend": backend, "max_in_flight": None,
+              "policy": "fastest_feasible"}
+    out = {}
+    for name, extra in (("in-process", {}), ("store", {"state_store": store_url})):
+        path = write_router_settings(Path(tmp), Path(zoo), endpoints, name, **common, **extra)
+        out[name] = stack.enter_context(RouterProcess(path, log_path=Path(tmp) / f"{name}.log"))
+    return out
+
+
+def _cell(router, inputs, c: int, per_thread: int, req: dict, store_pid: int) -> dict:
+    keys = itertools.cycle(KEYS)
+    make = lambda: RouterClient(router.url, next(keys))  # noqa: E731  one client (key) per thread
+    cpu0 = tree_cpu_s(router.process.pid), tree_cpu_s(store_pid)
+    res = run_closed_loop(make, inputs, c, per_thread, req)
+    cpu1 = tree_cpu_s(router.process.pid), tree_cpu_s(store_pid)
+    return {"lat": res.latencies_ms, "elapsed": res.elapsed_s, "errors": res.errors,
+            "router_cpu_s": cpu1[0] - cpu0[0], "store_cpu_s": cpu1[1] - cpu0[1]}
+
+
+def _summary(name: str, c: int, runs: list[dict]) -> dict:
+    lat = np.concatenate([r["lat"] for r in runs])
+    n = len(lat)
+    return {"system": name, "concurrency": c, "requests": n, "errors": sum(r["errors"] for r in runs),
+            "throughput_per_s": n / sum(r["elapsed"] for r in runs), **percentile_summary(lat),
+            "router_cpu_us": sum(r["router_cpu_s"] for r in runs) / n * 1e6,
+            "store_cpu_us": sum(r["store_cpu_s"] for r in runs) / n * 1e6}
+
+
+def compare(cells: dict) -> dict:
+    """The store-backed router against the in-process one, per request (pure: the two summaries in)."""
+    base, store = cells["in-process"], cells["store"]
+    added_cpu, added_p50 = store["router_cpu_us"] - base["router_cpu_us"], store["p50_ms"] - base["p50_ms"]
+    return {"concurrency": base["concurrency"], "inproc_cpu_us": base["router_cpu_us"],
+            "store_router_cpu_us": store["router_cpu_us"], "added_cpu_us": added_cpu,
+            "cpu_ratio": store["router_cpu_us"] / base["router_cpu_us"], "store_server_cpu_us": store["store_cpu_us"],
+            "inproc_p50_ms": base["p50_ms"], "store_p50_ms": store["p50_ms"], "added_p50_ms": added_p50,
+            "p50_ratio": store["p50_ms"] / base["p50_ms"], "inproc_tput": base["throughput_per_s"],
+            "store_tput": store["throughput_per_s"], "tput_ratio": store["throughput_per_s"] / base["throughput_per_s"],
+            "errors": base["errors"] + store["errors"],
+            "cpu_target_met": added_cpu <= TARGET_CPU_US, "p50_target_met": added_p50 <= TARGET_P50_MS}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", default="model_repository/default")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--requests-per-round", type=int, default=600, help="requests per system per round (all threads)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per cell, the systems' order alternating")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--backend", choices=("null", "triton"), default="null")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="results/state_store_cost.json")
+    a = ap.parse_args(argv)
+    if any(c < 1 for c in a.concurrency) or a.rounds < 1 or a.requests_per_round < 1 or a.batch < 1:
+        ap.error("--concurrency, --rounds, --requests-per-round and --batch must be >= 1")
+
+    manifest = load_manifest(a.zoo)
+    model = min(manifest.pareto_models(), key=lambda m: m.selection_latency_ms)
+    data = Dataset.load(Path(a.zoo) / manifest.zoo.dataset.data_file)
+    rng = np.random.default_rng(a.seed)
+    inputs = [data.x["test"][rng.integers(0, len(data.x["test"]), a.batch)] for _ in range(256)]
+    req = {"min_accuracy": model.accuracy}
+    rows, raw = [], []
+    with tempfile.TemporaryDirectory(prefix="psml-bench-") as tmp, contextlib.ExitStack() as stack:
+        store = stack.enter_context(StoreServer(Path(tmp) / "store"))
+        endpoints = (stack.enter_context(triton_for(a.zoo, tmp)).endpoints if a.backend == "triton"
+                     else SimpleNamespace(http_url="127.0.0.1:1", grpc_url="127.0.0.1:1"))
+        routers = _routers(stack, a.zoo, tmp, endpoints, store.url, a.seed, a.backend)
+        for c in a.concurrency:
+            per_thread = max(2, a.requests_per_round // c)
+            for r in routers.values():  # warm-up: connections, scripts loaded, PRADA's first tests
+                warm = lambda r=r: RouterClient(r.url, next(iter(KEYS)))  # noqa: E731
+                run_closed_loop(warm, inputs, c, max(2, per_thread // 3), req)
+            runs = {n: [] for n in routers}
+            for rnd in range(a.rounds):
+                for name in (list(routers) if rnd % 2 == 0 else list(reversed(routers))):
+                    runs[name].append(_cell(routers[name], inputs, c, per_thread, req, store.process.pid))
+            cells = {n: _summary(n, c, rs) for n, rs in runs.items()}
+            raw += cells.values()
+            rows.append(compare(cells))
+            print(f"c{c} done", flush=True)
+    table = format_table(rows, [
+        ("concurrency", "conc"), ("inproc_cpu_us", "in-proc CPU us/req"), ("store_router_cpu_us", "store CPU us/req"),
+        ("added_cpu_us", "added CPU us"), ("cpu_ratio", "CPU ratio"), ("store_server_cpu_us", "valkey CPU us/req"),
+        ("inproc_p50_ms", "in-proc p50 ms"), ("store_p50_ms", "store p50 ms"), ("added_p50_ms", "added p50 ms"),
+        ("p50_ratio", "p50 ratio"), ("tput_ratio", "tput ratio"), ("errors", "errors")])
+    cores = len(os.sched_getaffinity(0))
+    met = all(r["cpu_target_met"] and r["p50_target_met"] for r in rows)
+    print(f"per-client state in the router vs in a store (query_budget + prada, batch {a.batch}, backend {a.backend}), "
+          f"{cores} cores shared by load generator, router{', Triton' if a.backend == 'triton' else ''} and store\n"
+          f"target: {TARGETS}: {'MET' if met else 'NOT MET'}\n{table}")
+    write_result(a.out, "state_store_cost", {
+        "seed": a.seed, "targets": TARGETS, "targets_met": met,
+        "settings": vars(a) | {"model": model.name, "zoo": manifest.zoo.name, "cores": cores, "defenses": DEFENSES},
+        "cells": raw, "table": rows})
+    print(f"result: {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

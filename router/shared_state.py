@@ -1,0 +1,237 @@
+"""Per-client state in the store (settings ``state_store``): the store-backed counterpart of the per-client bound
+on requests in flight (router/admission.py) and of the client defenses' ``precheck``/``admit``/``observe``.
+
+One request costs these round trips: ``admit`` (one script: the key's slots in flight, query_budget's total and
+token bucket, PRADA's flag and throttle bucket, checked together and taken together: a refused request takes
+nothing), PRADA's ``observe`` (one script when this worker's copy of the key's state is current, router/defenses/
+prada_store.py), and B4B's coverage (one script, encoder zoos). The slot's release is sent without waiting for
+its reply.
+
+A slot in flight is a member of the key's sorted set scored by its lease deadline: a router that dies with
+requests in flight never releases them, and the next admission of the key drops members whose lease has passed.
+``precheck`` runs before the body is read and asks nothing of the store: it refuses from what this worker's
+last answers said (a blocked key, a spent budget, an empty bucket until it refills).
+
+Store unreachable: fail closed (503 state_store_unavailable, Retry-After) unless ``state_store_fail_open``, which
+serves without the per-client defenses and records ``state_store: "unavailable"`` in the audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .admission import TooManyRequests
+from .errors import RouterError
+from .defenses.prada import BLOCKED, Blocked
+from .defenses.query_budget import BudgetExhausted, RateLimited
+from .defenses.token_bucket import BatchOverBurst, retry_after_s
+from .state_store import StateStore, StateStoreUnavailable, key
+
+ADMIT = """
+-- KEYS: 1 slots in flight (sorted set: request id -> lease deadline ms), 2 query budget (hash), 3 prada (hash)
+-- ARGV: 1 request id, 2 samples, 3 max in flight per client (0: none), 4 lease ms, 5 max samples (0: none),
+--       6 rate samples/s (0: none), 7 burst samples, 8 prada action ('' when prada is off), 9 throttle samples/s
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local n, max_in_flight, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_samples, rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local p = ARGV[8] ~= '' and redis.call('HMGET', KEYS[3], 'flagged_at', 'tt', 'ta')
+if p and p[1] and ARGV[8] == 'block' then return {'blocked', 0} end  -- for good: before anything transient
+if max_in_flight > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- leases of requests a dead router never released
+  local busy = redis.call('ZCARD', KEYS[1])
+  if busy >= max_in_flight then return {'in_flight', busy} end
+end
+local b = redis.call('HMGET', KEYS[2], 'spent', 'tokens', 'at')
+local spent, tokens = tonumber(b[1]) or 0, nil
+if max_samples > 0 and spent + n > max_samples then return {'budget', spent} end
+if rate > 0 then
+  tokens = math.min(burst, (tonumber(b[2]) or burst) + (now - (tonumber(b[3]) or now)) / 1000 * rate)
+  if tokens < n then
+    redis.call('HSET', KEYS[2], 'tokens', tokens, 'at', now)
+    return {'rate', tostring((n - tokens) / rate)}
+  end
+end
+local throttle = nil
+if p and p[1] and ARGV[8] == 'throttle' then
+  local trate = tonumber(ARGV[9])
+  if n > trate then return {'throttle_burst', 0} end
+  throttle = math.min(trate, (tonumber(p[2]) or trate) + (now - (tonumber(p[3]) or now)) / 1000 * trate)
+  if throttle < n then
+    redis.call('HSET', KEYS[3], 'tt', throttle, 'ta', now)
+    return {'throttled', tostring((n - throttle) / trate)}
+  end
+end
+if max_in_flight > 0 then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(lease))
+end
+if max_samples > 0 then redis.call('HSET', KEYS[2], 'spent', spent + n) end
+if rate > 0 then redis.call('HSET', KEYS[2], 'tokens', tokens - n, 'at', now) end
+if throttle then redis.call('HSET', KEYS[3], 'tt', throttle - n, 'ta', now) end
+return {'ok', spent + n}
+"""
+
+GIVE_BACK = """
+-- KEYS: 1 query budget (hash). ARGV: 1 samples, 2 burst, 3 'refund' (spent and tokens back) or 'drain' (tokens
+-- out, down to 0: a malformed body's penalty), 4 rate samples/s (0: none)
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local n, burst, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local b = redis.call('HMGET', KEYS[1], 'spent', 'tokens', 'at')
+if ARGV[3] == 'refund' and b[1] then redis.call('HSET', KEYS[1], 'spent', math.max(0, tonumber(b[1]) - n)) end
+if rate > 0 then
+  local tokens = math.min(burst, (tonumber(b[2]) or burst) + (now - (tonumber(b[3]) or now)) / 1000 * rate)
+  tokens = ARGV[3] == 'refund' and math.min(burst, tokens + n) or math.max(0, tokens - n)
+  redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+end
+return 1
+"""
+
+# A flag or a spent budget is remembered this long before the store is asked again (an operator who clears a
+# key in the store is heard within it); a rate limit, until the bucket has a token again.
+LASTING_REFUSAL_S = 60.0
+UNAVAILABLE = {"state_store": "unavailable: served without per-client defenses (state_store_fail_open)"}
+
+
+class SharedClientState:
+    """What the router asks per request when per-client state lives in the store (one per worker)."""
+
+    def __init__(self, store: StateStore, defenses: list, max_in_flight_per_client: int | None,
+                 slot_lease_ms: float, fail_open: bool, prefix: str):
+        self.store, self.fail_open, self.prefix = store, fail_open, prefix
+        self.budget = next((d for d in defenses if d.name == "query_budget"), None)
+        self.prada = next((d for d in defenses if d.name == "prada"), None)
+        self.b4b = next((d for d in defenses if d.name == "b4b"), None)
+        self.max_in_flight = max_in_flight_per_client or 0
+        self.lease_ms = slot_lease_ms
+        self._admit = store.script(ADMIT)
+        self._give_back = store.script(GIVE_BACK)
+        self.refused: dict[str, tuple[float, RouterError]] = {}  # client -> (until monotonic s, refusal)
+        self._prada_state = self._b4b_state = None
+        if self.prada is not None:
+            from .defenses.prada_store import StorePrada
+
+            self._prada_state = StorePrada(self.prada, store, prefix)
+        if self.b4b is not None:
+            from .defenses.b4b_store import StoreB4B
+
+            self._b4b_state = StoreB4B(self.b4b, store, prefix)
+        self._tasks: set = set()
+
+    def _keys(self, client: str) -> list[str]:
+        return [key(self.prefix, client, "in_flight"), key(self.prefix, client, "budget"),
+                key(self.prefix, client, "prada")]
+
+    def precheck(self, client: str) -> None:
+        """Before the body: the refusal this worker last saw for the key, while it still holds."""
+        held = self.refused.get(client)
+        if held is not None:
+            if time.monotonic() < held[0]:
+                raise held[1]
+            del self.refused[client]
+
+    async def admit(self, client: str, request_id: str, n_samples: int) -> dict:
+        """Take a slot and the samples, or raise the refusal; under fail-open an unreachable store admits with
+        the audit fields that say so. Returns the audit fields ({} normally)."""
+        q = self.budget
+        if not (self.max_in_flight or q or self.prada):
+            return {}  # nothing to check or take (b4b alone): no round trip
+        if q is not None and q.samples_per_s is not None and n_samples > q.burst_samples:
+            raise BatchOverBurst(f"a batch of {n_samples} samples exceeds this API key's burst of "
+                                 f"{q.burst_samples:g} samples; send smaller batches")
+        p = self.prada
+        args = [request_id, n_samples, self.max_in_flight, self.lease_ms,
+                (q.max_samples or 0) if q else 0, (q.samples_per_s or 0) if q else 0, q.burst_samples if q else 1,
+                p.action if p else "", p.throttle_samples_per_s if p else 0]
+        try:
+            verdict, value = await self.store.run(self._admit, self._keys(client), args)
+        except StateStoreUnavailable:
+            if self.fail_open:
+                return dict(UNAVAILABLE)
+            raise
+        if verdict != b"ok":
+            raise self._refusal(client, verdict.decode(), value, n_samples)
+        return {}
+
+    def _refusal(self, client: str, verdict: str, value, n: int) -> RouterError:
+        """The error for a refused admission; those that will hold for a while are kept for ``precheck``."""
+        now = time.monotonic()
+        if verdict == "in_flight":
+            return TooManyRequests(f"{value} of your requests are in flight, the limit per client; retry later")
+        if verdict == "budget":
+            spent, cap = int(value), self.budget.max_samples
+            if spent >= cap:
+                self.refused[client] = (now + LASTING_REFUSAL_S,
+                                        BudgetExhausted(f"this API key has used all of its {cap} samples"))
+            return BudgetExhausted(f"this API key has used {spent} of its {cap} samples; a batch of {n} would "
+                                   "exceed it")
+        if verdict == "blocked":
+            e = Blocked(BLOCKED)
+            self.refused[client] = (now + LASTING_REFUSAL_S, e)
+            return e
+        if verdict == "throttle_burst":
+            return BatchOverBurst(f"a batch of {n} samples exceeds this flagged API key's burst of "
+                                  f"{self.prada.throttle_samples_per_s:g} samples; send smaller batches")
+        wait_s = float(value)
+        if verdict == "rate":
+            e = RateLimited(f"over this API key's rate of {self.budget.samples_per_s:g} samples/s; retry later",
+                            retry_after_s(wait_s))
+        else:
+            e = RateLimited("this API key is throttled: its query stream was flagged as model extraction",
+                            retry_after_s(wait_s))
+        rate = self.budget.samples_per_s if verdict == "rate" else self.prada.throttle_samples_per_s
+        # precheck refuses while not even one sample's token is there, as the in-process bucket does
+        self.refused[client] = (now + max(0.0, wait_s - (n - 1) / rate), e)
+        return e
+
+    async def observe(self, client: str, x, labels) -> dict:
+        if self._prada_state is None:
+            return {}
+        try:
+            return await self._prada_state.observe(client, x, labels)
+        except StateStoreUnavailable:
+            if self.fail_open:
+                return dict(UNAVAILABLE)
+            raise
+
+    async def perturb_client_output(self, client: str, emb):
+        if self._b4b_state is None:
+            return emb, {}
+        try:
+            return await self._b4b_state.perturb_client_output(client, emb)
+        except StateStoreUnavailable:
+            if self.fail_open:
+                return emb, dict(UNAVAILABLE)
+            raise
+
+    def leave(self, client: str, request_id: str) -> None:
+        """Release the slot without waiting for the store's reply (no round trip on the request's path); when the
+        store cannot be reached the lease frees it later."""
+        if self.max_in_flight:
+            self.store.send("ZREM", key(self.prefix, client, "in_flight"), request_id)
+
+    def penalize(self, client: str, n_samples: int) -> None:
+        """A malformed body's rows out of the key's rate (in the background: the request is refused anyway)."""
+        if self.budget is not None and self.budget.samples_per_s is not None:
+            self._background(self._give(client, n_samples, "drain"))
+
+    def refund(self, client: str, n_samples: int) -> None:
+        """Undo ``admit``'s samples for a request that was never answered (its audit record could not be written)."""
+        self.refused.pop(client, None)
+        if self.budget is not None:
+            self._background(self._give(client, n_samples, "refund"))
+
+    async def _give(self, client: str, n: int, how: str) -> None:
+        q = self.budget
+        try:
+            await self.store.run(self._give_back, [key(self.prefix, client, "budget")],
+                                 [n, q.burst_samples, how, q.samples_per_s or 0])
+        except StateStoreUnavailable:
+            pass
+
+    def _background(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # a reference, so the task is not collected before it runs
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,220 @@
+"""The connection to the Redis-protocol store (Valkey or Redis) that holds per-client state when the router's
+``state_store`` setting names one: scripts, timeouts, health, and what an unreachable store means.
+
+Every update is one server-side Lua script (EVALSHA; on NOSCRIPT, e.g. after the store restarted, the same call
+as EVAL, which also caches the script), so a check and its update are atomic across every worker of every
+router. The scripts read the store's clock (TIME): routers on different hosts share one clock for token buckets
+and slot leases.
+
+The client is one pipelined connection per worker: commands are written as they come and replies, which the
+store sends in order, are parsed by hiredis and handed to the waiting requests in order. Why not redis-py's
+asyncio client: measured here it cost ~100 us of router CPU per command (its pool, locks and retry layers) where
+the whole store path may add 60 us a request; this costs ~15 us.
+
+An unreachable store costs a request at most ``state_store_connect_timeout_ms``; after a failure the store is
+not asked again for ``state_store_retry_ms`` (requests in that time fail at once, no timeout each), and the
+first request after it finds out whether the store is back: the router recovers by itself. A store that stops
+answering mid-way is cut off after ``state_store_socket_timeout_ms`` (every request waiting on it fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import time
+from collections import deque
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+from .errors import RouterError
+
+
+class StateStoreUnavailable(RouterError):
+    status, kind = 503, "state_store_unavailable"
+    retry_after = 1  # seconds: a store restart or fail-over takes about that long
+
+    def __init__(self, detail: str = "the per-client state store cannot be reached; nothing was charged, retry later"):
+        super().__init__(detail)
+
+
+class StateStoreError(RouterError):
+    """The store refused a command (a script bug, a wrong-typed key): a 500, not an outage."""
+
+
+class Script:
+    def __init__(self, body: str):
+        self.body = body.encode()
+        self.sha = hashlib.sha1(self.body).hexdigest().encode()
+
+
+class _Connection(asyncio.Protocol):
+    """Replies matched to requests by order, one future per request. Commands issued in one turn of the event
+    loop leave in one write (one system call for all the requests in flight at that moment)."""
+
+    def __init__(self):
+        self.reader = hiredis.Reader()
+        self.pending: deque[asyncio.Future] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.out: list[bytes] = []
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            waiter = self.pending.popleft()
+            if not waiter.done():
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        for waiter in self.pending:
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the store closed the connection"))
+        self.pending.clear()
+
+    def request(self, payload: bytes, reply: bool = True) -> asyncio.Future | None:
+        """``reply=False``: the store is told not to answer (CLIENT REPLY SKIP), so no reply wakes the router."""
+        waiter = None
+        if reply:
+            waiter = asyncio.get_running_loop().create_future()
+            self.pending.append(waiter)
+        else:
+            payload = SKIP_REPLY + payload
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.out.append(payload)
+        return waiter
+
+    def _flush(self) -> None:
+        out, self.out = self.out, []
+        if not self.closed:
+            self.transport.write(b"".join(out))
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.transport.abort()
+
+
+def encode(*parts) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(parts)]
+    for p in parts:
+        if not isinstance(p, bytes):
+            p = (p if isinstance(p, str) else str(p)).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(p), p))
+    return b"".join(out)
+
+
+SKIP_REPLY = encode("CLIENT", "REPLY", "SKIP")
+
+
+class StateStore:
+    """``run(script, keys, args)``, ``call(*command)``, or raise StateStoreUnavailable."""
+
+    def __init__(self, url: str, connect_timeout_ms: float, socket_timeout_ms: float, retry_ms: float):
+        u = urlsplit(url)
+        self.url, self.host, self.port = url, u.hostname or "127.0.0.1", u.port or 6379
+        self.password = unquote(u.password) if u.password else None
+        self.db = int(u.path.strip("/") or 0)
+        self.tls = ssl.create_default_context() if u.scheme == "rediss" else None
+        self.connect_timeout_s, self.socket_timeout_s = connect_timeout_ms / 1e3, socket_timeout_ms / 1e3
+        self.retry_s = retry_ms / 1e3
+        self.down_until = 0.0  # monotonic time before which the store is not asked again
+        self.failures = 0
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Future | None = None
+
+    @staticmethod
+    def script(lua: str) -> Script:
+        return Script(lua)
+
+    async def run(self, script: Script, keys: list, args: list):
+        reply = await self._request(encode(b"EVALSHA", script.sha, len(keys), *keys, *args))
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            reply = await self._request(encode(b"EVAL", script.body, len(keys), *keys, *args))
+        if isinstance(reply, hiredis.ReplyError):
+            raise StateStoreError(f"the state store refused a script: {reply}")
+        return reply
+
+    async def call(self, *command):
+        reply = await self._request(encode(*command))
+        if isinstance(reply, hiredis.ReplyError):
+            raise StateStoreError(f"the state store refused {command[0]}: {reply}")
+        return reply
+
+    def send(self, *command) -> None:
+        """A command whose reply nobody waits for (a slot's release): no round trip on the request's path. Dropped
+        when the store is down (the slot's lease frees it)."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not self.down_until:
+            conn.request(encode(*command), reply=False)
+
+    async def _request(self, payload: bytes):
+        if self.down_until:
+            if time.monotonic() < self.down_until:
+                raise StateStoreUnavailable()
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connected()
+        waiter = conn.request(payload)
+        timer = asyncio.get_running_loop().call_later(self.socket_timeout_s, conn.abort)
+        try:
+            reply = await waiter
+        except (ConnectionError, OSError) as e:
+            self._down(e)
+        finally:
+            timer.cancel()
+        self.down_until = 0.0
+        return reply
+
+    async def _connected(self) -> _Connection:
+        if self._connecting is None:  # one connection attempt at a time; the others wait on it
+            self._connecting = asyncio.ensure_future(self._connect())
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)
+        except (ConnectionError, OSError, TimeoutError, hiredis.ProtocolError) as e:
+            self._down(e)
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.connect_timeout_s):
+            _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self.tls)
+            hello = ([("AUTH", self.password)] if self.password else []) + ([("SELECT", self.db)] if self.db else [])
+            for command in hello:
+                reply = await conn.request(encode(*command))
+                if isinstance(reply, hiredis.ReplyError):
+                    conn.abort()
+                    raise ConnectionError(f"{command[0]} refused: {reply}")
+        self._conn = conn
+        return conn
+
+    def _down(self, e: Exception):
+        self.down_until = time.monotonic() + self.retry_s
+        self.failures += 1
+        raise StateStoreUnavailable() from e
+
+    async def reachable(self) -> bool:
+        try:
+            return await self.call("PING") == b"PONG"
+        except (StateStoreUnavailable, StateStoreError):
+            return False
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.transport.close()
+        self._conn = None
+
+
+def key(prefix: str, client: str, what: str) -> str:
+    """``<prefix>:{<client>}:<what>``: the braces put all of one client's keys in one cluster slot (a script may
+    only touch keys of one slot)."""
+    return f"{prefix}:{{{client}}}:{what}"
