@@ -57,6 +57,8 @@ def open_loop_figures(records: list[dict], generators: list[dict], s) -> dict:
         "achieved_rate_per_s": len(answered) / last, "served": len(served), "answered": len(answered),
         "dropped": dropped, "dropped_share": dropped / scheduled if scheduled else None,
         "samples_served_per_s": sum(r["samples"] for r in served) / last,
+        "client_send_us": float(np.mean([r["late_ms"] for r in served])) * 1e3 if served else None,
+        "client_recv_us": float(np.mean([r["recv_us"] for r in served])) if served else None,
         "latency_from_schedule": quantiles_ms([r["ms"] for r in served]),
         "service_from_send": quantiles_ms([r["service_ms"] for r in served]),
         "late_sends": {"slack_ms": s.late_slack_ms, "count": len(late), "share": len(late) / len(benign) if benign else None,
