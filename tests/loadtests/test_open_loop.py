@@ -21,8 +21,8 @@ from stack.clients import RouterClient
 
 
 def load_settings(zoo_dir, out, **kw) -> LoadSettings:
-    return LoadSettings(data_file=str(zoo_dir / "data.npz"), out_dir=str(out), benign_key="k-benign", attackers=0,
-                        **kw)
+    return LoadSettings(**{"data_file": str(zoo_dir / "data.npz"), "out_dir": str(out), "benign_key": "k-benign",
+                           "attackers": 0} | kw)
 
 
 @contextmanager
@@ -57,14 +57,19 @@ def test_open_loop_keeps_its_rate_and_counts_from_the_scheduled_send(zoo_dir, st
     the closed loop achieved sees every request that arrived during a stall wait for it. Catches latency measured
     from the actual send (the open loop would then hide the queue too) and a generator that pauses with the server."""
     router = start_router()
-    load = load_settings(zoo_dir, tmp_path / "ol")
+    # an attacker mixes in (its own process, from 1 s to 3 s): its requests are recorded and its transcript saved
+    load = load_settings(zoo_dir, tmp_path / "ol", attackers=1, warmup_s=1.0, attack_s=2.0, attack_budget=100,
+                         attacker_key="k-attacker")
     f = open_loop_run(router.url, load, OpenLoopSettings(rate_per_s=40.0, duration_s=4.0), router.audit_path)
+    attacker = [json.loads(line) for line in (tmp_path / "ol" / "latencies-open-attackers.jsonl").read_text().splitlines()]
+    assert len(attacker) > 10 and (tmp_path / "ol" / "attacker-open-0.npz").is_file()
     assert f["scheduled"] == f["answered"] and f["dropped"] == 0
     assert abs(f["achieved_rate_per_s"] - f["scheduled_rate_per_s"]) <= 0.03 * f["scheduled_rate_per_s"]
     assert f["latency_from_schedule"]["p50_ms"] >= f["service_from_send"]["p50_ms"]
     assert f["goodput"] is not None and 0 < f["goodput"] <= 1
     assert {"Request Rate", "Server Queue", "Server Compute Infer", "p99 latency"} <= set(f["perf"])
 
+    load = load_settings(zoo_dir, tmp_path / "ol")
     x = np.load(zoo_dir / "data.npz")["x_test"][:32]
     with stalls(router.process.pid, every_s=2.0, stall_s=0.4):
         closed = run_closed_loop(lambda: RouterClient(router.url, "k-benign"), list(x[:, None]), 1, 1,
@@ -116,11 +121,12 @@ def test_bad_arguments_get_one_line_and_exit_2_before_any_work(zoo_dir, tmp_path
     assert not out.exists() and time.perf_counter() - t0 < 5.0  # refused before the run folder or any server
 
 
-def test_poisson_cli_run_with_two_generator_processes_and_an_attacker(zoo_dir, tmp_path):
-    """``psml loadtest --arrival poisson --processes 2`` with an attacker: summary.json's open-loop fields, exact
-    times of both generator processes merged (one file each, counts matching the router's audit log), the
-    attacker's transcript scored, and perf.csv in perf_analyzer's columns. Catches a split that sends R from each
-    process (achieved 2R), latencies of one process only, and a CSV with other columns."""
+def test_poisson_cli_run_with_two_generator_processes(zoo_dir, tmp_path):
+    """``psml loadtest --arrival poisson --processes 2``: summary.json's open-loop fields, exact times of both
+    generator processes merged (one file each, counts matching the router's audit log) and perf.csv in
+    perf_analyzer's columns. Catches a split that sends R from each process (achieved 2R), latencies of one
+    process only, and a CSV with other columns. (No attacker here: scoring its transcript trains a surrogate for
+    ~25 s; the open loop's attacker is checked in the first test, the scoring in test_loadtest.py.)"""
     import csv
     import subprocess
     import sys
@@ -128,7 +134,7 @@ def test_poisson_cli_run_with_two_generator_processes_and_an_attacker(zoo_dir, t
     out = tmp_path / "cli"
     r = subprocess.run([sys.executable, "-m", "psml.cli", "loadtest", "--zoo", str(zoo_dir), "--out-dir", str(out),
                         "--arrival", "poisson", "--rate", "30", "--duration-s", "5", "--processes", "2",
-                        "--attackers", "1", "--warmup-s", "1", "--attack-s", "3", "--attack-budget", "100"],
+                        "--attackers", "0"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     s = json.loads((out / "summary.json").read_text())
@@ -139,7 +145,7 @@ def test_poisson_cli_run_with_two_generator_processes_and_an_attacker(zoo_dir, t
     assert set(lat) >= {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99_9_ms"} and lat["p50_ms"] <= lat["p99_9_ms"]
     assert {"count", "share", "slack_ms"} <= set(s["late_sends"]) and "limited" in s["generator"]
     assert len(list(out.glob("latencies-open-[01].jsonl"))) == 2 and len(s["generator"]["processes"]) == 2
-    assert s["count_check"]["match"] and s["attackers"][0]["answers"] > 0
+    assert s["count_check"]["match"] and s["count_check"]["audit_records"] == s["scheduled"]
     with open(out / "perf.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and list(rows[0])[:3] == ["Request Rate", "Inferences/Second", "Client Send"]
