@@ -5,7 +5,8 @@ rate passes and another fails; then bisect between them (geometric midpoint) unt
 ``resolution`` (relative) of the passing one, or ``max_trials`` trials have run. The answer is the highest rate
 that passed. Each trial is one open-loop run of ``trial_s`` seconds, longer at low rates so it holds at least
 ``min_requests`` requests (a p99 of 300 requests sits between the 3rd and 4th slowest), at most ``max_trial_s``.
-A trial passes when its p99 (from the scheduled send, requests answered 200) is within ``p99_ms`` and either
+A failing trial is run once more at the same rate (its own streams) and the rate fails only if both fail: one
+stall of a shared machine fails a trial's p99, a rate beyond capacity fails both. A trial passes when its p99 (from the scheduled send, requests answered 200) is within ``p99_ms`` and either
 its goodput (router audit log, benign) is at least ``min_goodput`` or, without one, at most ``max_drop_share``
 of its requests were dropped (so that refusing requests cannot buy a low p99).
 The search assumes a pass/fail that falls once with the rate; a single trial near the boundary is noisy
@@ -32,6 +33,7 @@ class SearchSettings:
     resolution: float = 0.1
     max_trials: int = 12
     min_rate_per_s: float = 0.5  # below it the search gives up: nothing passes
+    confirm_failures: bool = True  # a failing rate is tried a second time before it counts as failed
 
     def __post_init__(self):
         if not self.p99_ms > 0:
@@ -66,13 +68,16 @@ def search_max_rate(run_trial: Callable[[float, float, int], dict], s: SearchSet
     """``run_trial(rate_per_s, duration_s, trial_index)`` -> a trial's figures (see ``judge``)."""
     trials: list[dict] = []
 
-    def passes(rate: float) -> bool:
+    def once(rate: float) -> bool:
         t = run_trial(rate, s.duration_s(rate), len(trials))
         ok, why = judge(t, s)
         trials.append({"offered_rate_per_s": rate} | t | {"passed": ok, "why": why})
         log(f"  trial {len(trials)}: {rate:.1f} req/s offered, {t.get('achieved_rate_per_s') or 0:.1f} achieved: "
             f"{'PASS' if ok else 'FAIL'} ({why})" + (" [generator-limited]" if t.get("generator_limited") else ""))
         return ok
+
+    def passes(rate: float) -> bool:
+        return once(rate) or (s.confirm_failures and len(trials) < s.max_trials and once(rate))
 
     lo = hi = None
     rate = s.start_rate_per_s

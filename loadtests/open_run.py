@@ -30,6 +30,17 @@ def open_loop_run(router_url: str, load: LoadSettings, s: OpenLoopSettings, audi
     return f
 
 
+WARMUP_TRIAL = 10**6  # the warm-up's own streams, apart from every trial's
+
+
+def warm_up(router_url: str, load: LoadSettings, rate_per_s: float, duration_s: float = 1.0) -> None:
+    """A short open loop whose figures are thrown away: connections opened, router and models warm, so the
+    first measured rate is not judged on a cold start (MLPerf LoadGen runs a warm-up too)."""
+    from dataclasses import replace
+
+    open_loop_run(router_url, replace(load, attackers=0), OpenLoopSettings(rate_per_s, duration_s, trial=WARMUP_TRIAL))
+
+
 def benign_goodput(audit_path: Path, since_ts: float) -> float | None:
     from router.audit_log import read_audit_log
     from router.goodput import summarize

@@ -112,7 +112,7 @@ def print_summary(summary: dict) -> None:
     if summary["interrupted_at_stop"]:
         print(f"\nrequests cut off by Locust's stop (on the wire, not in its statistics): {summary['interrupted_at_stop']}")
     check = summary["count_check"]
-    print(f"\nrequests: Locust {check['locust']} + cut off at stop {check['interrupted']}, audit log "
+    print(f"\nrequests: load generator {check['locust']} + cut off at stop {check['interrupted']}, audit log "
           f"{check['audit_records']} -> {'match' if check['match'] else str(check['unaccounted']) + ' unaccounted'}")
     share = summary["audit"]["attacker_victim_share"]
     if share is not None:
@@ -273,6 +273,9 @@ def _find_max_rate(a, settings, router_url: str, audit_path: Path, triton_url: s
 
     search = SearchSettings(p99_ms=a.p99_ms, min_goodput=a.min_goodput, start_rate_per_s=a.start_rate,
                             trial_s=a.trial_s, resolution=a.resolution, max_trials=a.max_trials)
+    from loadtests.open_run import warm_up
+
+    warm_up(router_url, settings, a.start_rate)
     started = time.time()
     print(f"searching the highest Poisson rate with p99 <= {a.p99_ms:g} ms"
           + (f" and goodput >= {a.min_goodput:g}" if a.min_goodput is not None else ""), flush=True)

@@ -50,3 +50,21 @@ def test_bad_search_settings_raise(bad):
     """Catches a search started with settings that cannot end (resolution 0) or cannot pass."""
     with pytest.raises(ConfigError):
         SearchSettings(**bad)
+
+
+def test_one_stalled_trial_does_not_fail_a_rate():
+    """The first trial hits a stall of the machine (p99 far over the bound); the rate is tried again and passes.
+    Catches a search that takes one trial's p99 as the rate's verdict (it would stop growing at the start rate)."""
+    system = fake_system(100.0)
+
+    def stalled_once(rate, duration_s, i):
+        return {"p99_ms": 10_000.0, "dropped_share": 0.0} if i == 0 else system(rate, duration_s, i)
+
+    s = SearchSettings(p99_ms=460.0, start_rate_per_s=5.0, resolution=0.05, max_trials=20)
+    r = search_max_rate(stalled_once, s, log=lambda _: None)
+    assert r["trials"][0]["passed"] is False and r["trials"][1]["passed"] is True
+    assert 90.0 / 1.05 <= r["max_rate_per_s"] <= 90.0
+    from dataclasses import replace
+
+    unconfirmed = search_max_rate(stalled_once, replace(s, confirm_failures=False), log=lambda _: None)
+    assert unconfirmed["max_rate_per_s"] is None or unconfirmed["max_rate_per_s"] < 5.0
