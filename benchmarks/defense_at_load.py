@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.defense_vs_none import CONFIGS as DEFENSE_VS_NONE
 from common.results import write_result
 from common.tables import format_table
@@ -51,9 +53,12 @@ def plot(rows: list[dict], p99_ms: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
-        pts = sorted((t["offered_rate_per_s"], t["p99_ms"]) for t in r["trials"] if t["p99_ms"] is not None)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=r["defense"])
+    for r in rows:  # every trial a point; the line through each rate's median (a failure is tried twice)
+        pts = [(t["offered_rate_per_s"], t["p99_ms"]) for t in r["trials"] if t["p99_ms"] is not None]
+        rates = sorted({p[0] for p in pts})
+        medians = [float(np.median([p[1] for p in pts if p[0] == x])) for x in rates]
+        (line,) = ax.plot(rates, medians, label=r["defense"])
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=line.get_color(), s=14)
     ax.axhline(p99_ms, color="black", linestyle="--", linewidth=1, label=f"bound {p99_ms:g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
