@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from benchmarks.defense_vs_none import CONFIGS as DEFENSE_VS_NONE
 from common.results import write_result
 from common.tables import format_table
+from loadtests.arrivals import SEED_STREAMS
 from loadtests.config import LoadSettings
 from loadtests.max_rate import SearchSettings, search_max_rate
 from loadtests.open_loop import OpenLoopSettings
@@ -125,6 +127,8 @@ def main(argv=None) -> int:
     Path(a.png).parent.mkdir(parents=True, exist_ok=True)
     plot(rows, a.p99_ms, Path(a.png))
     write_result(a.out, "defense_at_load", {"seed": a.seed, "router_seed": a.router_seed, "settings": vars(a),
+                                            "seed_streams": SEED_STREAMS,
+                                            "open_loop_defaults": asdict(OpenLoopSettings(1.0, 1.0)),
                                             "wall_s": time.time() - started, "rows": rows}, created_unix=started)
     print(f"result: {a.out}, figure: {a.png}")
     return 0

@@ -13,6 +13,8 @@ import numpy as np
 ARRIVALS = ("closed", "poisson")
 # Each random stream has its own seed: [run seed, stream, generator process]; the streams never share draws.
 ARRIVAL_STREAM, CONTENT_STREAM, ATTACKER_STREAM = 1, 2, 3
+SEED_STREAMS = ("send times: [seed, 1, process, trial]; benign requests: [seed, 2, process, trial]; "
+                "attackers: [seed, 3, attacker, 0]")  # written into every result file
 
 
 def stream_rng(seed: int, stream: int, process: int = 0, trial: int = 0) -> np.random.Generator:

@@ -142,6 +142,7 @@ def generator_process(index: int, url: str, zoo_info: dict, load: LoadSettings, 
     None: start 50 ms from now (one process)."""
     from zoo.data import Dataset
 
+    _raise_open_files_limit()
     endpoint = zoo_info.get("endpoint", "/v1/infer")
     name = f"benign {endpoint}"
     data = Dataset.load(Path(load.data_file))
@@ -163,6 +164,16 @@ def generator_process(index: int, url: str, zoo_info: dict, load: LoadSettings, 
         "process": index, "scheduled": len(times), "recorded": len(records), "unfinished": unfinished,
         "cpu_s": cpu, "wall_s": wall, "cpu_share_of_one_core": cpu / wall if wall > 0 else None,
         "loadavg_1min": os.getloadavg()[0]}))
+
+
+def _raise_open_files_limit() -> None:
+    """Every request in flight holds a connection: the soft limit on open files (often 1,024) would turn a slow
+    server's backlog into the generator's own errors, so raise it to the hard limit (as the router does)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run(coroutine):

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 from common.atomic import write_json_atomic
 from common.errors import PsmlError
 from common.tables import format_table
 from common.versions import hardware, software_versions
-from loadtests.arrivals import ARRIVALS
+from loadtests.arrivals import ARRIVALS, SEED_STREAMS
 from loadtests.open_run import open_loop_run
 from loadtests.open_summary import format_open_loop
 from loadtests.perf_csv import perf_row, server_means_us, triton_stats, write_perf_csv
@@ -175,9 +176,10 @@ def loadtest(a) -> None:
         started = time.time()
         before = triton_stats(triton_url)
         if a.arrival == "poisson":
-            figures = open_loop_run(router_url, settings, _open_settings(a, a.rate, _duration_s(a, settings)),
-                                    None, triton_url)
+            open_settings = _open_settings(a, a.rate, _duration_s(a, settings))
+            figures = open_loop_run(router_url, settings, open_settings, None, triton_url)
             prefix, perf = None, figures.pop("perf")
+            figures["open_loop_settings"] = asdict(open_settings) | {"seed_streams": SEED_STREAMS}
         else:
             cpu0, wall0 = _children_cpu_s(), time.perf_counter()
             prefix = run_locust(router_url, settings, out_dir, a.processes)
@@ -294,7 +296,8 @@ def _find_max_rate(a, settings, router_url: str, audit_path: Path, triton_url: s
     write_perf_csv(Path(a.out_dir) / "perf.csv", [t["perf"] for t in result["trials"]])
     write_json_atomic(Path(a.out_dir) / "max_rate.json", {
         "kind": "max_rate", "created_unix": started, "seed": a.seed, "arrival": "poisson", "router": router_info,
-        "processes": max(1, a.processes), "late_slack_ms": a.late_slack_ms, "settings": settings.__dict__,
+        "processes": max(1, a.processes), "late_slack_ms": a.late_slack_ms, "seed_streams": SEED_STREAMS,
+        "open_loop_settings": asdict(_open_settings(a, a.start_rate, a.trial_s)), "settings": settings.__dict__,
         "software": software_versions(), "hardware": hardware()} | result)
     print(f"\nreports in {a.out_dir}: max_rate.json, perf.csv (one row per rate tried)")
 
