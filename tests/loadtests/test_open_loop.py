@@ -151,3 +151,26 @@ def test_poisson_cli_run_with_two_generator_processes(zoo_dir, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and list(rows[0])[:3] == ["Request Rate", "Inferences/Second", "Client Send"]
     assert float(rows[0]["p99 latency"]) >= float(rows[0]["p50 latency"]) > 0 and rows[0]["Server Compute Infer"]
+
+
+def test_find_max_rate_cli_writes_every_rate_tried(zoo_dir, tmp_path):
+    """``psml loadtest --find-max-rate``: max_rate.json holds the answer (the highest passing rate, or none) and
+    every trial with its pass/fail and why, perf.csv one row per trial. Catches a search result without its
+    trials (nothing to judge the answer by) and a CSV of the last trial only. Two short trials: the stopping
+    rule itself is tested without a server (test_max_rate.py) and on a known capacity above."""
+    import csv
+    import subprocess
+    import sys
+
+    out = tmp_path / "fmr"
+    r = subprocess.run([sys.executable, "-m", "psml.cli", "loadtest", "--zoo", str(zoo_dir), "--out-dir", str(out),
+                        "--find-max-rate", "--p99-ms", "200", "--start-rate", "150", "--trial-s", "1", "--max-trials", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((out / "max_rate.json").read_text())
+    assert len(m["trials"]) == 2 and all({"offered_rate_per_s", "p99_ms", "passed", "why"} <= set(t) for t in m["trials"])
+    passed = [t["offered_rate_per_s"] for t in m["trials"] if t["passed"]]
+    assert m["max_rate_per_s"] == (max(passed) if passed else None) and "max rate within p99 200 ms" in r.stdout
+    assert m["search"]["p99_ms"] == 200.0 and m["seed"] == 0 and "seed_streams" in m
+    with open(out / "perf.csv") as f:
+        assert [float(row["Request Rate"]) for row in csv.DictReader(f)] == [t["offered_rate_per_s"] for t in m["trials"]]
