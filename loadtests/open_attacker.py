@@ -38,12 +38,11 @@ class RecordingClient(RouterClient):
                                   "ok": status == 200, "status": status})
 
 
-def _attacker(k: int, url: str, zoo_info: dict, load: LoadSettings, start: float, stop: float, rows: list) -> None:
+def _attacker(k: int, url: str, zoo_info: dict, load: LoadSettings, pool: np.ndarray, start: float, stop: float,
+              rows: list) -> None:
     from attacks.fingerprint import FingerprintSettings, staircase
     from attacks.oracle import SpecOracle
-    from zoo.data import Dataset
 
-    pool = Dataset.load(Path(load.data_file)).x["attacker_pool"]
     client = RecordingClient(url, load.attacker_key, rows)
     client.use_endpoint(zoo_info.get("endpoint", "/v1/infer"))
     time.sleep(max(0.0, start - time.perf_counter()))
@@ -71,10 +70,15 @@ def _attacker(k: int, url: str, zoo_info: dict, load: LoadSettings, start: float
 
 def run_attackers(url: str, zoo_info: dict, load: LoadSettings, s, start_at) -> None:
     """``s``: the open loop's settings (its duration bounds the attack window); ``start_at()``: the common start."""
+    import attacks.fingerprint  # noqa: F401  (imported before the start: an import must not eat the attack window)
+    import attacks.oracle  # noqa: F401
+    from zoo.data import Dataset
+
+    pool = Dataset.load(Path(load.data_file)).x["attacker_pool"]
     rows: list[dict] = []
     t0 = start_at()
     start, stop = t0 + load.warmup_s, t0 + min(s.duration_s, load.warmup_s + load.attack_s)
-    threads = [threading.Thread(target=_attacker, args=(k, url, zoo_info, load, start, stop, rows))
+    threads = [threading.Thread(target=_attacker, args=(k, url, zoo_info, load, pool, start, stop, rows))
                for k in range(load.attackers)]
     for t in threads:
         t.start()

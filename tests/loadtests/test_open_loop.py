@@ -60,12 +60,13 @@ def test_open_loop_keeps_its_rate_and_counts_from_the_scheduled_send(zoo_dir, st
     # an attacker mixes in (its own process, from 1 s to 3 s): its requests are recorded and its transcript saved
     load = load_settings(zoo_dir, tmp_path / "ol", attackers=1, warmup_s=1.0, attack_s=2.0, attack_budget=100,
                          attacker_key="k-attacker")
-    f = open_loop_run(router.url, load, OpenLoopSettings(rate_per_s=40.0, duration_s=4.0), router.audit_path)
+    f = open_loop_run(router.url, load, OpenLoopSettings(rate_per_s=40.0, duration_s=6.0), router.audit_path)
     attacker = [json.loads(line) for line in (tmp_path / "ol" / "latencies-open-attackers.jsonl").read_text().splitlines()]
-    assert len(attacker) > 10 and (tmp_path / "ol" / "attacker-open-0.npz").is_file()
-    assert f["scheduled"] == f["answered"] and f["dropped"] == 0
-    # achieved counts to the last answer: 5% of 4 s leaves the last request 200 ms on a busy shared host
-    assert abs(f["achieved_rate_per_s"] - f["scheduled_rate_per_s"]) <= 0.05 * f["scheduled_rate_per_s"]
+    assert len(attacker) > 10 and (tmp_path / "ol" / "attacker-open-0.npz").is_file(), len(attacker)
+    figures = {k: f[k] for k in ("scheduled", "answered", "dropped", "scheduled_rate_per_s", "achieved_rate_per_s")}
+    assert f["scheduled"] == f["answered"] and f["dropped"] == 0, figures
+    # achieved counts to the last answer: 5% of 6 s leaves the last request 300 ms on a busy shared host
+    assert abs(f["achieved_rate_per_s"] - f["scheduled_rate_per_s"]) <= 0.05 * f["scheduled_rate_per_s"], figures
     assert f["latency_from_schedule"]["p50_ms"] >= f["service_from_send"]["p50_ms"]
     assert f["goodput"] is not None and 0 < f["goodput"] <= 1
     assert {"Request Rate", "Server Queue", "Server Compute Infer", "p99 latency"} <= set(f["perf"])
@@ -134,14 +135,14 @@ def test_poisson_cli_run_with_two_generator_processes(zoo_dir, tmp_path):
 
     out = tmp_path / "cli"
     r = subprocess.run([sys.executable, "-m", "psml.cli", "loadtest", "--zoo", str(zoo_dir), "--out-dir", str(out),
-                        "--arrival", "poisson", "--rate", "30", "--duration-s", "5", "--processes", "2",
+                        "--arrival", "poisson", "--rate", "30", "--duration-s", "4", "--processes", "2",
                         "--attackers", "0"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["arrival"] == "poisson" and s["offered_rate_per_s"] == 30.0
     assert abs(s["achieved_rate_per_s"] - s["scheduled_rate_per_s"]) <= 0.08 * s["scheduled_rate_per_s"]
-    assert 0.7 * 30 <= s["scheduled_rate_per_s"] <= 1.3 * 30  # 150 expected sends: a Poisson count, not 2 x 150
+    assert 0.7 * 30 <= s["scheduled_rate_per_s"] <= 1.3 * 30  # 120 expected sends: a Poisson count, not 2 x 120
     lat = s["latency_from_schedule"]
     assert set(lat) >= {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99_9_ms"} and lat["p50_ms"] <= lat["p99_9_ms"]
     assert {"count", "share", "slack_ms"} <= set(s["late_sends"]) and "limited" in s["generator"]
