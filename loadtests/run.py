@@ -17,8 +17,10 @@ def prepare_out_dir(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     from .config import INTERRUPTED_FILE, LATENCY_FILE_GLOB, USEFUL_FILE_GLOB
 
+    from .open_loop import GENERATOR_FILE_GLOB
+
     for old in [*out_dir.glob("attacker-*.npz"), *out_dir.glob(LATENCY_FILE_GLOB), *out_dir.glob(USEFUL_FILE_GLOB),
-                out_dir / INTERRUPTED_FILE]:
+                *out_dir.glob(GENERATOR_FILE_GLOB), out_dir / INTERRUPTED_FILE, out_dir / "perf.csv"]:
         old.unlink(missing_ok=True)
     return out_dir
 
