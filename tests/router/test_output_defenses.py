@@ -114,3 +114,15 @@ def test_defenses_that_cannot_combine_are_refused():
     with pytest.raises(ConfigError, match="workers 1"):
         check_combination([make_defense({"name": "prada"})], workers=2)
     check_combination([make_defense({"name": "round_probabilities"}), make_defense({"name": "labels_only"})])
+
+
+@pytest.mark.parametrize("spec", [{"name": "prada"}, {"name": "query_budget", "max_samples": 100}, {"name": "b4b"}])
+def test_every_per_client_defense_needs_one_worker_or_a_store(spec):
+    """Each per-client defense, not only PRADA: with two workers and no store each worker would keep its own
+    budget, flag or coverage (two workers, twice the budget). Catches a guard that lists defenses by name and
+    forgets one, and a guard that still refuses when the state is shared in a store."""
+    with pytest.raises(ConfigError, match="workers 1"):
+        check_combination([make_defense(spec)], workers=2)
+    check_combination([make_defense(spec)], workers=2, shared_state=True)
+    check_combination([make_defense(spec)], workers=1)
+    check_combination([make_defense({"name": "metric_noise", "distribution": "laplace"})], workers=2)  # stateless
