@@ -7,6 +7,7 @@ Benign users send what loadtests/benign.py draws (documented in the README), wit
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import asdict
@@ -129,6 +130,9 @@ class ReportingRouterClient(RouterClient):
         return status, answer
 
 
+_USER_NUMBERS = itertools.count()  # users of this process in the order Locust spawned them
+
+
 class PsmlUser(User):
     abstract = True
     api_key = ""
@@ -136,7 +140,11 @@ class PsmlUser(User):
 
     def on_start(self):
         self.client = ReportingRouterClient(self.host, self.api_key, self.environment.events, self.label)
-        self.rng = np.random.default_rng([SETTINGS.seed, id(self) % 2**31])  # per-user stream, from the run's seed
+        # per-user stream from the run's seed tree: (seed, Locust worker, user number in spawn order); a memory
+        # address (id) would change every run and make a run unrepeatable
+        self.worker_index = int(getattr(self.environment.runner, "worker_index", 0) or 0)
+        self.user_index = next(_USER_NUMBERS)
+        self.rng = np.random.default_rng([SETTINGS.seed, self.worker_index, self.user_index])
         self.info = self.client.zoo()
         self.client.use_endpoint(self.info.get("endpoint", "/v1/infer"))  # /v1/embed on an encoder zoo
 
@@ -207,7 +215,7 @@ class AttackerUser(PsmlUser):
     def save(self):
         out = Path(SETTINGS.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        name = out / f"attacker-{id(self):x}.npz"
+        name = out / f"attacker-w{self.worker_index}-u{self.user_index}.npz"
         tmp = name.with_suffix(".tmp.npz")
         np.savez(tmp, x=np.concatenate(self.xs) if self.xs else np.zeros((0, 1), np.float32),
                  probs=np.concatenate(self.ps) if self.ps else np.zeros((0, 1), np.float32),

@@ -94,6 +94,9 @@ class Router:
         self.output_defenses = [(d, r) for d, r in self.selector.streams if is_output_defense(d)]
         self.client_defenses = [d for d in defenses if is_client_defense(d)]
         self.client_output_defenses = [d for d in self.client_defenses if hasattr(d, "perturb_client_output")]
+        for d, rng in self.selector.streams:  # b4b's answer noise from this worker's branch of the seed tree
+            if hasattr(d, "use_noise_stream"):
+                d.use_noise_stream(rng)
         self.timing_defense = next((d for d in defenses if is_timing_defense(d)), None)
         self.backend = backend
         self.store = self.shared = None  # per-client state in this process (state_store null)

@@ -26,7 +26,10 @@ class B4B:
     hash_bits: int = 12  # 4,096 buckets
     beta: float = 8.0  # convexity of sigma(coverage)
     max_sigma: float = 1.0  # noise at full coverage, relative to a row's root-mean-square coordinate
-    seed: int = 0  # the projections and the noise
+    # the projections: the same in every worker and router that share coverage through a store, so they come
+    # from this setting (keep it private in a deployment); the answers' noise comes from the router's seed
+    # tree (``use_noise_stream``), so workers never share a stream and a recorded seed replays it
+    seed: int = 0
     name = "b4b"
     for_embeddings = True
     _planes: np.ndarray | None = field(default=None, repr=False)
@@ -41,6 +44,9 @@ class B4B:
         if self.beta <= 0 or self.max_sigma < 0:
             raise ConfigError("b4b beta must be > 0 and max_sigma >= 0")
         self._rng = np.random.default_rng(self.seed)
+
+    def use_noise_stream(self, rng: np.random.Generator) -> None:
+        self._rng = rng
 
     def sigma(self, coverage: float) -> float:
         return self.max_sigma * float(np.expm1(self.beta * coverage) / np.expm1(self.beta))

@@ -57,3 +57,22 @@ def test_embedding_defenses_are_refused_on_classifier_zoos():
             check_combination([make_defense(spec)], classifiers)
     with pytest.raises(ConfigError, match="hash_bits"):
         make_defense({"name": "b4b", "hash_bits": 40})
+
+
+def test_b4b_noise_follows_the_routers_seed_tree_and_projections_its_own_seed():
+    """Catches B4B drawing its noise from its own fixed seed (every worker and every deployment the same noise,
+    predictable from the public code) and projections that differ between workers (coverage shared through a
+    store would then count different buckets)."""
+    emb = np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32)
+
+    def answers(stream_seed):
+        d = make_defense({"name": "b4b", "hash_bits": 1, "beta": 1.0, "max_sigma": 0.5, "seed": 3})
+        d.use_noise_stream(np.random.default_rng(stream_seed))
+        out, _ = d.perturb_client_output("k", emb)
+        return out, d._planes
+
+    a, planes_a = answers(1)
+    again, _ = answers(1)
+    b, planes_b = answers(2)
+    assert np.array_equal(a, again) and not np.array_equal(a, b)
+    assert np.array_equal(planes_a, planes_b)
