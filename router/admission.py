@@ -8,17 +8,7 @@ Retry-After) and counted as a drop in goodput, so the requests admitted keep the
 
 from __future__ import annotations
 
-from .errors import RouterError
-
-
-class Overloaded(RouterError):
-    status, kind = 503, "overloaded"
-    retry_after = 1  # seconds, sent as Retry-After: the queue is short, so soon is soon enough
-
-
-class TooManyRequests(RouterError):
-    status, kind = 429, "too_many_requests"
-    retry_after = 1
+from .errors import Overloaded, TooManyRequests
 
 
 class Admission:

@@ -29,12 +29,12 @@ from pydantic import BaseModel
 
 from zoo.manifest import ENDPOINTS, load_manifest
 
-from .admission import Admission, Overloaded, TooManyRequests
-from .audit_log import AuditLog
+from .admission import Admission
+from .audit_log import AuditLog, AuditRecord
 from .backend import InferenceBackend, make_backend
 from .defenses import check_combination, is_client_defense, is_output_defense, is_timing_defense, make_defense
-from .errors import (AuditUnavailable, Forbidden, InvalidRequest, PayloadTooLarge, RequestTimeout, RouterError,
-                     Unauthorized, WrongEndpoint, clip)
+from .errors import (AuditUnavailable, ClientDisconnected, Forbidden, InvalidRequest, Outcome, PayloadTooLarge,
+                     RequestTimeout, RouterError, Unauthorized, WrongEndpoint, clip)
 from .infer_request import BINARY, body_limit_bytes, media_type, openapi_body_schema, parse_binary, parse_json
 from .metrics import RouterMetrics
 from .policies import make_policy
@@ -48,13 +48,6 @@ API_KEY_HEADER = "x-api-key"
 SERVED_PATHS = tuple(ENDPOINTS.values())  # the hot path for either kind; the other kind's path answers 404
 DIGITS = re.compile(r"[0-9]{1,15}")  # a Content-Length we will compare (isdigit() takes '²'; int() refuses 4,300 digits)
 PIN_HEADER = "x-psml-model"  # profiling routers only (settings.allow_pinned_model)
-# a client defense refused the request (blocked, rate-limited, budget spent): counted against the service in
-# goodput, since a benign client refused by a false positive loses service
-REFUSALS = ("blocked", "rate_limited", "query_budget_exhausted")
-OUTCOMES = {401: "unauthorized", 403: "unauthorized", 422: "invalid", 503: "unavailable", 504: "unavailable",
-            500: "error"}
-
-
 class InferResponse(BaseModel):
     request_id: str
     probabilities: list[list[float]]
@@ -69,10 +62,6 @@ class EmbedResponse(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     detail: str
-
-
-class ClientDisconnected(RouterError):
-    status, kind = 400, "client_disconnected"
 
 
 class Router:
@@ -225,7 +214,7 @@ class Router:
         selected every answer, error or not, is held to the timing defense's floor. No answer leaves without its
         audit record: when the record cannot be written the answer becomes a 503 and the client is not charged."""
         t0 = time.perf_counter()
-        rec: dict = {"ts": time.time(), "request_id": self._request_id(), "client": None,
+        rec: AuditRecord = {"ts": time.time(), "request_id": self._request_id(), "client": None,
                      "worker": self.worker.index, "seed": self.seed}
         admitted, charged, selected, shared = False, [], False, self.shared
         try:
@@ -278,7 +267,7 @@ class Router:
             payload = {"request_id": rec["request_id"], "embeddings": probs} if encoder else \
                 {"request_id": rec["request_id"], "probabilities": probs, "labels": labels}
             answer = 200, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), []
-            rec |= {"status": 200, "outcome": "served"}
+            rec |= {"status": 200, "outcome": Outcome.SERVED.value}
         except RouterError as e:
             answer = self._fail(rec, e)
         except Exception as e:  # a bug must still answer JSON and leave its audit record
@@ -327,15 +316,10 @@ class Router:
         return answer
 
     def _fail(self, rec: dict, e: RouterError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        rec["status"] = e.status
-        shed = isinstance(e, (Overloaded, TooManyRequests))
-        rec["outcome"] = ("shed" if shed else "no_model" if e.kind == "no_model_meets_requirements"
-                          else "refused" if e.kind in REFUSALS else OUTCOMES.get(e.status, "invalid"))
-        rec["detail"] = e.detail
-        rec |= getattr(e, "audit", None) or {}
-        if hasattr(e, "effective"):
+        rec |= {"status": e.status, "outcome": e.outcome.value, "detail": e.detail} | e.audit
+        if e.effective is not None:
             rec |= {"eff_min_accuracy": e.effective.min_accuracy, "eff_max_latency_ms": e.effective.max_latency_ms}
-        if hasattr(e, "retry_after"):  # shed by admission control, or rate-limited by a client defense
+        if e.retry_after is not None:  # shed by admission control, or rate-limited by a client defense
             return e.status, orjson.dumps(e.body()), [(b"retry-after", str(e.retry_after).encode())]
         if e.status in (503, 504):
             # Triton's own message names the model; keep it in the audit log, never in the answer.

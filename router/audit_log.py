@@ -14,19 +14,44 @@ import os
 
 import orjson
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypedDict
 
-FIELDS = (
-    "ts", "request_id", "client", "status", "outcome", "batch_size",
-    "req_min_accuracy", "req_max_latency_ms", "eff_min_accuracy", "eff_max_latency_ms",
-    "model", "model_accuracy", "model_latency_ms", "router_ms", "triton_ms", "detail", "worker", "seed",
-)
-# Written only when a defense set them: PRADA's W and flag ("detected" on the flagging request), the padding held;
-# state_store: served without the per-client defenses, the store being unreachable (state_store_fail_open).
-DEFENSE_FIELDS = ("prada_w", "prada_flagged", "detected", "padded_ms", "b4b_coverage", "b4b_sigma", "state_store")
-# outcome: served | no_model (422) | unavailable (503/504 from the backend) | shed (503/429 by admission control)
-# | refused (403/429 by a client defense) | invalid (4xx) | unauthorized (401/403). worker: the router worker's
-# index (0 with one worker). seed: the router's root seed (given, or drawn from OS entropy at start).
+class AuditRecord(TypedDict, total=False):
+    """One request's record: what every reader (goodput, /metrics, the attacks' scoring, load-test summaries,
+    benchmarks) may rely on. Always written: ts .. seed (None where the request never got that far);
+    defense fields only when a defense set them."""
+
+    ts: float  # UNIX seconds at receipt
+    request_id: str  # keyed hash: no counter a client could read the load from
+    client: str | None  # the API key's client name (None before authentication)
+    status: int  # the HTTP status answered
+    outcome: str  # an Outcome value (router/errors.py): served, shed, no_model, refused, unauthorized, ...
+    batch_size: int | None
+    req_min_accuracy: float | None  # as the client asked
+    req_max_latency_ms: float | None
+    eff_min_accuracy: float | None  # after requirement defenses (metric noise): never in the answer
+    eff_max_latency_ms: float | None
+    model: str | None  # the model that served (or was selected before a later failure)
+    model_accuracy: float | None  # its profiled accuracy and selection latency
+    model_latency_ms: float | None
+    router_ms: float  # receipt to answer, in the router, padding included
+    triton_ms: float | None  # the backend call alone
+    detail: str | None  # the error's sentence (clipped to MAX_DETAIL_CHARS)
+    worker: int  # the router worker's index (0 with one worker)
+    seed: int  # the router's root seed (given, or drawn from OS entropy at start)
+    # defense fields
+    prada_w: float | None  # PRADA's Shapiro-Wilk W, its flag, and "prada after N samples" on the flagging request
+    prada_flagged: bool
+    detected: str
+    padded_ms: float  # held by latency_padding
+    b4b_coverage: float  # B4B: the key's bucket coverage and the noise it got
+    b4b_sigma: float
+    state_store: str  # "unavailable": served without per-client defenses (state_store_fail_open)
+
+
+_DEFENSE = {"prada_w", "prada_flagged", "detected", "padded_ms", "b4b_coverage", "b4b_sigma", "state_store"}
+FIELDS = tuple(k for k in AuditRecord.__annotations__ if k not in _DEFENSE)
+DEFENSE_FIELDS = tuple(k for k in AuditRecord.__annotations__ if k in _DEFENSE)
 
 
 class AuditLog:

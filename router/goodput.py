@@ -19,7 +19,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-COUNTED = ("served", "no_model", "unavailable", "shed", "error", "refused")
+from .errors import Outcome
+
+# authenticated, well-formed requests: everything but the client's own mistakes
+COUNTED = tuple(o.value for o in Outcome if o not in (Outcome.INVALID, Outcome.UNAUTHORIZED))
 
 
 def accuracy_met(r: dict) -> bool:

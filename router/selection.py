@@ -52,12 +52,10 @@ class Selector:
         if model is None and self.on_no_model == "closest":
             model = self.closest(effective)
         if model is None:
-            e = NoModelMeetsRequirements(
+            raise NoModelMeetsRequirements(
                 f"no model meets min_accuracy={req.min_accuracy} and max_latency_ms={req.max_latency_ms}; "
-                "GET /v1/zoo lists the ranges this service offers"
-            )
-            e.effective = effective  # for the audit log only: the answer must not reveal the noise drawn
-            raise e
+                "GET /v1/zoo lists the ranges this service offers",
+                effective=effective)  # for the audit log only: the answer must not reveal the noise drawn
         return Selection(model, effective)
 
     def closest(self, req: Requirements) -> ZooModel:

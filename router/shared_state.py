@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .admission import TooManyRequests
+from .errors import TooManyRequests
 from .errors import RouterError
 from .defenses.prada import BLOCKED, Blocked
 from .defenses.query_budget import BudgetExhausted, RateLimited
@@ -129,7 +129,7 @@ class SharedClientState:
         held = self.refused.get(client)
         if held is not None:
             if time.monotonic() < held[0]:
-                raise held[1]
+                raise held[1].again()
             del self.refused[client]
 
     async def admit(self, client: str, request_id: str, n_samples: int) -> dict:
@@ -177,10 +177,10 @@ class SharedClientState:
         wait_s = float(value)
         if verdict == "rate":
             e = RateLimited(f"over this API key's rate of {self.budget.samples_per_s:g} samples/s; retry later",
-                            retry_after_s(wait_s))
+                            retry_after=retry_after_s(wait_s))
         else:
             e = RateLimited("this API key is throttled: its query stream was flagged as model extraction",
-                            retry_after_s(wait_s))
+                            retry_after=retry_after_s(wait_s))
         rate = self.budget.samples_per_s if verdict == "rate" else self.prada.throttle_samples_per_s
         # precheck refuses while not even one sample's token is there, as the in-process bucket does
         self.refused[client] = (now + max(0.0, wait_s - (n - 1) / rate), e)

@@ -28,19 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 
-from .errors import RouterError
-
-
-class StateStoreUnavailable(RouterError):
-    status, kind = 503, "state_store_unavailable"
-    retry_after = 1  # seconds: a store restart or fail-over takes about that long
-
-    def __init__(self, detail: str = "the per-client state store cannot be reached; nothing was charged, retry later"):
-        super().__init__(detail)
-
-
-class StateStoreError(RouterError):
-    """The store refused a command (a script bug, a wrong-typed key): a 500, not an outage."""
+from .errors import StateStoreError, StateStoreUnavailable
 
 
 class Script:

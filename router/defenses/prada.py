@@ -27,16 +27,11 @@ import numpy as np
 
 from common.errors import ConfigError
 
-from ..errors import RouterError
-from .query_budget import RateLimited
+from ..errors import Blocked, RateLimited
 from .token_bucket import TokenBuckets, retry_after_s
 
 ACTIONS = ("log", "throttle", "block")
 BLOCKED = "this API key is blocked: its query stream was flagged as model extraction"
-
-
-class Blocked(RouterError):
-    status, kind = 403, "blocked"
 
 
 class _ClientState:
@@ -145,7 +140,7 @@ class Prada:
             raise Blocked(BLOCKED)
         if self.action == "throttle" and (wait := self._throttle.wait_s(client, now)) > 0:
             raise RateLimited("this API key is throttled: its query stream was flagged as model extraction",
-                              retry_after_s(wait))
+                              retry_after=retry_after_s(wait))
 
     def admit(self, client: str, n_samples: int, now: float) -> None:
         if not self.flagged(client):
@@ -156,7 +151,7 @@ class Prada:
             wait = self._throttle.take(client, now, n_samples)
             if wait > 0:
                 raise RateLimited("this API key is throttled: its query stream was flagged as model extraction",
-                                  retry_after_s(wait))
+                                  retry_after=retry_after_s(wait))
 
     def observe(self, client: str, x: np.ndarray, labels: np.ndarray) -> dict:
         s = self._clients.get(client)
@@ -191,9 +186,7 @@ class Prada:
 
     def refuse_if_newly_blocked(self, info: dict) -> None:
         if "detected" in info and self.action == "block":
-            e = Blocked(BLOCKED)
-            e.audit = info
-            raise e
+            raise Blocked(BLOCKED, audit=info)
 
     def _add(self, s: _ClientState, row: np.ndarray, c: int) -> None:
         g = s.groups.get(c)

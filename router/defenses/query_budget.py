@@ -12,20 +12,8 @@ from dataclasses import dataclass, field
 
 from common.errors import ConfigError
 
-from ..errors import RouterError
+from ..errors import BudgetExhausted, RateLimited
 from .token_bucket import TokenBuckets, retry_after_s
-
-
-class RateLimited(RouterError):
-    status, kind = 429, "rate_limited"
-
-    def __init__(self, detail: str, retry_after: int):
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-
-class BudgetExhausted(RouterError):
-    status, kind = 403, "query_budget_exhausted"
 
 
 @dataclass
@@ -58,7 +46,7 @@ class QueryBudget:
             wait = self._buckets.take(client, now, n_samples)
             if wait > 0:
                 raise RateLimited(f"over this API key's rate of {self.samples_per_s:g} samples/s; retry later",
-                                  retry_after_s(wait))
+                                  retry_after=retry_after_s(wait))
         self._spent[client] = spent + n_samples
 
     def precheck(self, client: str, now: float) -> None:
@@ -70,7 +58,7 @@ class QueryBudget:
             wait = self._buckets.wait_s(client, now)
             if wait > 0:
                 raise RateLimited(f"over this API key's rate of {self.samples_per_s:g} samples/s; retry later",
-                                  retry_after_s(wait))
+                                  retry_after=retry_after_s(wait))
 
     def penalize(self, client: str, n_samples: int, now: float) -> None:
         """A body the router refused as malformed still cost it the parse: its rows come out of the key's rate

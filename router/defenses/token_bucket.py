@@ -6,13 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import RouterError
-
-
-class BatchOverBurst(RouterError):
-    """A batch larger than the bucket can ever hold: waiting would not help, so not 429."""
-
-    status, kind = 422, "batch_over_rate_burst"
+from ..errors import BatchOverBurst
 
 
 class TokenBuckets:
