@@ -166,9 +166,14 @@ class StateStoreUnavailable(RouterError):
     outcome = Outcome.UNAVAILABLE
     retry_after = 1  # seconds: a store restart or fail-over takes about that long
 
-    def __init__(self, detail: str = "the per-client state store cannot be reached; nothing was charged, retry later",
-                 **kw):
+    def __init__(self, detail: str = "the per-client state store cannot be reached; any charge for this request "
+                                     "is undone, retry later", **kw):
         super().__init__(detail, **kw)
+
+
+class StateStoreReplyLost(StateStoreUnavailable):
+    """The command was written but its reply never came (a stalled store, a connection cut): it may have run,
+    so whatever it took must be undone (router/shared_state.py queues the undo)."""
 
 
 class StateStoreError(RouterError):

@@ -26,12 +26,15 @@ from .errors import RouterError
 from .defenses.prada import BLOCKED, Blocked
 from .defenses.query_budget import BudgetExhausted, RateLimited
 from .defenses.token_bucket import BatchOverBurst, retry_after_s
-from .state_store import StateStore, StateStoreUnavailable, key
+from .state_store import StateStore, StateStoreReplyLost, StateStoreUnavailable, encode, key
 
 ADMIT = """
--- KEYS: 1 slots in flight (sorted set: request id -> lease deadline ms), 2 query budget (hash), 3 prada (hash)
+-- KEYS: 1 slots in flight (sorted set: request id -> lease deadline ms), 2 query budget (hash), 3 prada (hash),
+--       4 this request's receipt (what it took, for an undo if its reply is lost; 'undone': the undo came first)
 -- ARGV: 1 request id, 2 samples, 3 max in flight per client (0: none), 4 lease ms, 5 max samples (0: none),
---       6 rate samples/s (0: none), 7 burst samples, 8 prada action ('' when prada is off), 9 throttle samples/s
+--       6 rate samples/s (0: none), 7 burst samples, 8 prada action ('' when prada is off), 9 throttle samples/s,
+--       10 receipt ms
+if redis.call('GET', KEYS[4]) == 'undone' then return {'undone', 0} end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
 local n, max_in_flight, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -70,8 +73,26 @@ end
 if max_samples > 0 then redis.call('HSET', KEYS[2], 'spent', spent + n) end
 if rate > 0 then redis.call('HSET', KEYS[2], 'tokens', tokens - n, 'at', now) end
 if throttle then redis.call('HSET', KEYS[3], 'tt', throttle - n, 'ta', now) end
+redis.call('SET', KEYS[4], n, 'PX', ARGV[10])
 return {'ok', spent + n}
 """
+
+# The undo of an admission whose reply was lost (the store stalled past the socket timeout, the connection was
+# cut): it may have run, so what it took goes back, whichever of the two reaches the store first.
+UNDO = """
+-- KEYS: 1 slots in flight, 2 query budget, 3 the request's receipt. ARGV: 1 request id, 2 burst, 3 rate samples/s
+-- (0: none), 4 receipt ms
+local r = redis.call('GET', KEYS[3])
+redis.call('SET', KEYS[3], 'undone', 'PX', ARGV[4])
+if not r or r == 'undone' then return 0 end
+local n, burst, rate = tonumber(r), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREM', KEYS[1], ARGV[1])
+local b = redis.call('HMGET', KEYS[2], 'spent', 'tokens', 'at')
+if b[1] then redis.call('HSET', KEYS[2], 'spent', math.max(0, tonumber(b[1]) - n)) end
+if rate > 0 and b[2] then redis.call('HSET', KEYS[2], 'tokens', math.min(burst, tonumber(b[2]) + n)) end
+return 1
+"""
+RECEIPT_MS = 3_600_000  # an undo is honoured up to an hour after the admission it undoes
 
 GIVE_BACK = """
 -- KEYS: 1 query budget (hash). ARGV: 1 samples, 2 burst, 3 'refund' (spent and tokens back) or 'drain' (tokens
@@ -145,9 +166,15 @@ class SharedClientState:
         args = [request_id, n_samples, self.max_in_flight, self.lease_ms,
                 (q.max_samples or 0) if q else 0, (q.samples_per_s or 0) if q else 0, q.burst_samples if q else 1,
                 p.action if p else "", p.throttle_samples_per_s if p else 0]
+        receipt = key(self.prefix, client, f"admitted:{request_id}")
         try:
-            verdict, value = await self.store.run(self._admit, self._keys(client), args)
-        except StateStoreUnavailable:
+            verdict, value = await self.store.run(self._admit, [*self._keys(client), receipt], [*args, RECEIPT_MS])
+        except StateStoreUnavailable as e:
+            if isinstance(e, StateStoreReplyLost):  # it may have run: take back what it took, once the store answers
+                self.store.send_payload(encode(b"EVAL", UNDO, 3, key(self.prefix, client, "in_flight"),
+                                               key(self.prefix, client, "budget"), receipt, request_id,
+                                               q.burst_samples if q else 1, (q.samples_per_s or 0) if q else 0,
+                                               RECEIPT_MS))
             if self.fail_open:
                 return dict(UNAVAILABLE)
             raise
@@ -158,6 +185,8 @@ class SharedClientState:
     def _refusal(self, client: str, verdict: str, value, n: int) -> RouterError:
         """The error for a refused admission; those that will hold for a while are kept for ``precheck``."""
         now = time.monotonic()
+        if verdict == "undone":  # an undo for this very request reached the store first: it was already refused
+            return StateStoreUnavailable()
         if verdict == "in_flight":
             return TooManyRequests(f"{value} of your requests are in flight, the limit per client; retry later")
         if verdict == "budget":
@@ -211,6 +240,8 @@ class SharedClientState:
         store cannot be reached the lease frees it later."""
         if self.max_in_flight:
             self.store.send("ZREM", key(self.prefix, client, "in_flight"), request_id)
+        if self.max_in_flight or self.budget or self.prada:  # admit wrote a receipt
+            self.store.send("DEL", key(self.prefix, client, f"admitted:{request_id}"))
 
     def penalize(self, client: str, n_samples: int) -> None:
         """A malformed body's rows out of the key's rate (in the background: the request is refused anyway)."""

@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+import sys
 import time
 from collections import deque
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 
-from .errors import StateStoreError, StateStoreUnavailable
+from .errors import StateStoreError, StateStoreReplyLost, StateStoreUnavailable
 
 
 class Script:
@@ -54,25 +55,28 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
+            if not self.pending:  # a reply nobody asked for: the stream is out of step, never guess
+                self.abort()
+                return
             waiter = self.pending.popleft()
-            if not waiter.done():
+            if waiter is not None and not waiter.done():
                 waiter.set_result(reply)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         for waiter in self.pending:
-            if not waiter.done():
+            if waiter is not None and not waiter.done():
                 waiter.set_exception(ConnectionError("the store closed the connection"))
         self.pending.clear()
 
     def request(self, payload: bytes, reply: bool = True) -> asyncio.Future | None:
-        """``reply=False``: the store is told not to answer (CLIENT REPLY SKIP), so no reply wakes the router."""
+        """``reply=False``: nobody waits for the reply, but it keeps its place in the queue (exactly one entry per
+        command sent), so replies can never shift onto the wrong requests. (CLIENT REPLY SKIP would spare the
+        reply, but a store or proxy that refuses CLIENT answers it with two extra replies, which did shift.)"""
         waiter = None
         if reply:
             waiter = asyncio.get_running_loop().create_future()
-            self.pending.append(waiter)
-        else:
-            payload = SKIP_REPLY + payload
+        self.pending.append(waiter)
         if not self.out:
             asyncio.get_running_loop().call_soon(self._flush)
         self.out.append(payload)
@@ -98,7 +102,11 @@ def encode(*parts) -> bytes:
     return b"".join(out)
 
 
-SKIP_REPLY = encode("CLIENT", "REPLY", "SKIP")
+# store errors that mean "not now" (loading its data, a demoted primary, a busy script, no memory, no permission
+# after a failover's ACL change): the store is unavailable, not the request wrong
+TRANSIENT = (b"LOADING", b"READONLY", b"BUSY", b"MASTERDOWN", b"OOM", b"NOPERM", b"TRYAGAIN", b"CLUSTERDOWN",
+             b"NOREPLICAS", b"MISCONF")
+BACKLOG_MAX = 10_000  # commands kept while the store is unreachable (slot releases, undos), oldest dropped
 
 
 class StateStore:
@@ -116,6 +124,7 @@ class StateStore:
         self.failures = 0
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future | None = None
+        self._backlog: deque[bytes] = deque(maxlen=BACKLOG_MAX)
 
     @staticmethod
     def script(lua: str) -> Script:
@@ -125,22 +134,35 @@ class StateStore:
         reply = await self._request(encode(b"EVALSHA", script.sha, len(keys), *keys, *args))
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             reply = await self._request(encode(b"EVAL", script.body, len(keys), *keys, *args))
-        if isinstance(reply, hiredis.ReplyError):
-            raise StateStoreError(f"the state store refused a script: {reply}")
-        return reply
+        return self._checked(reply, "a script")
 
     async def call(self, *command):
-        reply = await self._request(encode(*command))
-        if isinstance(reply, hiredis.ReplyError):
-            raise StateStoreError(f"the state store refused {command[0]}: {reply}")
-        return reply
+        return self._checked(await self._request(encode(*command)), str(command[0]))
+
+    def _checked(self, reply, what: str):
+        """An error reply: transient ones (LOADING, READONLY ...) are an unavailable store; the rest a 500. The
+        store's own text goes to the operator's log, never to a client."""
+        if not isinstance(reply, hiredis.ReplyError):
+            return reply
+        text = str(reply)
+        print(f"router: the state store refused {what}: {text[:200]}", file=sys.stderr, flush=True)
+        if text.encode().startswith(TRANSIENT):
+            self.down_until = time.monotonic() + self.retry_s
+            self.failures += 1
+            raise StateStoreUnavailable()
+        raise StateStoreError("the per-client state store refused a command")
 
     def send(self, *command) -> None:
-        """A command whose reply nobody waits for (a slot's release): no round trip on the request's path. Dropped
-        when the store is down (the slot's lease frees it)."""
+        """A command whose reply nobody waits for (a slot's release, an undo): no round trip on the request's
+        path. While the store is unreachable it waits in a bounded backlog, sent first on the next connection."""
+        self.send_payload(encode(*command))
+
+    def send_payload(self, payload: bytes) -> None:
         conn = self._conn
         if conn is not None and not conn.closed and not self.down_until:
-            conn.request(encode(*command), reply=False)
+            conn.request(payload, reply=False)
+        else:
+            self._backlog.append(payload)
 
     async def _request(self, payload: bytes):
         if self.down_until:
@@ -154,7 +176,7 @@ class StateStore:
         try:
             reply = await waiter
         except (ConnectionError, OSError) as e:
-            self._down(e)
+            self._down(e, sent=True)
         finally:
             timer.cancel()
         self.down_until = 0.0
@@ -182,13 +204,15 @@ class StateStore:
                 if isinstance(reply, hiredis.ReplyError):
                     conn.abort()
                     raise ConnectionError(f"{command[0]} refused: {reply}")
+        while self._backlog:  # releases and undos that could not be sent, before anything new
+            conn.request(self._backlog.popleft(), reply=False)
         self._conn = conn
         return conn
 
-    def _down(self, e: Exception):
+    def _down(self, e: Exception, sent: bool = False):
         self.down_until = time.monotonic() + self.retry_s
         self.failures += 1
-        raise StateStoreUnavailable() from e
+        raise (StateStoreReplyLost() if sent else StateStoreUnavailable()) from e
 
     async def reachable(self) -> bool:
         try:

@@ -186,3 +186,74 @@ def test_b4b_coverage_in_the_store_matches_the_in_process_defense(store):
         assert got_fields["b4b_coverage"] > 0
 
     asyncio.run(run())
+
+
+def test_a_stalled_store_undoes_what_an_admission_whose_reply_was_lost_took(tmp_path):
+    """The store paused (SIGSTOP) past the socket timeout while an admission is on its way: the client gets
+    503, and once the store runs again what that admission took (its slot, its samples) is given back, however
+    the admission and its undo reach the store. Catches the reviewer's finding: the store ran the script after
+    the connection was cut, charged the samples and kept the slot, and the key was locked out for the lease."""
+    import os
+    import signal
+
+    with StoreServer(tmp_path / "stall") as server:
+        async def run():
+            w = _shared(server.url, [{"name": "query_budget", "max_samples": 100}], max_in_flight=1, prefix="stall")
+            await w.admit("k", "warm", 1)
+            w.leave("k", "warm")
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(StateStoreUnavailable):
+                    await w.admit("k", "lost", 5)
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            await asyncio.sleep(0.25)  # past the retry delay: the next request reconnects and sends the undo first
+            await w.admit("k", "next", 1)  # the only slot is free: the lost admission's slot was given back
+            w.leave("k", "next")
+            await asyncio.sleep(0.05)
+            spent = await w.store.call("HGET", "stall:{k}:budget", "spent")
+            await w.store.close()
+            return int(spent)
+
+        assert asyncio.run(run()) == 2  # 'warm' and 'next'; the lost 5 samples were refunded
+
+
+def test_replies_stay_in_step_when_the_store_refuses_client_commands(tmp_path):
+    """A store (or proxy) that refuses CLIENT, as with a least-privilege ACL user: a release sent without
+    waiting must not shift later replies onto other requests. Catches CLIENT REPLY SKIP, whose refusal added two
+    replies nobody waited for, so one key got another key's value (and budget decision)."""
+    with StoreServer(tmp_path / "acl") as server:
+        async def run():
+            st = StateStore(server.url, 50.0, 200.0, 100.0)
+            await st.call("ACL", "SETUSER", "default", "-client")
+            await st.call("SET", "alice", "alice-secret")
+            await st.call("SET", "bob", "bob-value")
+            st.send("ZREM", "slots", "r1")  # fire and forget, as a slot's release
+            got = [await st.call("GET", k) for k in ("alice", "alice", "bob", "bob")]
+            await st.close()
+            return got
+
+        assert asyncio.run(run()) == [b"alice-secret", b"alice-secret", b"bob-value", b"bob-value"]
+
+
+def test_store_error_replies_are_an_unavailable_store_and_never_reach_the_client(store):
+    """A demoted primary answers READONLY: 503 state_store_unavailable (fail-open honoured), not a 500 quoting
+    the store's text. Catches every error reply mapped to StateStoreError with the store's message as detail."""
+    async def run():
+        st = StateStore(store.url, 50.0, 200.0, 100.0)
+        from router.state_store import Script
+
+        script = Script("return redis.error_reply('READONLY You can\\'t write against a read only replica.')")
+        with pytest.raises(StateStoreUnavailable) as e:
+            await st.run(script, [], [])
+        assert "READONLY" not in e.value.detail and "replica" not in e.value.detail
+        await asyncio.sleep(0.11)
+        bad = Script("return redis.error_reply('ERR something the script did wrong')")
+        from router.errors import StateStoreError
+
+        with pytest.raises(StateStoreError) as e2:
+            await st.run(bad, [], [])
+        assert "something" not in e2.value.detail
+        await st.close()
+
+    asyncio.run(run())
