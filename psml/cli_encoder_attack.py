@@ -19,7 +19,7 @@ def extract_encoders_and_score(zoo_dir, manifest, data, triton, router, budgets,
     from attacks.query_pools import query_pool
     from stack.clients import DirectTriton, RouterClient
 
-    from .cli_attack import ATTACKER_KEY, check_budgets, fingerprint_and_score
+    from attacks.campaigns import ATTACKER_KEY, check_budgets, fingerprint_and_score
 
     samples = check_budgets(budgets, data, pool_name)
     fp = fingerprint_and_score(router, manifest, data, ["staircase"], 1, 50, 0, 0)

@@ -129,8 +129,9 @@ def attack_step(zoo_dir, manifest, data, triton, router, run_dir, demo: DemoSett
 
     from common.atomic import write_json_atomic
     from common.versions import software_versions
-    from .cli_attack import (FINGERPRINT_COLUMNS, extract_and_score, extraction_table, fingerprint_and_score,
-                             fingerprint_rows)
+    from attacks.campaigns import extract_and_score, fingerprint_and_score
+
+    from .cli_attack import FINGERPRINT_COLUMNS, extraction_table, fingerprint_rows
 
     print("[5] fingerprinting the most accurate model through the router's public API:\n")
     n = demo.consistency_queries
@@ -161,7 +162,9 @@ def load_step(zoo_dir, manifest, data, triton, router, run_dir, demo: DemoSettin
     from common.atomic import write_json_atomic
     from loadtests.run import prepare_out_dir, run_locust
 
-    from .cli_loadtest import print_summary, summarize_run
+    from loadtests.run_summary import summarize_run
+
+    from .cli_loadtest import print_summary
     from common.versions import software_versions
 
     out_dir = prepare_out_dir(run_dir / "loadtest")

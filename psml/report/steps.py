@@ -39,7 +39,7 @@ def fingerprint_step(zoo_dir: Path, manifest, data, s: ReportSettings, log):
     def run(folder: Path) -> dict:
         from attacks.experiment import front_by_accuracy
 
-        from ..cli_attack import fingerprint_and_score
+        from attacks.campaigns import fingerprint_and_score
         from stack.loopback import router_for, triton_for
 
         ranks = []
@@ -64,7 +64,7 @@ def extraction_step(zoo_dir: Path, manifest, data, s: ReportSettings, log):
 
         from attacks.knockoff import KnockoffSettings
 
-        from ..cli_attack import extract_and_score
+        from attacks.campaigns import extract_and_score
         from stack.loopback import router_for, triton_for
 
         total = (len(s.budgets) + len(s.labels_only_budgets)) * len(s.seeds) * 3

@@ -99,7 +99,7 @@ def test_load_settings_roundtrip_and_validation():
 
 
 def test_count_check_accounts_for_requests_cut_off_at_stop():
-    from psml.cli_loadtest import count_check
+    from loadtests.run_summary import count_check
 
     reported = {"benign /v1/infer": {"requests": 10}, "benign /v1/zoo": {"requests": 2}}
     assert count_check(reported, {"benign /v1/infer": 1}, 11) == {
