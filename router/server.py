@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             s = s.model_copy(update={"seed": fresh_seed()})
         if s.workers > 1:
             return Supervisor(s, sys.argv[1:] if argv is None else argv).run()
-        from .app import create_app
+        from .asgi import create_app
 
         sockets = bind_listeners(s)
         s = _with_bound_metrics_port(s, sockets)
@@ -114,7 +114,7 @@ def _serve(app, s: RouterSettings, sockets: list[socket.socket]) -> None:
 
 
 def _worker(s: RouterSettings, a) -> int:
-    from .app import create_app
+    from .asgi import create_app
 
     sockets = [socket.socket(fileno=a.worker_fd)] + ([socket.socket(fileno=a.metrics_fd)] if a.metrics_fd else [])
     app = create_app(s, worker=WorkerIdentity(a.worker_index, s.workers, a.worker_restart))

@@ -34,7 +34,7 @@ def test_groups_repeat_the_pinned_requirements_exactly():
 
 def test_the_serving_path_imports_no_training_framework():
     """Catches an import of zoo.export (torch) or tritonclient on the router's path: 1.1 s and ~250 MB each start."""
-    code = ("import sys, router.app, router.server, router.triton_http, router.backend; "
+    code = ("import sys, router.app, router.asgi, router.server, router.triton_http, router.backend; "
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
