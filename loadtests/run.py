@@ -25,16 +25,17 @@ def prepare_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def run_locust(router_url: str, settings, out_dir: Path, processes: int = 0) -> Path:
-    """Run Locust headless to the end of the load shape; returns the CSV prefix."""
+def run_locust(router_url: str, settings, out_dir: Path, processes: int = 0, locustfile: Path = LOCUSTFILE) -> Path:
+    """Run Locust headless to the end of the load shape; returns the CSV prefix. ``settings``: what the
+    locustfile reads from the environment (``to_env()``) and how long it runs (``total_s``)."""
     prefix = out_dir / "locust"
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", router_url,
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", router_url,
            "--csv", str(prefix), "--html", str(out_dir / "locust.html"), "--exit-code-on-error", "0",
            "--loglevel", "WARNING", "--only-summary",
            "--stop-timeout", "10"]  # stopped users finish their request, so Locust's counts match the audit log
     if processes:
         cmd += ["--processes", str(processes)]
-    env = dict(os.environ) | settings.to_env()
+    env = dict(os.environ) | {"PSML_OUT_DIR": str(out_dir)} | settings.to_env()  # users.py's files go there
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LOCUSTFILE.parent.parent), env.get("PYTHONPATH")]))
     with open(out_dir / "locust.log", "wb") as log:
         r = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=settings.total_s + 180)

@@ -1,0 +1,36 @@
+"""benchmarks.state_store_locust end to end on the test zoo: one valkey store, Triton, two routers x two workers,
+a short Locust run in which every key alternates between the routers.
+
+Catches per-router or per-worker state (each router would serve the attacker its own budget: twice the budget
+served, and a flag raised at one router would leave the key served at the other), a budget check that is not one
+atomic step with its charge (racing requests of the attacker's two users would overshoot the budget), and a
+refused batch that is remembered as a spent budget (the attacker's halved batches would be refused early: fewer
+samples served than the budget while a batch of 1 was refused)."""
+
+import json
+
+import pytest
+
+from benchmarks import state_store_locust
+
+
+@pytest.mark.timeout(300)
+def test_the_budget_holds_exactly_and_the_flag_crosses_routers_under_locust(zoo_dir, tmp_path):
+    out = tmp_path / "storeload.json"
+    rc = state_store_locust.main(["--zoo", str(zoo_dir), "--duration-s", "8", "--budget-samples", "200",
+                                  "--attack-batch", "20", "--benign-keys", "2", "--out", str(out)])
+    r = json.loads(out.read_text())
+    budget, flag = r["budget"], r["flag"]
+    assert rc == 0, r["verdicts"]
+    assert budget["asked_more"] and budget["served_samples"] == 200  # exactly the budget, over both routers
+    assert all(s > 0 for s in budget["served_per_router"].values())  # the key really was served by both
+    assert all(n > 0 for n in budget["budget_refusals_per_router"].values())
+    assert flag["flagged"] and flag["crossed"] and flag["holds"]
+    other = next(n for n in flag["after_flag"] if n != flag["flagged_by"])
+    assert flag["after_flag"][other]["blocked"] >= 1 and flag["after_flag"][other]["served"] == 0
+    assert r["benign"]["keys"] == 2 and r["seed"] == 0 and r["software"] and r["settings"]["workers"] == 2
+
+
+def test_bad_input_is_one_line_and_exit_2(capsys):
+    assert state_store_locust.main(["--duration-s", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
