@@ -79,8 +79,8 @@ def run(a, load: SharedStateLoad, run_dir: Path) -> dict:
         for name in ROUTERS:
             settings = write_router_settings(
                 run_dir, Path(a.zoo), triton.endpoints, name, api_keys=api_keys(load.benign_keys),
-                defenses=defenses(a.budget_samples, a.prada_delta), state_store=store.url, workers=a.workers, seed=a.seed,
-                allow_more_workers_than_cores=True)
+                defenses=defenses(a.budget_samples, a.prada_delta), state_store=store.url, workers=a.workers,
+                seed=a.seed, allow_more_workers_than_cores=True)
             routers[name] = stack.enter_context(RouterProcess(settings, log_path=run_dir / f"{name}.log"))
         timings["stack_start_s"] = time.perf_counter() - t0
         load = SharedStateLoad(**asdict(load) | {"router_urls": ",".join(r.url for r in routers.values())})
@@ -120,17 +120,18 @@ def verdicts(budget: dict, flag: dict, benign: dict) -> list[str]:
 
 
 def table(records: dict, budget: dict, flag: dict, benign: dict) -> str:
-    rows = [{"router": n, "requests": len(rs),
-             "attacker_served": budget["served_per_router"][n], "attacker_refused": budget["budget_refusals_per_router"][n],
+    rows = [{"router": n, "requests": len(rs), "attacker_served": budget["served_per_router"][n],
+             "attacker_refused": budget["budget_refusals_per_router"][n],
              "synthetic_after_flag": flag.get("after_flag", {}).get(n, {}).get("requests", 0),
              "synthetic_refused_after": flag.get("after_flag", {}).get(n, {}).get("blocked", 0),
              "benign_requests": benign["per_router_requests"][n],
-             "benign_refused": sum(r["outcome"] == "refused" and r["client"].startswith("benign-") for r in rs)}
+             "benign_refused": sum(r["outcome"] == "refused" and (r["client"] or "").startswith("benign-") for r in rs)}
             for n, rs in records.items()]
     return format_table(rows, [
         ("router", "router"), ("requests", "requests"), ("attacker_served", "attacker samples served"),
         ("attacker_refused", "attacker budget refusals"), ("synthetic_after_flag", "synthetic reqs after flag"),
-        ("synthetic_refused_after", "refused"), ("benign_requests", "benign reqs"), ("benign_refused", "benign refused")])
+        ("synthetic_refused_after", "refused"), ("benign_requests", "benign reqs"),
+        ("benign_refused", "benign refused")])
 
 
 def main(argv=None) -> int:
@@ -140,7 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-samples", type=int, default=2000, help="query_budget's max_samples per key")
     ap.add_argument("--benign-keys", type=int, default=4, help="benign keys, one Locust user each")
     ap.add_argument("--attacker-users", type=int, default=2, help="Locust users sharing the attacker key")
-    ap.add_argument("--attack-batch", type=int, default=25, help="the attacker's first batch (halved when refused)")
+    ap.add_argument("--attack-batch", type=int, default=30,
+                    help="the attacker's first batch, halved on each budget refusal (30 does not divide 2,000)")
     ap.add_argument("--synthetic-batch", type=int, default=10, help="seeds of the synthetic stream (its batch)")
     ap.add_argument("--prada-delta", type=float, default=0.7, help="PRADA's W threshold (see defenses())")
     ap.add_argument("--workers", type=int, default=2, help="workers per router")
@@ -162,11 +164,13 @@ def main(argv=None) -> int:
     benign = benign_claim(records, [f"benign-{i}" for i in range(load.benign_keys)])
     lines = verdicts(budget, flag, benign)
     print(f"two routers x {a.workers} workers sharing one valkey store; Locust {a.duration_s:g} s, "
-          f"budget {a.budget_samples} samples per key, PRADA block (delta {a.prada_delta:g})\n{table(records, budget, flag, benign)}")
+          f"budget {a.budget_samples} samples per key, PRADA block (delta {a.prada_delta:g})")
+    print(table(records, budget, flag, benign))
     print("\n".join(lines))
     print(f"stack start {got['timings']['stack_start_s']:.1f} s, Locust {got['timings']['locust_s']:.1f} s")
     write_result(a.out, "state_store_locust", {
-        "seed": a.seed, "settings": vars(a) | {"defenses": defenses(a.budget_samples, a.prada_delta), "routers": list(ROUTERS)},
+        "seed": a.seed,
+        "settings": vars(a) | {"defenses": defenses(a.budget_samples, a.prada_delta), "routers": list(ROUTERS)},
         "load": asdict(got["load"]), "budget": budget, "flag": flag, "benign": benign, "verdicts": lines,
         "locust": got["locust"], "timings": got["timings"]})
     print(f"result: {a.out}")

@@ -29,7 +29,7 @@ class SharedStateLoad:
     think_min_s: float = 0.1  # benign think time, uniform in [min, max]
     think_max_s: float = 0.4
     attacker_users: int = 2  # Locust users sharing the attacker key, user j starting at router j
-    attack_batch: int = 25  # the attacker's first batch; halved on each budget refusal, down to 1
+    attack_batch: int = 30  # the attacker's first batch; halved on each budget refusal, down to 1
     synthetic_batch: int = 10  # JBDA-like stream: this many seeds, each request one signed step of every seed
     synthetic_step: float = 0.1  # the step's size per feature, in units of the data's (unit) scale
     seed: int = 0

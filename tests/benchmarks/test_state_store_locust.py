@@ -4,8 +4,9 @@ a short Locust run in which every key alternates between the routers.
 Catches per-router or per-worker state (each router would serve the attacker its own budget: twice the budget
 served, and a flag raised at one router would leave the key served at the other), a budget check that is not one
 atomic step with its charge (racing requests of the attacker's two users would overshoot the budget), and a
-refused batch that is remembered as a spent budget (the attacker's halved batches would be refused early: fewer
-samples served than the budget while a batch of 1 was refused)."""
+batch refused for the budget that a worker then remembers as a spent budget (30 does not divide 200: the first
+refusal leaves samples that the attacker's halved batches must still get; such a worker would refuse them
+unread, and fewer than 200 would be served although a batch of 1 was refused)."""
 
 import json
 
@@ -15,10 +16,12 @@ from benchmarks import state_store_locust
 
 
 @pytest.mark.timeout(300)
-def test_the_budget_holds_exactly_and_the_flag_crosses_routers_under_locust(zoo_dir, tmp_path):
+def test_the_budget_holds_exactly_and_the_flag_crosses_routers_under_locust(zoo_dir, tmp_path, capsys):
+    assert state_store_locust.main(["--zoo", str(zoo_dir), "--duration-s", "0"]) == 2  # before any server starts
+    assert capsys.readouterr().err.count("\n") == 1
     out = tmp_path / "storeload.json"
     rc = state_store_locust.main(["--zoo", str(zoo_dir), "--duration-s", "8", "--budget-samples", "200",
-                                  "--attack-batch", "20", "--benign-keys", "2", "--out", str(out)])
+                                  "--attack-batch", "30", "--benign-keys", "2", "--out", str(out)])
     r = json.loads(out.read_text())
     budget, flag = r["budget"], r["flag"]
     assert rc == 0, r["verdicts"]
@@ -30,7 +33,3 @@ def test_the_budget_holds_exactly_and_the_flag_crosses_routers_under_locust(zoo_
     assert flag["after_flag"][other]["blocked"] >= 1 and flag["after_flag"][other]["served"] == 0
     assert r["benign"]["keys"] == 2 and r["seed"] == 0 and r["software"] and r["settings"]["workers"] == 2
 
-
-def test_bad_input_is_one_line_and_exit_2(capsys):
-    assert state_store_locust.main(["--duration-s", "0"]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
