@@ -110,9 +110,10 @@ def verdicts(budget: dict, flag: dict, benign: dict) -> list[str]:
     else:
         other = [n for n in flag["after_flag"] if n != flag["flagged_by"]]
         after = ", ".join(f"{n} {v['blocked']} of {v['requests']}" for n, v in flag["after_flag"].items())
-        lines.append(f"{'VALID' if flag['holds'] else 'INVALID'} flag: raised through {flag['flagged_by']} after "
-                     f"{flag['detector_samples']} samples; refused afterwards: {after}; first request at "
-                     f"{'/'.join(other)} after the flag {'refused' if flag['crossed'] else 'NOT refused'}")
+        lines.append(f"{'VALID' if flag['holds'] else 'INVALID'} flag: raised {flag['detections']} time(s), first "
+                     f"through {flag['flagged_by']} after {flag['detector_samples']} samples (the key had sent "
+                     f"{flag['samples_at_flag_all_routers']} over all routers); refused afterwards: {after}; first "
+                     f"request at {'/'.join(other)} after the flag {'refused' if flag['crossed'] else 'NOT refused'}")
     lines.append(f"benign: {len(benign['keys_flagged'])} of {benign['keys']} keys flagged, "
                  f"{len(benign['keys_refused'])} refused ({benign['refused_requests']} of {benign['requests']} "
                  f"requests); goodput {benign['goodput_share']:.3f}" if benign["requests"] else "benign: no requests")

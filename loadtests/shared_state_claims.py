@@ -4,7 +4,9 @@
 - budget: a key's samples served over ALL routers never exceed its query budget, and equal it when the key was
   refused a batch that the remaining budget could not hold only because the budget was spent (a refused batch
   of n means served + n > budget; a batch of 1 refused: served == budget exactly);
-- flag: once PRADA flags a key through one router, every later request of the key, at every router, is refused;
+- flag: PRADA flags a key once, counting the key's samples over all routers (a detector per router would see
+  only its share, and each router would raise its own flag), and every later request of the key, at every
+  router, is refused;
 - benign: natural keys are neither flagged nor refused (the false-positive share) and keep their goodput.
 """
 
@@ -63,10 +65,13 @@ def flag_claim(records: dict[str, list[dict]], client: str) -> dict:
     others = [name for name in records if name != router]
     first_other = next((r for n, r in later if n in others), None)
     crossed = first_other is not None and first_other["status"] == 403
-    return out | {"flagged_by": router, "detector_samples": int(m.group(1)) if m else None,
-                  "samples_before_flag": sum(r["batch_size"] or 0 for _, r in mine[:at]),
-                  "flagging_status": flag["status"], "after_flag": after, "crossed": crossed,
-                  "holds": crossed and not any(a["served"] for a in after.values())}
+    detections = sum(bool(r.get("detected")) for _, r in mine)
+    at_flag = sum(r["batch_size"] for _, r in mine[:at] if r["status"] == 200) + (flag["batch_size"] or 0)
+    detector = int(m.group(1)) if m else None
+    return out | {"flagged_by": router, "detector_samples": detector, "samples_at_flag_all_routers": at_flag,
+                  "detections": detections, "flagging_status": flag["status"], "after_flag": after,
+                  "crossed": crossed, "holds": crossed and detections == 1 and detector == at_flag
+                  and not any(a["served"] for a in after.values())}
 
 
 def benign_claim(records: dict[str, list[dict]], clients: list[str]) -> dict:

@@ -2,7 +2,8 @@
 a short Locust run in which every key alternates between the routers.
 
 Catches per-router or per-worker state (each router would serve the attacker its own budget: twice the budget
-served, and a flag raised at one router would leave the key served at the other), a budget check that is not one
+served; each router's PRADA would see only its share of the synthetic stream and raise its own flag, after
+fewer samples than the key sent in all), a budget check that is not one
 atomic step with its charge (racing requests of the attacker's two users would overshoot the budget), and a
 batch refused for the budget that a worker then remembers as a spent budget (30 does not divide 200: the first
 refusal leaves samples that the attacker's halved batches must still get; such a worker would refuse them
@@ -28,7 +29,8 @@ def test_the_budget_holds_exactly_and_the_flag_crosses_routers_under_locust(zoo_
     assert budget["asked_more"] and budget["served_samples"] == 200  # exactly the budget, over both routers
     assert all(s > 0 for s in budget["served_per_router"].values())  # the key really was served by both
     assert all(n > 0 for n in budget["budget_refusals_per_router"].values())
-    assert flag["flagged"] and flag["crossed"] and flag["holds"]
+    assert flag["flagged"] and flag["crossed"] and flag["holds"] and flag["detections"] == 1
+    assert flag["detector_samples"] == flag["samples_at_flag_all_routers"]  # one detector over both routers
     other = next(n for n in flag["after_flag"] if n != flag["flagged_by"])
     assert flag["after_flag"][other]["blocked"] >= 1 and flag["after_flag"][other]["served"] == 0
     assert r["benign"]["keys"] == 2 and r["seed"] == 0 and r["software"] and r["settings"]["workers"] == 2
