@@ -16,6 +16,11 @@ from multiprocessing import get_context
 from .knockoff import train_and_score
 
 
+# below this much training (samples x epochs over all jobs; ~10 s of cnn_large on one core here) the workers'
+# start-up costs more than they save: quick runs and tests train in this process
+MIN_PARALLEL_SAMPLE_EPOCHS = 20_000
+
+
 def _one_thread() -> None:
     import torch
 
@@ -42,6 +47,8 @@ def train_many(jobs: list[tuple], workers: int | None = None, log=print, progres
     returns train_and_score's result per job, in the jobs' order. Worker processes are spawned (not forked: a
     fork of a process whose torch thread pool already ran can hang) and each trains single-threaded."""
     workers = min(workers or default_workers(), len(jobs))
+    if workers > 1 and sum(len(job[0].x) * job[3].epochs for job in jobs) < MIN_PARALLEL_SAMPLE_EPOCHS:
+        workers = 1  # too little work to pay for starting the workers (each imports torch: ~2-4 s)
     results: list[dict | None] = [None] * len(jobs)
     if workers <= 1:
         for i, job in enumerate(jobs):

@@ -15,8 +15,10 @@ def test_every_error_declares_status_kind_and_an_outcome_that_fits_its_status():
     """Catches an error class added without an outcome (it would be audited as a bug, 'error'), a shed or
     refused answer without Retry-After where waiting helps, and outcomes drifting from their statuses."""
     classes = _all_errors()
-    answered = [c for c in classes if c.status != 500]  # 500s all say internal_error: a bug's details stay inside
-    assert len(classes) >= 20 and len({c.kind for c in answered}) == len(answered)
+    # each class that names its own kind names a new one (500s all say internal_error, a bug's details stay
+    # inside; StateStoreReplyLost is an unavailable store to the client, its subclass only for the undo)
+    own = [c for c in classes if "kind" in c.__dict__ and c.status != 500]
+    assert len(classes) >= 20 and len({c.kind for c in own}) == len(own)
     for c in classes:
         assert isinstance(c.outcome, Outcome), c
         if c is not RouterError and c.__name__ != "StateStoreError":
