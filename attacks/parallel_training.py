@@ -38,8 +38,9 @@ def _train(job: tuple) -> dict:
 def default_workers() -> int:
     """``PSML_TRAIN_WORKERS`` (e.g. the cores this process may use), else 1: train in this process, whose torch
     already uses every core. Measured here: on a machine loaded by other jobs two single-threaded workers trained
-    4 surrogates in 50 s against 110 s in-process, but on the quiet machine the report's extraction step took
-    762 s with two workers against 661 s in-process (another day): the workers pay only under contention."""
+    4 surrogates in 50 s against 110 s in-process; on the quiet machine the report's extraction step took 762 s
+    with two workers against 661 s in-process a day earlier, on a host that profile validation found 6-45%
+    slower that day: not settled, so the old behaviour stays the default."""
     if os.environ.get("PSML_TRAIN_WORKERS"):
         return max(1, int(os.environ["PSML_TRAIN_WORKERS"]))
     return 1
