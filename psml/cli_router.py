@@ -8,6 +8,8 @@ from pathlib import Path
 
 from common.errors import PsmlError
 
+from .process_state import load_state, refuse_if_running, stop_recorded
+
 STATE = "router.state.json"
 DEFAULT_SETTINGS = "router/settings.default.json"
 
@@ -16,15 +18,10 @@ def start(a) -> None:
     from router.settings import load_settings
 
     from stack.router_process import RouterProcess
-    from stack.triton_server import process_start_ticks, stale_reason
+    from stack.triton_server import process_start_ticks
 
     state_path = Path(a.state_dir) / STATE
-    old = _load_state(state_path)
-    if old:
-        reason = stale_reason(old["pid"], old.get("start_ticks"))
-        if reason is None:
-            raise PsmlError(f"the router is already running (pid {old['pid']}, {old['url']}); psml router stop first")
-        print(f"stale router state file ({reason}): replaced")
+    refuse_if_running(state_path, "router")
     s = load_settings(a.settings)  # validate here, so a bad file fails with its reason before any process starts
     r = RouterProcess(Path(a.settings), a.port if a.port is not None else s.port, host=s.host,
                       log_path=Path(a.state_dir) / "router.log", triton_http_url=a.triton_http_url, triton_grpc_url=a.triton_grpc_url).start()
@@ -34,18 +31,12 @@ def start(a) -> None:
 
 
 def stop(a) -> None:
-    from stack.triton_server import stale_reason, stop_process_group
-
     state_path = Path(a.state_dir) / STATE
-    st = _load_state(state_path)
+    st = load_state(state_path)
     if st is None:
         print("the router is not running (no state file)")
         return
-    reason = stale_reason(st["pid"], st.get("start_ticks"))
-    if reason is None:
-        stop_process_group(st["pid"], timeout_s=10)
-    else:  # never signal a pid that is no longer ours
-        print(f"stale router state file ({reason}): removed")
+    stop_recorded(st, "router")
     state_path.unlink(missing_ok=True)
     print(f"router stopped (pid {st['pid']})")
 
@@ -55,7 +46,7 @@ def status(a) -> None:
 
     from stack.triton_server import stale_reason
 
-    st = _load_state(Path(a.state_dir) / STATE)
+    st = load_state(Path(a.state_dir) / STATE)
     if st is None:
         raise PsmlError("the router is not running")
     reason = stale_reason(st["pid"], st.get("start_ticks"))
@@ -93,14 +84,6 @@ GOODPUT_COLUMNS = [("client", "client"), ("requests", "requests"), ("served", "s
                    ("goodput_share", "goodput e2e"),
                    ("goodput_share_profiled", "goodput profiled"), ("goodput_rate_per_s", "good/s"), ("slo_attainment", "SLO met"),
                    ("reject_rate", "rejected"), ("drop_rate", "dropped"), ("invalid", "invalid")]
-
-
-def _load_state(path: Path) -> dict | None:
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) and {"pid", "url"} <= set(state) else None
 
 
 def register(sub) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from common.errors import ConfigError, PsmlError
 
+from .process_state import load_state, refuse_if_running, stop_recorded
+
 STATE = "store.state.json"
 
 
@@ -16,17 +18,12 @@ class BadArgument(ConfigError):
 
 def start(a) -> None:
     from stack.store_server import StoreServer
-    from stack.triton_server import process_start_ticks, stale_reason
+    from stack.triton_server import process_start_ticks
 
     if a.port is not None and not 0 <= a.port <= 65535:
         raise BadArgument(f"--port must be in 0..65535 (0: a free port), got {a.port}")
     state_path = Path(a.state_dir) / STATE
-    old = _load_state(state_path)
-    if old:
-        reason = stale_reason(old["pid"], old.get("start_ticks"))
-        if reason is None:
-            raise PsmlError(f"the store is already running (pid {old['pid']}, {old['url']}); psml store stop first")
-        print(f"stale store state file ({reason}): replaced")
+    refuse_if_running(state_path, "store")
     data_dir = Path(a.state_dir) / "store"
     # no --port: the last run's port, so that routers configured with its address find the store again
     s = StoreServer(data_dir, a.port if a.port is not None else _last_port(state_path)).start()
@@ -38,18 +35,12 @@ def start(a) -> None:
 
 
 def stop(a) -> None:
-    from stack.triton_server import stale_reason, stop_process_group
-
     state_path = Path(a.state_dir) / STATE
-    st = _load_state(state_path)
+    st = load_state(state_path)
     if st is None:
         print("the store is not running (no state file)")
         return
-    reason = stale_reason(st["pid"], st.get("start_ticks"))
-    if reason is None:
-        stop_process_group(st["pid"], timeout_s=10)  # SIGTERM: the server flushes its append-only file first
-    else:  # never signal a pid that is no longer ours
-        print(f"stale store state file ({reason}): removed")
+    stop_recorded(st, "store")
     state_path.write_text(json.dumps({"port": st.get("port"), "stopped": True}))  # the port, for the next start
     print(f"store stopped (pid {st['pid']})")
 
@@ -58,7 +49,7 @@ def status(a) -> None:
     from stack.store_server import ping
     from stack.triton_server import stale_reason
 
-    st = _load_state(Path(a.state_dir) / STATE)
+    st = load_state(Path(a.state_dir) / STATE)
     if st is None:
         raise PsmlError("the store is not running")
     reason = stale_reason(st["pid"], st.get("start_ticks"))
@@ -76,14 +67,6 @@ def _last_port(path: Path) -> int:
     except (OSError, ValueError, AttributeError):
         return 0
     return port if isinstance(port, int) and 0 < port <= 65535 else 0
-
-
-def _load_state(path: Path) -> dict | None:
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) and {"pid", "url"} <= set(state) else None
 
 
 def register(sub) -> None:
