@@ -9,9 +9,12 @@ trainings finished (one worker trains in this process, at its own thread count: 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
+
+import numpy as np
 
 from .knockoff import train_and_score
 
@@ -46,10 +49,61 @@ def default_workers() -> int:
     return 1
 
 
-def train_many(jobs: list[tuple], workers: int | None = None, log=print, progress=None) -> list[dict]:
+# surrogates already trained in this process, by everything their training and score depend on (job_key);
+# bounded: a long benchmark keeps only the latest
+_TRAINED: dict[str, dict] = {}
+_TRAINED_MAX = 512
+
+
+def job_key(job: tuple) -> str:
+    """Everything a training and its score are a function of: the rows and answers trained on (labels only
+    where the settings say so), the architecture, epochs, learning rate and seed, and the scoring data. Two
+    attackers whose transcripts hold the same rows and answers (two specifications the same model always
+    serves, or a defense that changed nothing) train the same surrogate: it is trained once and both get it."""
+    t, sample_shape, n_classes, s, x_test, y_test, labels = job
+    h = hashlib.sha256(repr((tuple(sample_shape), n_classes, s.surrogate, s.epochs, s.learning_rate,
+                             s.labels_only, s.seed)).encode())
+    answers = t.probs.argmax(1) if s.labels_only else t.probs
+    for a in (t.x, answers, x_test, y_test, labels):
+        a = np.ascontiguousarray(a)
+        h.update(repr((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def train_many(jobs: list[tuple], workers: int | None = None, log=print, progress=None,
+               reuse: bool = True) -> list[dict]:
     """``jobs``: (transcript, sample_shape, n_classes, KnockoffSettings, x_test, y_test, victim_labels) each;
-    returns train_and_score's result per job, in the jobs' order. Worker processes are spawned (not forked: a
-    fork of a process whose torch thread pool already ran can hang) and each trains single-threaded."""
+    returns train_and_score's result per job, in the jobs' order. A job identical to one trained before in this
+    process (``job_key``) is not trained again: its result is that training's, marked ``reused``. Worker
+    processes are spawned (not forked: a fork of a process whose torch thread pool already ran can hang) and
+    each trains single-threaded. ``reuse=False`` trains every job (identical ones once)."""
+    keys = [job_key(job) for job in jobs]
+    results: list[dict | None] = [None] * len(jobs)
+    todo: dict[str, int] = {}  # key -> the job that trains it
+    for i, k in enumerate(keys):
+        if reuse and k in _TRAINED:
+            results[i] = _TRAINED[k] | {"reused": True}
+        elif k not in todo:
+            todo[k] = i
+    trained = _train_all([jobs[i] for i in todo.values()], workers, log, progress)
+    for k, out in zip(todo, trained):
+        _TRAINED[k] = out
+        while len(_TRAINED) > _TRAINED_MAX:
+            _TRAINED.pop(next(iter(_TRAINED)))
+    for i, k in enumerate(keys):
+        if results[i] is None:
+            results[i] = _TRAINED[k] | {"reused": todo[k] != i}
+            if todo[k] != i and progress is not None:
+                progress()
+        elif progress is not None:
+            progress()
+    return results  # type: ignore[return-value]
+
+
+def _train_all(jobs: list[tuple], workers: int | None, log, progress) -> list[dict]:
+    if not jobs:
+        return []
     workers = min(workers or default_workers(), len(jobs))
     if workers > 1 and sum(len(job[0].x) * job[3].epochs for job in jobs) < MIN_PARALLEL_SAMPLE_EPOCHS:
         workers = 1  # too little work to pay for starting the workers (each imports torch: ~2-4 s)
