@@ -20,10 +20,7 @@ from .oracle import SpecOracle
 
 SETTINGS = ("explicit", "fingerprinted", "naive")
 # naive: an attacker without fingerprinting states no requirements and takes whatever model answers.
-PSML_CLAIMS = {
-    "fingerprinted_vs_explicit": "within 1% accuracy and fidelity (PSML, arXiv 2307.01292)",
-    "fingerprinted_vs_naive": "up to +14.6% accuracy and +7.7% fidelity (PSML)",
-}
+# The paper's figures for these settings: psml_paper.py.
 
 
 def front_by_accuracy(manifest) -> list:

@@ -3,7 +3,7 @@
 Reads defense_tradeoff result files, one per zoo build (``psml zoo build --seed N``), and pools, for one
 defense configuration and one victim role (the middle of each build's front by default, the paper's setting),
 the paired per-seed differences to the undefended router of the same build: a Student-t 95% interval over all
-(build, seed) pairs, the PSML paper's rule judged on it (VALID: both reductions past the paper's at benign
+(build, seed) pairs, the PSML paper's rule judged on it (attacks/psml_paper.py; VALID: both reductions past the paper's at benign
 goodput >= 0.80 in every build), and each build's own interval beside it. Builds whose own intervals are
 disjoint are flagged: the build, not the defense, then moves the figure, and the pooled verdict is
 UNDETERMINED whatever its interval says.
@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.defense_tradeoff import PAPER
+from attacks import psml_paper
 from common.errors import ConfigError
 from common.results import write_result
 from common.stats import mean_ci95
-from common.verdict import INVALID, UNDETERMINED, VALID, all_of, at_most
+from common.verdict import UNDETERMINED
 
 
 def build_rows(result: dict, config: str, victim: str) -> dict:
@@ -55,9 +55,8 @@ def pool(rows: list[dict]) -> dict:
         out |= {f"d_{m}": mean, f"d_{m}_ci95": [lo, hi] if len(d) > 1 else None}
     intervals = [b["d_fidelity_ci95"] for b in per_build if b["d_fidelity_ci95"]]
     out["builds_disagree"] = any(a[1] < b[0] or b[1] < a[0] for a in intervals for b in intervals)
-    verdict = all_of(*(VALID if b["goodput"] >= PAPER["min_goodput"] else INVALID for b in per_build),
-                     at_most(out["d_accuracy_ci95"], PAPER["d_accuracy"]),
-                     at_most(out["d_fidelity_ci95"], PAPER["d_fidelity"]))
+    verdict = psml_paper.defense_verdict([b["goodput"] for b in per_build], out["d_accuracy_ci95"],
+                                         out["d_fidelity_ci95"])
     out["paper_verdict"] = UNDETERMINED if out["builds_disagree"] else verdict
     return out
 
@@ -76,6 +75,7 @@ def main(argv=None) -> int:
         print(f"defense_over_builds: error: {e}", file=sys.stderr)
         return 2
     pooled = pool(rows)
+    paper = psml_paper.DEFENSE
     for r, b in zip(results, pooled["per_build"]):
         ci = "[{:+.3f}, {:+.3f}]".format(*b["d_fidelity_ci95"]) if b["d_fidelity_ci95"] else "-"
         print(f"  zoo seed {r['zoo']['seed']}: victim {b['victim']}, goodput {b['goodput']:.3f}, "
@@ -84,12 +84,12 @@ def main(argv=None) -> int:
     flag = " FLAG: the builds' intervals are disjoint (build variance dominates)" if pooled["builds_disagree"] else ""
     print(f"{pooled['paper_verdict']} {a.config} vs the {a.victim} victim over {len(rows)} zoo builds: d fid "
           f"{pooled['d_fidelity']:+.3f} {ci}, d acc {pooled['d_accuracy']:+.3f} ({pooled['pairs']} paired "
-          f"build x seed); paper: {PAPER['d_fidelity']:+.3f} fid / {PAPER['d_accuracy']:+.3f} acc at goodput "
-          f">= {PAPER['min_goodput']}{flag}")
+          f"build x seed); paper: {paper.d_fidelity:+.3f} fid / {paper.d_accuracy:+.3f} acc at goodput "
+          f">= {paper.min_goodput}{flag}")
     write_result(a.out, "defense_over_builds", {"config": a.config, "victim": a.victim, "inputs": a.results,
                                                  "zoo_seeds": [r["zoo"]["seed"] for r in results],
                                                  "attacker_seeds": [r["seeds"] for r in results],
-                                                 "paper": PAPER} | pooled, created_unix=time.time())
+                                                 "paper": paper.as_dict()} | pooled, created_unix=time.time())
     return 0
 
 

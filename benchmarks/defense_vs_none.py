@@ -10,7 +10,7 @@ fingerprinting found nothing sends no requirements). Two attackers: "plain" (one
 each boundary it finds (--accuracy-backoff, --latency-backoff-ms), where noise makes the answer a coin flip.
 Ratios and differences are against "none" for the same attacker.
 PSML reports, for its noise defense, up to -9.8% accuracy / -4.8% fidelity of a medium extraction while
-goodput stays above 80%.
+goodput stays above 80% (the figures: attacks/psml_paper.py).
 
     python -m benchmarks.defense_vs_none [--zoo model_repository/default] [--seeds 0 1 2]
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attacks import psml_paper
 from attacks.experiment import consistency, front_by_accuracy, run_extraction, run_fingerprint, victim_labels
 from attacks.knockoff import BUDGETS, KnockoffSettings
 from loadtests.benign import benign_batch, benign_requirements
@@ -115,8 +116,9 @@ def main(argv=None) -> int:
                               ("slo", "SLO met"), ("rejected", "rejected"), ("fp_queries", "fp queries"),
                               ("consistency", "consistency"), ("accuracy", "extr. acc"), ("d_accuracy", "d acc"),
                               ("fidelity", "extr. fid"), ("d_fidelity", "d fid")]))
+    paper = psml_paper.DEFENSE
     print(f"victim {victim.name}; {a.budget} budget ({BUDGETS[a.budget]} samples), seeds {a.seeds}. PSML (noise): "
-          "up to -9.8% acc / -4.8% fid with goodput above 80%.")
+          f"up to {paper.d_accuracy:+.1%} acc / {paper.d_fidelity:+.1%} fid with goodput above {paper.min_goodput:.0%}.")
     write_result(a.out, "defense_vs_none", {
         "seeds": a.seeds, "settings": vars(a), "victim": victim.name, "rows": rows,
         "attackers": {k: dict(zip(("votes", "accuracy_backoff", "latency_backoff_ms"), v)) for k, v in attackers.items()},

@@ -6,6 +6,9 @@ Every system serves the same model with the same inputs through the same closed-
 Rounds alternate the order of the systems so drift on a noisy machine hits all alike. For every cell the CPU
 seconds of the router (all its processes), of Triton (with its Python-backend stubs) and of the load
 generator (this process) are read from /proc, so the table says where the machine's cores went per request.
+Beside them, in the same rounds, the harness's own overhead (LoadGen's null system under test): the null
+system through the thread driver and through the asyncio driver (stack/closed_loop.py; the driver alone), and
+a router on the null backend (driver, client and router, no Triton); a second table, ``overhead`` in the JSON.
 
     python -m benchmarks.router_vs_direct [--zoo model_repository/default] [--batch-sizes 1 32]
         [--concurrency 1 4 16 64] [--workers 1 2] [--rounds 3] [--requests-per-round 300]
@@ -21,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stack.closed_loop import run_closed_loop
+from stack.closed_loop import run_closed_loop, run_closed_loop_async
 from common.proc_cpu import self_cpu_s, tree_cpu_s
 from common.results import write_result
 from stack.loopback import DEMO_KEYS, router_for, triton_for
 from common.stats import percentile_summary
-from stack.clients import DirectTriton, RouterClient
+from stack.clients import AsyncNullSystem, DirectTriton, NullSystem, RouterClient
 from common.tables import format_table
 from zoo.data import Dataset
 from zoo.manifest import load_manifest
@@ -34,12 +37,29 @@ from zoo.manifest import load_manifest
 TARGETS = "router CPU <= 150 us/request at batch 1, c16; added p50 <= 0.3 ms at c1; throughput >= 0.85x direct at c16"
 
 
-def _measure(make, inputs, c, per_thread, req, pids) -> dict:
+def _measure(make, inputs, c, per_thread, req, pids, driver=run_closed_loop) -> dict:
     cpu0 = {k: tree_cpu_s(p) for k, p in pids.items()} | {"loadgen": self_cpu_s()}
-    res = run_closed_loop(make, inputs, c, per_thread, req)
+    res = driver(make, inputs, c, per_thread, req)
     cpu1 = {k: tree_cpu_s(p) for k, p in pids.items()} | {"loadgen": self_cpu_s()}
     return {"lat": res.latencies_ms, "elapsed": res.elapsed_s, "errors": res.errors, "first_error": res.first_error,
             "cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}}
+
+
+OVERHEAD_COLUMNS = [("batch", "batch"), ("concurrency", "conc"), ("system", "system"), ("p50_ms", "p50 ms"),
+                    ("p99_ms", "p99 ms"), ("throughput_per_s", "req/s"), ("cpu_us_router", "router CPU us/req"),
+                    ("cpu_us_loadgen", "loadgen CPU us/req"), ("errors", "errors")]
+
+
+def _overhead_systems(stack, a, tmp, triton, model, data, key) -> dict:
+    """name -> (make, requirements, router pid, driver): the null system through each driver, and a router (one
+    worker, JSON) on the null backend through the thread driver, asked for the same model as the others."""
+    null_router = stack.enter_context(router_for(a.zoo, tmp, triton, "router_null", policy="fastest_feasible",
+                                                 seed=a.seed, workers=1, max_in_flight=None, backend="null"))
+    return {"null system, threads": (lambda: NullSystem(data.n_classes), {}, None, run_closed_loop),
+            "null system, asyncio": (lambda: AsyncNullSystem(data.n_classes), {}, None, run_closed_loop_async),
+            "router json w1, null backend": ((lambda: RouterClient(null_router.url, key)),
+                                             {"min_accuracy": model.accuracy}, null_router.process.pid,
+                                             run_closed_loop)}
 
 
 def main(argv=None) -> int:
@@ -53,6 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--requests-per-round", type=int, default=300, help="requests per system per round (all threads)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per cell, the systems' order alternating")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-overhead", action="store_true", help="leave out the null system and null backend")
     ap.add_argument("--out", default="results/router_vs_direct.json")
     a = ap.parse_args(argv)
 
@@ -61,7 +82,7 @@ def main(argv=None) -> int:
     data = Dataset.load(Path(a.zoo) / manifest.zoo.dataset.data_file)
     rng = np.random.default_rng(a.seed)
     key = next(iter(DEMO_KEYS))
-    rows, raw = [], []
+    rows, raw, overhead_rows = [], [], []
     with tempfile.TemporaryDirectory(prefix="psml-bench-") as tmp, triton_for(a.zoo, tmp) as triton, \
             contextlib.ExitStack() as stack:
         routers = {w: stack.enter_context(router_for(a.zoo, tmp, triton, f"router_w{w}", policy="fastest_feasible",
@@ -73,18 +94,21 @@ def main(argv=None) -> int:
                 systems[f"router {fmt} w{w}"] = (
                     (lambda url=r.url, b=(fmt == "binary"): RouterClient(url, key, binary=b)),
                     {"min_accuracy": model.accuracy}, r.process.pid)
+        overhead = {} if a.no_overhead else _overhead_systems(stack, a, tmp, triton, model, data, key)
+        drivers = {name: driver for name, (*_, driver) in overhead.items()}
+        systems |= {name: entry[:3] for name, entry in overhead.items()}
         for batch in a.batch_sizes:
             inputs = [data.x["test"][rng.integers(0, len(data.x["test"]), batch)] for _ in range(64)]
             for c in a.concurrency:
                 per_thread = max(2, a.requests_per_round // c)
-                for make, req, _ in systems.values():  # warm-up: connections, caches, Triton's batcher
-                    run_closed_loop(make, inputs, c, max(2, per_thread // 5), req)
+                for name, (make, req, _) in systems.items():  # warm-up: connections, caches, Triton's batcher
+                    drivers.get(name, run_closed_loop)(make, inputs, c, max(2, per_thread // 5), req)
                 acc = {n: {"lat": [], "elapsed": 0.0, "errors": 0, "cpu": {}} for n in systems}
                 for rnd in range(a.rounds):
                     for name in (list(systems) if rnd % 2 == 0 else list(reversed(systems))):
                         make, req, rpid = systems[name]
                         pids = {"triton": triton.process.pid} | ({"router": rpid} if rpid else {})
-                        m = _measure(make, inputs, c, per_thread, req, pids)
+                        m = _measure(make, inputs, c, per_thread, req, pids, drivers.get(name, run_closed_loop))
                         s = acc[name]
                         s["lat"].append(m["lat"])
                         s["elapsed"] += m["elapsed"]
@@ -98,6 +122,9 @@ def main(argv=None) -> int:
                     cell = {"system": name, "batch": batch, "concurrency": c, "requests": n, "errors": s["errors"],
                             "throughput_per_s": n / s["elapsed"], **percentile_summary(lat),
                             **{f"cpu_us_{k}": v / max(n, 1) * 1e6 for k, v in s["cpu"].items()}}
+                    if name in overhead:
+                        overhead_rows.append(cell)
+                        continue
                     raw.append(cell)
                     if name == "direct":
                         direct = cell
@@ -118,10 +145,13 @@ def main(argv=None) -> int:
     cores = len(os.sched_getaffinity(0))
     print(f"router vs direct Triton, model {model.name}, {cores} cores shared by load generator, router and Triton\n"
           f"targets: {TARGETS}\n{table}")
+    if overhead_rows:
+        print("\nthe harness's own overhead: the null system (the driver alone) and a router on the null backend "
+              "(driver, client and router, no Triton)\n" + format_table(overhead_rows, OVERHEAD_COLUMNS))
     write_result(a.out, "router_vs_direct", {
         "seed": a.seed, "targets": TARGETS,
         "settings": vars(a) | {"model": model.name, "zoo": manifest.zoo.name, "cores": cores},
-        "cells": raw, "table": rows,
+        "cells": raw, "table": rows, "overhead": overhead_rows,
     })
     print(f"result: {a.out}")
     return 0

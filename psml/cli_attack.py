@@ -73,8 +73,9 @@ EXTRACTION_COLUMNS = [("budget", "budget"), ("setting", "setting"), ("outputs", 
 
 
 def extraction_table(rows: list[dict]) -> str:
-    from attacks.experiment import PSML_CLAIMS
+    from attacks.psml_paper import attack_claims
 
+    paper = attack_claims()
     shown = [r | {"outputs": "labels" if r.get("labels_only") else "probabilities",
                   "failed": ", ".join(map(str, r.get("failed_seeds") or [])) or "-"} for r in rows]
     lines = [format_table(shown, EXTRACTION_COLUMNS), ""]
@@ -88,9 +89,9 @@ def extraction_table(rows: list[dict]) -> str:
                          f"(fingerprinting or training failed; see failed seeds)")
             continue
         lines.append(f"{budget}{' labels' if lo else ''}: fingerprinted - explicit = {f['accuracy'] - e['accuracy']:+.3f} "
-                     f"acc, {f['fidelity'] - e['fidelity']:+.3f} fid (PSML: {PSML_CLAIMS['fingerprinted_vs_explicit']}); "
+                     f"acc, {f['fidelity'] - e['fidelity']:+.3f} fid (PSML: {paper['fingerprinted_vs_explicit']}); "
                      f"fingerprinted - naive = {f['accuracy'] - n['accuracy']:+.3f} acc, "
-                     f"{f['fidelity'] - n['fidelity']:+.3f} fid (PSML: {PSML_CLAIMS['fingerprinted_vs_naive']})")
+                     f"{f['fidelity'] - n['fidelity']:+.3f} fid (PSML: {paper['fingerprinted_vs_naive']})")
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """Systems under test: one tiny interface, ``infer(x, min_accuracy, max_latency_ms) -> probabilities``.
 
 The router, Triton called directly and a null system all satisfy it, so benchmarks and attacks are written
-once, and the harness's own overhead can be measured against the null system.
+once, and the harness's own overhead can be measured against the null system. The router and the null system
+have asyncio twins (``AsyncRouterClient``, ``AsyncNullSystem``: ``await infer``) for the asyncio driver.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ class RouterRejected(PsmlError):
     def __init__(self, status: int, body: dict):
         super().__init__(f"router answered {status}: {body.get('detail', body)}")
         self.status, self.body = status, body
+
+
+def json_body(x, min_accuracy=None, max_latency_ms=None) -> dict:
+    """An inference request's JSON body: the inputs and the requirements stated."""
+    body = {"inputs": np.asarray(x, dtype=np.float32).tolist()}
+    if min_accuracy is not None:
+        body["min_accuracy"] = float(min_accuracy)
+    if max_latency_ms is not None:
+        body["max_latency_ms"] = float(max_latency_ms)
+    return body
 
 
 class RouterClient:
@@ -72,12 +83,7 @@ class RouterClient:
         """The whole 200 answer (request_id, probabilities and labels, or embeddings); RouterRejected otherwise."""
         if self.binary:
             return self._answer_binary(np.asarray(x, dtype="<f4"), min_accuracy, max_latency_ms)
-        body = {"inputs": np.asarray(x, dtype=np.float32).tolist()}
-        if min_accuracy is not None:
-            body["min_accuracy"] = float(min_accuracy)
-        if max_latency_ms is not None:
-            body["max_latency_ms"] = float(max_latency_ms)
-        status, answer = self.request("POST", self.endpoint, body)
+        status, answer = self.request("POST", self.endpoint, json_body(x, min_accuracy, max_latency_ms))
         if status != 200:
             raise RouterRejected(status, answer or {})
         return answer
@@ -140,4 +146,42 @@ class NullSystem:
         return np.full((len(x), self.n_classes), 1.0 / self.n_classes, dtype=np.float32)
 
     def close(self) -> None:
+        return None
+
+
+class AsyncRouterClient:
+    """The router's public API for the asyncio driver (stack/closed_loop.py): one aiohttp session on one
+    keep-alive connection, JSON bodies; create it inside the running loop."""
+
+    def __init__(self, url: str, api_key: str, timeout_s: float = 30.0, endpoint: str = "/v1/infer"):
+        import aiohttp
+
+        self.url = url.rstrip("/") + endpoint
+        self._key = "embeddings" if endpoint == "/v1/embed" else "probabilities"
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
+                                             timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                             headers={"x-api-key": api_key, "content-type": "application/json"})
+
+    async def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:
+        payload = json.dumps(json_body(x, min_accuracy, max_latency_ms)).encode()
+        async with self.session.post(self.url, data=payload) as r:
+            answer = json.loads(await r.read() or b"null")
+            if r.status != 200:
+                raise RouterRejected(r.status, answer or {})
+        return np.asarray(answer[self._key], dtype=np.float32)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class AsyncNullSystem:
+    """NullSystem for the asyncio driver: answers at once, without yielding to the loop."""
+
+    def __init__(self, n_classes: int = 10):
+        self.system = NullSystem(n_classes)
+
+    async def infer(self, x, min_accuracy=None, max_latency_ms=None) -> np.ndarray:
+        return self.system.infer(x)
+
+    async def close(self) -> None:
         return None

@@ -35,3 +35,14 @@ def test_every_package_of_the_layout_exists_and_nothing_is_left_out():
     """A new top-level package must take its place in LAYERS (else the check above does not see it)."""
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"}
     assert packages == set(LAYERS), packages ^ set(LAYERS)
+
+
+MAX_LINES = 400  # the most one module may hold: one idea a reader can keep in mind
+
+
+def test_no_library_module_over_400_lines():
+    """Catches a module grown by accretion past what one reader holds at once (benchmarks/defense_tradeoff.py
+    reached 610 lines: settings, measurement phases, scoring, plots and the command line in one file)."""
+    long = [f"{path.relative_to(ROOT)}: {n} lines" for pkg in LAYERS for path in sorted((ROOT / pkg).rglob("*.py"))
+            if (n := len(path.read_text().splitlines())) > MAX_LINES]
+    assert not long, long

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from attacks import psml_paper
 from common.stats import mean_ci95
 from common.verdict import INVALID, UNDETERMINED, VALID
 from common.verdict import from_bool as _verdict
 
 from . import encoder
-from .settings import DEFENSE_CONFIG, FINGERPRINT_TOLERANCE, StepRun
+from .settings import DEFENSE_CONFIG, StepRun
 
 def claims(steps: dict[str, StepRun]) -> list[dict]:
     """Each PSML claim: what was measured, the tolerance, the verdict."""
@@ -61,15 +62,16 @@ def _failed_note(by: dict) -> str:
 
 def _within(by: dict, tag: str) -> dict:
     acc, fid = _paired(by, "fingerprinted", "explicit", "accuracy"), _paired(by, "fingerprinted", "explicit", "fidelity")
-    claim = f"fingerprinted extraction within 1% of explicit ({tag})"
+    within = psml_paper.FINGERPRINT_WITHIN
+    claim = f"fingerprinted extraction within {within:.0%} of explicit ({tag})"
     if not acc:
         return {"claim": claim, "measured": "no seed with both surrogates" + _failed_note(by),
-                "tolerance": "abs(difference) <= 0.01", "verdict": "UNDETERMINED"}
+                "tolerance": f"abs(difference) <= {within:g}", "verdict": "UNDETERMINED"}
     da, df = float(np.mean(acc)), float(np.mean(fid))
     return {"claim": claim, "measured": f"{da:+.4f} accuracy, {df:+.4f} fidelity over {len(acc)} seeds" + _failed_note(by),
-            "tolerance": "abs(mean difference) <= 0.01 in both",
+            "tolerance": f"abs(mean difference) <= {within:g} in both",
             # 1e-9: a difference of exactly one point (0.91 - 0.90 in floats is 0.010000000000000009) is within
-            "verdict": _verdict(abs(da) <= FINGERPRINT_TOLERANCE + 1e-9 and abs(df) <= FINGERPRINT_TOLERANCE + 1e-9)}
+            "verdict": _verdict(abs(da) <= within + 1e-9 and abs(df) <= within + 1e-9)}
 
 
 def _gain(by: dict, tag: str, metric: str = "accuracy") -> dict:
@@ -77,8 +79,8 @@ def _gain(by: dict, tag: str, metric: str = "accuracy") -> dict:
     above 0, INVALID when it is wholly at or below 0, UNDETERMINED when it straddles 0 (an inconclusive gain is
     not a refuted one)."""
     d = _paired(by, "fingerprinted", "naive", metric)
-    paper = "+14.6 accuracy" if metric == "accuracy" else "+7.7 fidelity"
-    claim = f"fingerprinting gains over naive extraction in {metric} ({tag}; PSML: up to {paper} points)"
+    claim = (f"fingerprinting gains over naive extraction in {metric} ({tag}; PSML: up to "
+             f"{psml_paper.naive_gain_points(metric)} points)")
     tolerance = "the 95% interval of the paired gain above 0"
     if len(d) < 2:
         return {"claim": claim, "measured": f"{len(d)} paired seed(s): no interval" + _failed_note(by),
@@ -92,9 +94,11 @@ def _gain(by: dict, tag: str, metric: str = "accuracy") -> dict:
 def _defense(d: dict) -> list[dict]:
     """PSML's defense claim on the middle-of-front victim (the paper's setting: noise moves both bounds of its
     box), and on the top victim beside it; each row's verdict is the trade-off benchmark's interval verdict."""
-    claim = ("the metric-noise defense cuts extraction by at least 9.8 accuracy / 4.8 fidelity points with benign "
-             "goodput above 80% (PSML), against the strongest attacker psml fields")
-    tolerance = "both paired 95% intervals past the paper's reductions, goodput >= 0.80"
+    paper = psml_paper.DEFENSE
+    claim = (f"the metric-noise defense cuts extraction by at least {-paper.d_accuracy * 100:.1f} accuracy / "
+             f"{-paper.d_fidelity * 100:.1f} fidelity points with benign goodput above {paper.min_goodput:.0%} "
+             "(PSML), against the strongest attacker psml fields")
+    tolerance = f"both paired 95% intervals past the paper's reductions, goodput >= {paper.min_goodput:.2f}"
     out = []
     for role in ("middle", "top"):
         victim = d.get("victims_by_role", {}).get(role)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attacks import psml_paper
 from common.errors import ConfigError
 from common.stats import mean_ci95
 
@@ -123,7 +124,8 @@ def _within_claims(ex: dict) -> list[dict]:
     for budget, loss in dict.fromkeys((r["budget"], r["loss"]) for r in ex["runs"]):
         fp, exp = _runs(ex, budget, loss, "fingerprinted"), _runs(ex, budget, loss, "explicit")
         seeds = sorted(set(fp) & set(exp))
-        claim = f"fingerprinted encoder extraction within 1% of explicit ({budget} budget, {loss})"
+        within = psml_paper.FINGERPRINT_WITHIN
+        claim = f"fingerprinted encoder extraction within {within:.0%} of explicit ({budget} budget, {loss})"
         if not seeds:
             lines.append({"claim": claim, "measured": "no seed with both encoders", "tolerance": "",
                           "verdict": "UNDETERMINED"})
@@ -132,8 +134,8 @@ def _within_claims(ex: dict) -> list[dict]:
         dg = float(np.mean([fp[s]["agreement"] - exp[s]["agreement"] for s in seeds]))
         lines.append({"claim": claim, "measured": f"{da:+.4f} probe accuracy, {dg:+.4f} agreement over "
                                                   f"{len(seeds)} seeds",
-                      "tolerance": "abs(mean difference) <= 0.01 in both",
-                      "verdict": _verdict(abs(da) <= 0.01 and abs(dg) <= 0.01)})
+                      "tolerance": f"abs(mean difference) <= {within:g} in both",
+                      "verdict": _verdict(abs(da) <= within and abs(dg) <= within)})
     return lines
 
 

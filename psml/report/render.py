@@ -78,7 +78,7 @@ def _classifier_sections(steps: dict[str, StepRun]) -> list[str]:
         md += ["## Defense", "", f"Budget {d['budget']} (every sample sent counted); victims "
                f"{', '.join(d['victims'])} (middle of the front, the paper's setting, and top); each row's attacker is "
                "the strongest of those psml fields against that victim, its differences to the undefended router "
-               "paired over seeds with 95% intervals (benchmarks/defense_tradeoff.py).", "",
+               "paired over seeds with 95% intervals (benchmarks/defense_tradeoff/).", "",
                _md_table(d["rows"], [("config", "defense"), ("victim", "victim"), ("goodput", "benign goodput"),
                                      ("useful_goodput", "useful goodput"), ("benign_p99_ms", "p99 ms"),
                                      ("benign_fp_rate", "benign keys flagged"),

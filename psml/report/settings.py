@@ -12,7 +12,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("common", "stack", "zoo", "router", "attacks", "loadtests", "benchmarks", "psml")
 DEFENSE_CONFIG = "metric_noise 0.02/0.1ms"  # the PSML paper's defense, at benchmarks.defense_vs_none's scales
 REPORT_ATTACKERS = ("staircase", "box_centre")  # the defense step's attacker set (benchmarks.defense_tradeoff)
-FINGERPRINT_TOLERANCE = 0.01  # PSML: fingerprinted within 1% of explicit
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,17 @@ def test_staircase_reaches_the_most_accurate_model_consistently(attacked, manife
 
 
 def test_noise_defense_breaks_consistency(start_router, manifest, data):
-    noisy = start_router("noisy", api_keys=DEMO_KEYS, on_no_model="closest",
+    """At the exact corner of the top model, Laplace noise on both bounds leaves it served only when neither
+    draw tightens the specification (about 1 in 4), the rest rejected or diverted. Catches noise that is not
+    applied (consistency 1.0) or applied to one bound only (about 1 in 2). With on_no_model "closest" the figure
+    depended on the test zoo's gaps and the draw (0.91 on a zoo profiled under load): rejects make it robust."""
+    noisy = start_router("noisy", api_keys=DEMO_KEYS, seed=0,
                          defenses=[{"name": "metric_noise", "distribution": "laplace", "accuracy_scale": 0.1,
                                     "latency_scale_ms": 0.5}])
     target = front_by_accuracy(manifest)[0]
     spec = {"min_accuracy": target.accuracy, "max_latency_ms": target.selection_latency_ms}  # the exact corner
     c = consistency(noisy.url, "demo-attacker-key", noisy.audit_path, spec, data.x["attacker_pool"][:100], target.name)
-    assert c["consistency"] < 0.9 and len(c["served_by"]) >= 2
+    assert c["consistency"] < 0.4, c
 
 
 @pytest.mark.timeout(900)  # end to end through real servers: minutes, not a hang

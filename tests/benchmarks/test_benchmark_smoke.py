@@ -21,6 +21,11 @@ def test_router_vs_direct_smoke(zoo_dir, tmp_path):
         # CPU is read in clock ticks (10 ms): 40 requests may read 0, so only its presence is checked here
         assert row["errors"] == 0 and row["requests"] == 40 and row["tput_ratio"] > 0 and row["cpu_us_router"] >= 0
     assert r["software"] and r["hardware"] and r["settings"]["cores"] >= 1
+    # the harness's own overhead beside them: catches a null system measured through the wrong driver or not at all
+    over = {c["system"]: c for c in r["overhead"]}
+    assert set(over) == {"null system, threads", "null system, asyncio", "router json w1, null backend"}
+    assert all(c["errors"] == 0 and c["requests"] == 40 for c in over.values())
+    assert over["null system, threads"]["p50_ms"] < over["router json w1, null backend"]["p50_ms"]
 
 
 @pytest.mark.timeout(600)

@@ -1,12 +1,13 @@
 """The closed-loop measurement core on a system that counts what it is sent (pure logic, no servers)."""
 
+import asyncio
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from stack.closed_loop import run_closed_loop
+from stack.closed_loop import LoopResult, run_closed_loop, run_closed_loop_async
 
 
 class Counting:
@@ -56,3 +57,52 @@ def test_a_failing_mark_stops_the_threads_and_raises():
     with pytest.raises(RuntimeError, match="stats unavailable"):
         run_closed_loop(lambda: Counting(log), [np.zeros(1)], 2, 1000, after_warmup=boom)
     assert log["calls"] == 0
+
+
+class AsyncCounting:
+    """Counting for the asyncio driver: answers after ``delay_s`` on the event loop (or fails: ``fail``)."""
+
+    def __init__(self, log, delay_s=0.0, fail=False):
+        self.log, self.delay_s, self.fail = log, delay_s, fail
+        log["clients"] = log.get("clients", 0) + 1
+
+    async def infer(self, x, **requirements):
+        await asyncio.sleep(self.delay_s)
+        self.log["calls"] += 1
+        self.log.setdefault("requirements", []).append(requirements)
+        if self.fail:
+            raise RuntimeError("refused")
+
+    async def close(self):
+        self.log["closed"] = self.log.get("closed", 0) + 1
+
+
+def test_async_driver_keeps_the_thread_driver_s_rules_and_result():
+    """Catches an asyncio driver that records warm-up requests, makes a client per request (a reconnect each),
+    leaves clients open, drops the requirements, or returns another shape than the thread driver."""
+    log = {"calls": 0}
+    seen_at_mark = []
+    r = run_closed_loop_async(lambda: AsyncCounting(log), [np.zeros((1, 4), np.float32)], 3, 5,
+                              requirements={"min_accuracy": 0.5}, warmup_per_client=4,
+                              after_warmup=lambda: seen_at_mark.append(log["calls"]))
+    assert isinstance(r, LoopResult) and log["clients"] == 3 and log["closed"] == 3
+    assert seen_at_mark == [12] and len(r.latencies_ms) == 15 and log["calls"] == 27 and r.errors == 0
+    assert all(req == {"min_accuracy": 0.5} for req in log["requirements"])
+
+
+def test_async_driver_times_each_request_exactly_and_overlaps_the_clients():
+    """Four clients each waiting 50 ms: every request's time is at least its own 50 ms (not a share of the
+    elapsed time, not 0), and the clients overlap (the whole run takes ~3 x 50 ms, not 12 x 50 ms). Catches a
+    driver that awaits its clients one after another or times the batch instead of the request."""
+    log = {"calls": 0}
+    r = run_closed_loop_async(lambda: AsyncCounting(log, 0.05), [np.zeros(1)], 4, 3)
+    assert len(r.latencies_ms) == 12 and r.latencies_ms.min() >= 50.0
+    assert r.elapsed_s < 12 * 0.05 and r.throughput_per_s > 1 / 0.05
+
+
+def test_async_driver_counts_failures_and_bounds_a_fast_system_by_duration():
+    log = {"calls": 0}
+    failing = run_closed_loop_async(lambda: AsyncCounting(log, fail=True), [np.zeros(1)], 2, 3)
+    assert failing.errors == 6 and len(failing.latencies_ms) == 0 and failing.first_error == "RuntimeError: refused"
+    fast = run_closed_loop_async(lambda: AsyncCounting(log), [np.zeros(1)], 2, 3, duration_s=0.2)
+    assert len(fast.latencies_ms) > 6 and 0.2 <= fast.elapsed_s < 5.0
