@@ -110,8 +110,8 @@ class TritonServer:
         log_path: Path | None = None,
     ):
         self.repository = Path(repository)
-        ports = [p or free_port(host) for p in (http_port, grpc_port, metrics_port)]
-        self.endpoints = TritonEndpoints(host, *ports)
+        self._asked = (http_port, grpc_port, metrics_port)
+        self.endpoints = TritonEndpoints(host, *(p or free_port(host) for p in self._asked))
         self.startup_timeout_s = startup_timeout_s
         self._workdir = Path(tempfile.mkdtemp(prefix="psml-triton-"))
         self.log_path = Path(log_path) if log_path else self._workdir / "triton.log"
@@ -144,7 +144,21 @@ class TritonServer:
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
-    def start(self) -> "TritonServer":
+    def start(self, attempts: int = 3) -> "TritonServer":
+        """Start and wait until every model is READY. A port picked here (asked as 0) can be taken by another
+        process between the pick and Triton's bind: then new ones are picked, up to ``attempts`` starts."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except TritonError as err:
+                if "already in use" not in str(err) or not any(p == 0 for p in self._asked) \
+                        or attempt == attempts - 1:
+                    raise
+                e = self.endpoints
+                self.endpoints = TritonEndpoints(e.host, *(p or free_port(e.host) for p in self._asked))
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "TritonServer":
         if not (self.repository.is_dir()):
             raise TritonError(f"model repository {self.repository} does not exist; build the zoo first (psml zoo build)")
         e = self.endpoints

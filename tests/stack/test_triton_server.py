@@ -72,6 +72,19 @@ def test_port_in_use_is_refused_before_starting(zoo_dir):
             TritonServer(zoo_dir / "embedded", http_port=port).start()
 
 
+def test_a_picked_port_taken_before_the_start_is_picked_again(zoo_dir):
+    """Ports asked as 0 are picked at construction; another process can bind one before Triton does (a CI run
+    saw "failed to start GRPC service: ... already in use"). Catches a start that gives up instead of picking
+    again, and one that re-picks ports the caller chose (the test above: those are refused)."""
+    server = TritonServer(zoo_dir / "embedded")
+    taken = server.endpoints.grpc_port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", taken))
+        s.listen()
+        with server:
+            assert server.endpoints.grpc_port != taken and model_states(server.endpoints)
+
+
 def test_missing_repository_is_a_clear_error(tmp_path):
     with pytest.raises(TritonError, match="does not exist"):
         TritonServer(tmp_path / "nowhere").start()
