@@ -37,3 +37,20 @@ def test_overload_smoke(zoo_dir, tmp_path):
     assert set(rows) == {"no admission control", "max_in_flight 2"}
     assert rows["no admission control"]["shed"] == 0 and rows["max_in_flight 2"]["shed"] > 0  # the bound sheds
     assert all(r["errors"] == 0 and r["offered_per_s"] > 0 for r in rows.values())
+
+
+@pytest.mark.timeout(900)
+def test_defense_vs_none_smoke(zoo_dir, monkeypatch):
+    """defense_vs_none called as a function (two configurations, one seed, the small budget): every row with its
+    pairing to none. Catches run() no longer runnable without its command line, or the benign client sending
+    nothing (goodput None) once its loop moved onto the closed-loop core."""
+    from benchmarks import defense_vs_none as dvn
+
+    monkeypatch.setattr(dvn, "CONFIGS", {k: dvn.CONFIGS[k] for k in ("none", "noise laplace 0.02/0.1ms")})
+    r = dvn.run(dvn.DefenseVsNoneSettings(zoo_dir=zoo_dir, benign_requests=20, budget="small", seeds=(0,)),
+                log=lambda *_: None)
+    assert [(x["defense"], x["attacker"]) for x in r["rows"]] == [
+        ("none", "plain"), ("none", "adaptive"), ("noise laplace 0.02/0.1ms", "plain"),
+        ("noise laplace 0.02/0.1ms", "adaptive")]
+    assert all(x["goodput"] is not None and 0 <= x["goodput"] <= 1 and "d_accuracy" in x for x in r["rows"])
+    assert r["settings"]["benign_requests"] == 20 and r["victim"]

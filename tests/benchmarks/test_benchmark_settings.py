@@ -1,0 +1,42 @@
+"""The benchmarks' settings objects: bad values raise before any server starts, and the result files keep the
+settings under the names they always had (older result files and the docs read them)."""
+
+import pytest
+
+from benchmarks.defense_vs_none import DefenseVsNoneSettings, against_none
+from benchmarks.router_vs_direct import RouterVsDirectSettings
+from common.errors import ConfigError
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RouterVsDirectSettings(batch_sizes=()), lambda: RouterVsDirectSettings(concurrencies=(0,)),
+    lambda: RouterVsDirectSettings(formats=("xml",)), lambda: RouterVsDirectSettings(rounds=0),
+    lambda: DefenseVsNoneSettings(budget="huge"), lambda: DefenseVsNoneSettings(seeds=()),
+    lambda: DefenseVsNoneSettings(votes=0)])
+def test_bad_settings_raise(make):
+    """Catches settings accepted silently (an empty sweep would write an empty table; a zero-round cell would
+    divide by zero after Triton started)."""
+    with pytest.raises(ConfigError):
+        make()
+
+
+def test_settings_keep_the_result_file_s_names():
+    """Catches fields renamed into the result file (``concurrencies`` for ``concurrency``, ``overhead`` for
+    ``no_overhead`` with its meaning turned around)."""
+    d = RouterVsDirectSettings(overhead=False).as_dict()
+    assert list(d) == ["zoo", "model", "batch_sizes", "concurrency", "workers", "formats", "requests_per_round",
+                       "rounds", "seed", "no_overhead"] and d["no_overhead"] is True
+    assert list(DefenseVsNoneSettings().as_dict()) == ["zoo", "benign_requests", "budget", "seeds", "router_seed",
+                                                       "votes", "accuracy_backoff", "latency_backoff_ms"]
+
+
+def test_against_none_pairs_each_row_with_none_for_the_same_attacker():
+    """Catches differences taken against the other attacker's row, or a failed extraction reported as a
+    difference (it must be None)."""
+    rows = [{"defense": "none", "attacker": "plain", "goodput": 0.8, "accuracy": 0.9, "fidelity": 0.95},
+            {"defense": "none", "attacker": "adaptive", "goodput": 0.8, "accuracy": 0.7, "fidelity": 0.75},
+            {"defense": "noise", "attacker": "adaptive", "goodput": 0.4, "accuracy": 0.6, "fidelity": 0.7},
+            {"defense": "noise", "attacker": "plain", "goodput": 0.4, "accuracy": None, "fidelity": None}]
+    against_none(rows)
+    assert rows[2]["goodput_ratio"] == 0.5 and rows[2]["d_accuracy"] == pytest.approx(-0.1)
+    assert rows[2]["d_fidelity"] == pytest.approx(-0.05) and rows[3]["d_accuracy"] is None
