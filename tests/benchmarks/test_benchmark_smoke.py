@@ -54,3 +54,17 @@ def test_defense_vs_none_smoke(zoo_dir, monkeypatch):
         ("noise laplace 0.02/0.1ms", "adaptive")]
     assert all(x["goodput"] is not None and 0 <= x["goodput"] <= 1 and "d_accuracy" in x for x in r["rows"])
     assert r["settings"]["benign_requests"] == 20 and r["victim"]
+
+
+@pytest.mark.timeout(600)
+def test_deployment_costs_smoke(zoo_dir):
+    """deployment_costs called as a function, each measured request's time paired with its serving model by the
+    request ids on_request collects. Catches run() no longer runnable without its command line, a failed pairing
+    (a KeyError, or rows without per-model p50s) and the benign cost not taken against "none"."""
+    from benchmarks.deployment_costs import DeploymentCostsSettings, run
+
+    r = run(DeploymentCostsSettings(zoo_dir=zoo_dir, batch_sizes=(1,), requests=12, deadline_iterations=1000),
+            log=lambda *_: None)
+    assert [row["config"] for row in r["padding"]] == ["none", "padding, floor at batch 1", "padding per batch size"]
+    assert all(row["requests"] == 12 and row["p50_by_model_ms"] for row in r["padding"])
+    assert r["padding"][0]["benign_cost_p50_ms"] == 0 and r["body_deadline"]["iterations"] == 1000
