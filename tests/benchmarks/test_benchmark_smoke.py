@@ -68,3 +68,17 @@ def test_deployment_costs_smoke(zoo_dir):
     assert [row["config"] for row in r["padding"]] == ["none", "padding, floor at batch 1", "padding per batch size"]
     assert all(row["requests"] == 12 and row["p50_by_model_ms"] for row in r["padding"])
     assert r["padding"][0]["benign_cost_p50_ms"] == 0 and r["body_deadline"]["iterations"] == 1000
+
+
+@pytest.mark.timeout(300)
+def test_state_store_cost_smoke(zoo_dir):
+    """state_store_cost called as a function on the null backend (no Triton): both routers measured, their
+    comparison in the table. Catches run() no longer runnable without its command line, and the result's
+    settings losing the names older result files used."""
+    from benchmarks.state_store_cost import StateStoreCostSettings, run
+
+    r = run(StateStoreCostSettings(zoo_dir=zoo_dir, concurrencies=(2,), requests_per_round=20, rounds=1),
+            log=lambda *_: None)
+    assert {c["system"] for c in r["cells"]} == {"in-process", "store"}
+    assert all(c["requests"] == 20 and c["errors"] == 0 for c in r["cells"]) and len(r["table"]) == 1
+    assert r["settings"]["concurrency"] == [2] and r["settings"]["batch"] == 1 and r["settings"]["cores"] >= 1
