@@ -4,6 +4,7 @@ settings under the names they always had (older result files and the docs read t
 import pytest
 
 from benchmarks.defense_vs_none import DefenseVsNoneSettings, against_none
+from benchmarks.deployment_attacks import DeploymentAttacksSettings
 from benchmarks.deployment_costs import DeploymentCostsSettings
 from benchmarks.router_vs_direct import RouterVsDirectSettings
 from common.errors import ConfigError
@@ -14,7 +15,7 @@ from common.errors import ConfigError
     lambda: RouterVsDirectSettings(formats=("xml",)), lambda: RouterVsDirectSettings(rounds=0),
     lambda: DefenseVsNoneSettings(budget="huge"), lambda: DefenseVsNoneSettings(seeds=()),
     lambda: DefenseVsNoneSettings(votes=0), lambda: DeploymentCostsSettings(batch_sizes=(0,)),
-    lambda: DeploymentCostsSettings(requests=0)])
+    lambda: DeploymentCostsSettings(requests=0), lambda: DeploymentAttacksSettings(oracle_requests=0)])
 def test_bad_settings_raise(make):
     """Catches settings accepted silently (an empty sweep would write an empty table; a zero-round cell would
     divide by zero after Triton started)."""
@@ -31,6 +32,7 @@ def test_settings_keep_the_result_file_s_names():
     assert list(DefenseVsNoneSettings().as_dict()) == ["zoo", "benign_requests", "budget", "seeds", "router_seed",
                                                        "votes", "accuracy_backoff", "latency_backoff_ms"]
     assert list(DeploymentCostsSettings().as_dict()) == ["zoo", "batch_sizes", "requests", "seed"]
+    assert list(DeploymentAttacksSettings().as_dict()) == ["zoo", "batch_size", "requests", "oracle_requests", "seed"]
 
 
 def test_against_none_pairs_each_row_with_none_for_the_same_attacker():
