@@ -3,6 +3,7 @@ settings under the names they always had (older result files and the docs read t
 
 import pytest
 
+from benchmarks.defense_at_load import DefenseAtLoadSettings
 from benchmarks.defense_vs_none import DefenseVsNoneSettings, against_none
 from benchmarks.deployment_attacks import DeploymentAttacksSettings
 from benchmarks.deployment_costs import DeploymentCostsSettings
@@ -15,7 +16,8 @@ from common.errors import ConfigError
     lambda: RouterVsDirectSettings(formats=("xml",)), lambda: RouterVsDirectSettings(rounds=0),
     lambda: DefenseVsNoneSettings(budget="huge"), lambda: DefenseVsNoneSettings(seeds=()),
     lambda: DefenseVsNoneSettings(votes=0), lambda: DeploymentCostsSettings(batch_sizes=(0,)),
-    lambda: DeploymentCostsSettings(requests=0), lambda: DeploymentAttacksSettings(oracle_requests=0)])
+    lambda: DeploymentCostsSettings(requests=0), lambda: DeploymentAttacksSettings(oracle_requests=0),
+    lambda: DefenseAtLoadSettings(configs=("no such defense",)), lambda: DefenseAtLoadSettings(trial_s=0.0)])
 def test_bad_settings_raise(make):
     """Catches settings accepted silently (an empty sweep would write an empty table; a zero-round cell would
     divide by zero after Triton started)."""
@@ -45,3 +47,12 @@ def test_against_none_pairs_each_row_with_none_for_the_same_attacker():
     against_none(rows)
     assert rows[2]["goodput_ratio"] == 0.5 and rows[2]["d_accuracy"] == pytest.approx(-0.1)
     assert rows[2]["d_fidelity"] == pytest.approx(-0.05) and rows[3]["d_accuracy"] is None
+
+
+def test_defense_at_load_searches_none_first_and_records_that_order():
+    """Catches a search that starts with a defense (every later search starts at the first one's rate, so the
+    baseline must come first) or a result whose settings list another order than the one searched."""
+    s = DefenseAtLoadSettings(configs=("PRADA (log)", "none"))
+    assert s.configs_run() == ["none", "PRADA (log)"] and s.as_dict()["configs"] == ["none", "PRADA (log)"]
+    assert DefenseAtLoadSettings(configs=("PRADA (log)",)).configs_run() == ["PRADA (log)"]
+    assert list(s.as_dict())[:6] == ["zoo", "p99_ms", "min_goodput", "trial_s", "min_requests", "start_rate"]
