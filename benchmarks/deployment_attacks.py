@@ -16,15 +16,20 @@ Attackers (attacks/seed_replay.py, attacks/metrics_oracle.py, attacks/timing.py 
 Then, against the default router only (the old behaviour cannot be configured back): stalled bodies (many
 connections send headers and '{' and stall) while a benign client sends requests; a 4 MB wrong-typed JSON body.
 
+    from benchmarks.deployment_attacks import DeploymentAttacksSettings, run
+    result = run(DeploymentAttacksSettings(requests=20, oracle_requests=10))
+
     python -m benchmarks.deployment_attacks [--zoo model_repository/default] [--batch-size 256] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import socket
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -33,6 +38,7 @@ from attacks.experiment import run_timing
 from attacks.metrics_oracle import MetricsUnavailable, diverted
 from attacks.seed_replay import SeedReplaySettings, predicted_models, prediction_share
 from attacks.timing import TimingSettings
+from common.errors import ConfigError
 from common.results import write_result
 from common.tables import format_table
 from router.audit_log import read_audit_log
@@ -46,6 +52,31 @@ from zoo.manifest import load_manifest
 TOKEN = "benchmark-metrics-token-0000"
 NOISE = {"name": "metric_noise", "distribution": "laplace", "accuracy_scale": 0.02, "latency_scale_ms": 0.1}
 BENIGN, ATTACKER = list(DEMO_KEYS)
+CONFIGS = {
+    "exposed": dict(seed=0, metrics_token=TOKEN,
+                    defenses=[NOISE, {"name": "latency_padding", "floor": "slowest_front", "per_sample_ms": 0.0,
+                                      "learn_quantile": None}]),
+    "default": dict(seed=None, defenses=[NOISE, {"name": "latency_padding", "floor": "slowest_front"}]),
+}
+
+
+@dataclass(frozen=True)
+class DeploymentAttacksSettings:
+    zoo_dir: Path = Path("model_repository/default")
+    batch_size: int = 256  # samples per request of the timing attacker
+    requests: int = 60  # requests of the seed-replay attacker
+    oracle_requests: int = 40  # requests of the /metrics oracle
+    seed: int = 0  # the timing attacker's seed (the routers' are the point)
+
+    def __post_init__(self):
+        if min(self.batch_size, self.requests, self.oracle_requests) < 1:
+            raise ConfigError(f"--batch-size, --requests and --oracle-requests must be at least 1, got "
+                              f"{self.batch_size}, {self.requests} and {self.oracle_requests}")
+
+    def as_dict(self) -> dict:
+        """The settings under the names the result file has always used (its command-line flags)."""
+        return {"zoo": str(self.zoo_dir), "batch_size": self.batch_size, "requests": self.requests,
+                "oracle_requests": self.oracle_requests, "seed": self.seed}
 
 
 def _records(router, start: int) -> list[dict]:
@@ -113,6 +144,32 @@ def huge_body(router) -> dict:
     return {"body_bytes": len(body), "status": r.status_code, "refused_in_ms": (time.perf_counter() - t0) * 1e3}
 
 
+def run(s: DeploymentAttacksSettings, log=functools.partial(print, flush=True)) -> dict:
+    """Every attacker against the exposed and the default router, then the default router's body checks; the
+    result file's fields."""
+    manifest = load_manifest(s.zoo_dir)
+    data = Dataset.load(Path(s.zoo_dir) / manifest.zoo.dataset.data_file)
+    zoo = ZooView.from_manifest(manifest)
+    x = data.x["test"][:1]
+    rows, extra = [], {}
+    with tempfile.TemporaryDirectory(prefix="psml-deploy-") as tmp, triton_for(s.zoo_dir, tmp) as triton:
+        for name, settings in CONFIGS.items():
+            padding_only = settings | {"defenses": settings["defenses"][1:]}
+            with router_for(s.zoo_dir, tmp, triton, f"{name}-padding", **padding_only) as router:
+                timing = batch_timing(router, manifest, data, s.batch_size, s.seed)
+            with router_for(s.zoo_dir, tmp, triton, name, **settings) as router:
+                router.name = name
+                row = {"router": name, "seed_replay": seed_replay(router, zoo, x, s.requests),
+                       "metrics_oracle": metrics_oracle(router, zoo, x, s.oracle_requests),
+                       "batch_timing": timing}
+                if name == "default":
+                    extra = {"stalled_bodies": stalled_bodies(router, data.x["test"][:4]),
+                             "huge_body": huge_body(router)}
+                rows.append(row)
+                log(f"{name} done")
+    return {"seed": s.seed, "settings": s.as_dict() | {"configs": CONFIGS}, "rows": rows, "default_router": extra}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", default="model_repository/default")
@@ -122,31 +179,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the timing attacker's seed (the routers' are the point)")
     ap.add_argument("--out", default="results/deployment_attacks.json")
     a = ap.parse_args(argv)
-    manifest = load_manifest(a.zoo)
-    data = Dataset.load(Path(a.zoo) / manifest.zoo.dataset.data_file)
-    zoo = ZooView.from_manifest(manifest)
-    x = data.x["test"][:1]
-    configs = {
-        "exposed": dict(seed=0, metrics_token=TOKEN,
-                        defenses=[NOISE, {"name": "latency_padding", "floor": "slowest_front", "per_sample_ms": 0.0,
-                                                 "learn_quantile": None}]),
-        "default": dict(seed=None, defenses=[NOISE, {"name": "latency_padding", "floor": "slowest_front"}]),
-    }
-    rows, extra = [], {}
-    with tempfile.TemporaryDirectory(prefix="psml-deploy-") as tmp, triton_for(a.zoo, tmp) as triton:
-        for name, settings in configs.items():
-            padding_only = settings | {"defenses": settings["defenses"][1:]}
-            with router_for(a.zoo, tmp, triton, f"{name}-padding", **padding_only) as router:
-                timing = batch_timing(router, manifest, data, a.batch_size, a.seed)
-            with router_for(a.zoo, tmp, triton, name, **settings) as router:
-                router.name = name
-                row = {"router": name, "seed_replay": seed_replay(router, zoo, x, a.requests),
-                       "metrics_oracle": metrics_oracle(router, zoo, x, a.oracle_requests),
-                       "batch_timing": timing}
-                if name == "default":
-                    extra = {"stalled_bodies": stalled_bodies(router, data.x["test"][:4]), "huge_body": huge_body(router)}
-                rows.append(row)
-                print(f"{name} done", flush=True)
+    try:
+        s = DeploymentAttacksSettings(Path(a.zoo), a.batch_size, a.requests, a.oracle_requests, a.seed)
+    except ConfigError as e:
+        ap.error(str(e))
+    result = run(s)
+    result["settings"] = s.as_dict() | {"out": a.out, "configs": CONFIGS}  # the keys in the order they always had
+    rows, extra = result["rows"], result["default_router"]
     table = [{"router": r["router"], "seed_predicted": r["seed_replay"]["predicted_share"],
               "seed_chance": r["seed_replay"]["chance"],
               "metrics_right": r["metrics_oracle"]["classified_right"],
@@ -154,13 +193,12 @@ def main(argv=None) -> int:
              for r in rows]
     print(format_table(table, [("router", "router"), ("seed_predicted", "seed replay: predicted"),
                                ("seed_chance", "chance"), ("metrics_right", "/metrics oracle: right"),
-                               ("timing_identified", f"timing at batch {a.batch_size}: identified"),
+                               ("timing_identified", f"timing at batch {s.batch_size}: identified"),
                                ("timing_chance", "chance")]))
     print(f"default router: {extra['stalled_bodies']['stalled_connections']} stalled bodies, benign answered 200: "
           f"{extra['stalled_bodies']['benign_answered_200']:.2f}; a {extra['huge_body']['body_bytes']:,}-byte "
           f"wrong-typed body: {extra['huge_body']['status']} in {extra['huge_body']['refused_in_ms']:.0f} ms")
-    write_result(a.out, "deployment_attacks", {"seed": a.seed, "settings": vars(a) | {"configs": configs},
-                                               "rows": rows, "default_router": extra})
+    write_result(a.out, "deployment_attacks", result)
     print(f"result: {a.out}")
     return 0
 

@@ -10,6 +10,9 @@
 2. The body deadline: CPU per request of reading a body under ``asyncio.timeout`` against reading it bare, on
    uvloop (the router's loop), from a receive callable that answers at once.
 
+    from benchmarks.deployment_costs import DeploymentCostsSettings, run
+    result = run(DeploymentCostsSettings(batch_sizes=(1,), requests=20))
+
     python -m benchmarks.deployment_costs [--zoo model_repository/default] [--batch-sizes 1 32 256]
         [--requests 60] [--seed 0] [--out results/deployment_costs.json]
 """
@@ -18,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from common.errors import ConfigError
 from common.results import write_result
 from common.stats import percentile_summary
 from common.tables import format_table
@@ -42,22 +48,41 @@ CONFIGS = {
 }
 
 
-class _Recording:
-    """A router client that keeps each answer's request id, in order (one thread: order = time order)."""
+@dataclass(frozen=True)
+class DeploymentCostsSettings:
+    zoo_dir: Path = Path("model_repository/default")
+    batch_sizes: tuple[int, ...] = (1, 32, 256)  # samples per request
+    requests: int = 60  # measured requests per router and batch size (after 5 warm-up requests)
+    seed: int = 0  # the inputs drawn; the routers' seed
+    deadline_iterations: int = 200_000  # body reads timed for the deadline's CPU cost
 
-    def __init__(self, url: str, key: str, ids: list[str]):
-        self.client, self.ids = RouterClient(url, key), ids
+    def __post_init__(self):
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"--batch-sizes: give one or more sizes of at least 1, got {self.batch_sizes}")
+        if self.requests < 1 or self.deadline_iterations < 1:
+            raise ConfigError(f"--requests and deadline_iterations must be at least 1, got {self.requests} and "
+                              f"{self.deadline_iterations}")
 
-    def infer(self, x, min_accuracy=None, max_latency_ms=None):
-        answer = self.client.answer(x, min_accuracy, max_latency_ms)
-        self.ids.append(answer["request_id"])
-        return answer["probabilities"]
+    def as_dict(self) -> dict:
+        """The settings under the names the result file has always used (its command-line flags)."""
+        return {"zoo": str(self.zoo_dir), "batch_sizes": list(self.batch_sizes), "requests": self.requests,
+                "seed": self.seed}
+
+
+class _Answers:
+    """A router client whose ``infer`` answers the whole answer (its request id with it)."""
+
+    def __init__(self, url: str, key: str):
+        self.client = RouterClient(url, key)
+
+    def infer(self, x, min_accuracy=None, max_latency_ms=None) -> dict:
+        return self.client.answer(x, min_accuracy, max_latency_ms)
 
     def close(self):
         self.client.close()
 
 
-def padding_rows(zoo: str, batch_sizes: list[int], n: int, seed: int) -> list[dict]:
+def padding_rows(zoo: str, batch_sizes: list[int], n: int, seed: int, log=print) -> list[dict]:
     manifest = load_manifest(zoo)
     data = Dataset.load(Path(zoo) / manifest.zoo.dataset.data_file)
     rng = np.random.default_rng(seed)
@@ -69,10 +94,10 @@ def padding_rows(zoo: str, batch_sizes: list[int], n: int, seed: int) -> list[di
             with router_for(zoo, tmp, triton, tag, defenses=defenses, seed=seed) as router:
                 for batch in batch_sizes:
                     inputs = [data.x["test"][rng.integers(0, len(data.x["test"]), batch)] for _ in range(16)]
-                    ids: list[str] = []
-                    res = run_closed_loop(lambda: _Recording(router.url, key, ids), inputs, 1, n,
-                                          {"min_accuracy": 0.0}, warmup_per_thread=5)
-                    ids = ids[5:]  # the warm-up's answers
+                    ids: list[str] = []  # each measured answer's request id, in order (one client)
+                    res = run_closed_loop(lambda: _Answers(router.url, key), inputs, 1, n, {"min_accuracy": 0.0},
+                                          warmup_per_thread=5, on_request=lambda i, k, req, ms, answer, error:
+                                          None if error else ids.append(answer["request_id"]))
                     model = {r["request_id"]: r["model"] for r in read_audit_log(router.audit_path)}
                     by_model: dict[str, list[float]] = {}
                     for rid, t in zip(ids, res.latencies_ms):
@@ -81,7 +106,7 @@ def padding_rows(zoo: str, batch_sizes: list[int], n: int, seed: int) -> list[di
                     rows.append({"config": name, "batch": batch, "requests": len(res.latencies_ms),
                                  **percentile_summary(res.latencies_ms), "p50_by_model_ms": p50s,
                                  "leak_ratio": max(p50s.values()) / min(p50s.values()) if len(p50s) > 1 else None})
-                    print(f"{name}: batch {batch} done", flush=True)
+                    log(f"{name}: batch {batch} done")
     base = {r["batch"]: r["p50_ms"] for r in rows if r["config"] == "none"}
     for r in rows:
         r["benign_cost_p50_ms"] = r["p50_ms"] - base[r["batch"]]
@@ -118,6 +143,13 @@ def deadline_cost_us(iterations: int = 200_000) -> dict:
             "added_us_per_request": (d - b) / iterations * 1e6, "iterations": iterations}
 
 
+def run(s: DeploymentCostsSettings, log=functools.partial(print, flush=True)) -> dict:
+    """Padding at every batch size, then the body deadline's CPU cost; the result file's fields."""
+    rows = padding_rows(s.zoo_dir, list(s.batch_sizes), s.requests, s.seed, log)
+    return {"seed": s.seed, "settings": s.as_dict() | {"configs": CONFIGS}, "padding": rows,
+            "body_deadline": deadline_cost_us(s.deadline_iterations)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", default="model_repository/default")
@@ -126,15 +158,21 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/deployment_costs.json")
     a = ap.parse_args(argv)
-    rows = padding_rows(a.zoo, a.batch_sizes, a.requests, a.seed)
-    deadline = deadline_cost_us()
-    print(format_table(rows, [("config", "router"), ("batch", "batch"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-                              ("per_model", "p50 per model ms"), ("leak_ratio", "slowest/fastest model"),
-                              ("benign_cost_p50_ms", "benign cost p50 ms")]))
+    try:
+        s = DeploymentCostsSettings(Path(a.zoo), tuple(a.batch_sizes), a.requests, a.seed)
+    except ConfigError as e:
+        print(f"error: {e}")
+        return 2
+    result = run(s)
+    result["settings"] = s.as_dict() | {"out": a.out, "configs": CONFIGS}  # the keys in the order they always had
+    deadline = result["body_deadline"]
+    print(format_table(result["padding"], [
+        ("config", "router"), ("batch", "batch"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+        ("per_model", "p50 per model ms"), ("leak_ratio", "slowest/fastest model"),
+        ("benign_cost_p50_ms", "benign cost p50 ms")]))
     print(f"body deadline: {deadline['added_us_per_request']:.2f} us of CPU per request "
           f"({deadline['bare_us']:.2f} -> {deadline['with_deadline_us']:.2f} us per body read)")
-    write_result(a.out, "deployment_costs", {"seed": a.seed, "settings": vars(a) | {"configs": CONFIGS},
-                                             "padding": rows, "body_deadline": deadline})
+    write_result(a.out, "deployment_costs", result)
     print(f"result: {a.out}")
     return 0
 

@@ -3,7 +3,8 @@
 Per configuration (a router of its own in front of one Triton; the same code for every configuration, ``none``
 included) and per seed, three fresh API keys, one after the other:
 - ``narrow`` benign client: a downstream task of ``narrow_classes`` classes (seeded), the client's own labelled
-  samples sent through /v1/embed asking for the most accurate encoder's published accuracy (``benign_train`` from victim_train, ``benign_test`` from the test split), a
+  samples sent through /v1/embed asking for the most accurate encoder's published accuracy
+  (``benign_train_samples`` from victim_train, ``benign_test_samples`` from the test split), a
   linear probe fit on the answers it got and scored on the answers it got: its downstream accuracy. B4B's premise
   (Dubinski et al. 2023): a real task occupies a small part of the representation space;
 - ``broad`` benign client: the same with all classes (a client whose task is as wide as the data);
@@ -14,6 +15,9 @@ Each figure's cost or protection is the paired per-seed difference from ``none``
 Benign end-to-end times are exact per-request client times. B4B's coverage and noise at each key's last request
 come from the router's audit log. Writes JSON and a PNG (stolen accuracy against benign accuracy).
 
+    from benchmarks.encoder_defenses import QUICK, run
+    result = run(replace(QUICK, zoo_dir=Path("model_repository/encoder")))
+
     python -m benchmarks.encoder_defenses --zoo Z [--seeds 0 1 2] [--budget 1000] [--loss mse] [--quick]
 """
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,7 @@ from common.errors import ConfigError
 from common.results import write_result
 from common.stats import latency_summary, mean_ci95, seed_summary
 from common.tables import format_table
+from stack.closed_loop import run_interleaved
 
 CONFIGS = {
     "none": [],
@@ -48,19 +53,44 @@ ROLES = ("narrow", "broad", "attacker")  # one fresh API key each per seed, serv
 
 @dataclass(frozen=True)
 class EncoderDefenseSettings:
-    budget: int = 1000  # attacker's samples
-    loss: str = "mse"
+    """One run. Every row is compared with the undefended router of the same run, so "none" is always measured
+    (put first when ``configs`` leaves it out)."""
+
+    zoo_dir: Path | None = None  # an encoder zoo (psml zoo build --kind encoder); None: not given, run refuses
+    configs: tuple[str, ...] = tuple(CONFIGS)  # names in CONFIGS
+    budget_samples: int = 1000  # the attacker's samples
+    loss: str = "mse"  # the attacker's loss: mse, infonce or softnn
     surrogate: str = "cnn_large"
-    epochs: int = 60
+    epochs: int = 60  # the stolen encoder's training epochs
     narrow_classes: int = 3
-    benign_train: int = 300  # samples per benign client for its probe's training ...
-    benign_test: int = 300  # ... and for scoring it
+    benign_train_samples: int = 300  # per benign client for its probe's training ...
+    benign_test_samples: int = 300  # ... and for scoring it
     batch_size: int = 25  # samples per request, benign and attacker alike
     seeds: tuple[int, ...] = (0, 1, 2)
 
+    def __post_init__(self):
+        unknown = [c for c in self.configs if c not in CONFIGS]
+        if unknown:
+            raise ConfigError(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+        if not self.seeds:
+            raise ConfigError("--seeds: give at least one seed")
+        if min(self.budget_samples, self.benign_train_samples, self.benign_test_samples, self.batch_size) < 1:
+            raise ConfigError("the budget, the benign clients' samples and the batch size must each be at least 1")
 
-QUICK = EncoderDefenseSettings(budget=200, surrogate="cnn_small", epochs=10, benign_train=100, benign_test=100,
-                               seeds=(0,))
+    def configs_run(self) -> list[str]:
+        """The configurations measured, "none" first when it was not asked for."""
+        return list(self.configs) if "none" in self.configs else ["none", *self.configs]
+
+    def as_dict(self) -> dict:
+        """The settings under the names the result file has always used."""
+        return {"budget": self.budget_samples, "loss": self.loss, "surrogate": self.surrogate, "epochs": self.epochs,
+                "narrow_classes": self.narrow_classes, "benign_train": self.benign_train_samples,
+                "benign_test": self.benign_test_samples, "batch_size": self.batch_size, "seeds": self.seeds,
+                "configs": self.configs_run()}
+
+
+QUICK = EncoderDefenseSettings(configs=QUICK_CONFIGS, budget_samples=200, surrogate="cnn_small", epochs=10,
+                               benign_train_samples=100, benign_test_samples=100, seeds=(0,))
 
 
 def benign_samples(data, classes: np.ndarray, n_train: int, n_test: int, seed: int):
@@ -77,12 +107,18 @@ def benign_samples(data, classes: np.ndarray, n_train: int, n_test: int, seed: i
 
 
 def embed_through(client, x: np.ndarray, batch_size: int, times_ms: list[float], requirements: dict) -> np.ndarray:
-    """Every sample's answer, one request per batch; exact client times appended to ``times_ms``."""
+    """Every sample's answer, one request per batch, in order (stack/closed_loop.py's run_interleaved, one
+    client); exact client times appended to ``times_ms``; a failed request ends the measurement."""
+    batches = [x[start: start + batch_size] for start in range(0, len(x), batch_size)]
     answers = []
-    for start in range(0, len(x), batch_size):
-        t0 = time.perf_counter()
-        answers.append(client.infer(x[start: start + batch_size], **requirements))
-        times_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def on_request(i, k, request, ms, answer, error) -> None:
+        if error is not None:
+            raise error
+        answers.append(answer)
+        times_ms.append(ms)
+
+    run_interleaved([client], len(batches), lambda _, k: (batches[k], requirements), on_request)
     return np.concatenate(answers)
 
 
@@ -90,7 +126,7 @@ def benign_accuracy(client, data, classes, s: EncoderDefenseSettings, seed: int,
                     requirements: dict) -> float:
     from zoo.ssl import fit_probe
 
-    x_tr, y_tr, x_te, y_te = benign_samples(data, classes, s.benign_train, s.benign_test, seed)
+    x_tr, y_tr, x_te, y_te = benign_samples(data, classes, s.benign_train_samples, s.benign_test_samples, seed)
     probe = fit_probe(embed_through(client, x_tr, s.batch_size, times_ms, requirements), y_tr, seed)
     return probe.accuracy(embed_through(client, x_te, s.batch_size, times_ms, requirements), y_te)
 
@@ -119,8 +155,8 @@ def run_config(name: str, defenses: list[dict], zoo_dir: Path, data, triton, run
                     row[role] = benign_accuracy(c, data, classes, s, seed, times[role], benign_requirements)
                 finally:
                     c.close()
-            ext = EncoderExtractionSettings(budget=s.budget, loss=s.loss, surrogate=s.surrogate, epochs=s.epochs,
-                                            batch_size=s.batch_size, seed=seed)
+            ext = EncoderExtractionSettings(budget=s.budget_samples, loss=s.loss, surrogate=s.surrogate,
+                                            epochs=s.epochs, batch_size=s.batch_size, seed=seed)
             c = client("attacker")
             try:
                 r = extract_encoder(c, query_pool("attacker_pool", data, seed), data, reference, ext, spec,
@@ -208,26 +244,25 @@ def plot(rows: list[dict], path: Path, victim_accuracy: float) -> None:
     plt.close(fig)
 
 
-def run(zoo_dir: Path, configs: list[str], s: EncoderDefenseSettings, out: Path | None, png: Path | None,
-        log=print) -> dict:
+def run(s: EncoderDefenseSettings, log=print) -> dict:
+    """Every configuration of ``s`` against the same staircase specification; the result file's fields, with
+    ``created_unix`` (when the run started) among them."""
     from attacks.encoder_extraction import EncoderExtractionSettings, VictimReference, untrained_baseline
     from attacks.experiment import front_by_accuracy, run_fingerprint
     from stack.loopback import router_for, triton_for
     from zoo.data import Dataset
     from zoo.manifest import load_manifest
 
-    unknown = [c for c in configs if c not in CONFIGS]
-    if unknown:
-        raise ConfigError(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    if s.zoo_dir is None:
+        raise ConfigError("give an encoder zoo (zoo_dir, or --zoo)")
+    zoo_dir, configs = Path(s.zoo_dir), s.configs_run()
     manifest = load_manifest(zoo_dir)
     if manifest.zoo.kind != "encoder":
         raise ConfigError(f"zoo {zoo_dir} holds {manifest.zoo.kind}s; this benchmark needs an encoder zoo")
     EncoderExtractionSettings(loss=s.loss, surrogate=s.surrogate)  # checked before anything starts
     data = Dataset.load(zoo_dir / manifest.zoo.dataset.data_file)
-    if s.budget > len(data.x["attacker_pool"]):
-        raise ConfigError(f"budget {s.budget} exceeds the attacker pool of {len(data.x['attacker_pool'])}")
-    if "none" not in configs:
-        configs = ["none", *configs]  # every difference is against it
+    if s.budget_samples > len(data.x["attacker_pool"]):
+        raise ConfigError(f"budget {s.budget_samples} exceeds the attacker pool of {len(data.x['attacker_pool'])}")
     victim = front_by_accuracy(manifest)[0]
     reference = VictimReference.of_model(zoo_dir, victim, data)
     baselines = {seed: untrained_baseline(s.surrogate, seed, data, reference) for seed in s.seeds}
@@ -246,15 +281,10 @@ def run(zoo_dir: Path, configs: list[str], s: EncoderDefenseSettings, out: Path 
         results = [run_config(c, CONFIGS[c], zoo_dir, data, triton, Path(tmp), dict(spec), reference, baselines, s,
                               benign_requirements, log) for c in configs]
     rows = rows_from(results)
-    out_dict = {"victim": victim.name, "victim_probe_accuracy": reference.accuracy, "spec": dict(spec),
-                "benign_requirements": benign_requirements,
-                "settings": asdict(s) | {"configs": configs}, "seeds": list(s.seeds), "rows": rows,
-                "details": results, "victim_training_set": int(len(data.y["victim_train"]))}
-    if out is not None:
-        write_result(out, "encoder_defenses", out_dict, created_unix=started)
-    if png is not None:
-        plot(rows, png, reference.accuracy)
-    return out_dict
+    return {"created_unix": started, "victim": victim.name, "victim_probe_accuracy": reference.accuracy,
+            "spec": dict(spec), "benign_requirements": benign_requirements, "settings": s.as_dict(),
+            "seeds": list(s.seeds), "rows": rows, "details": results,
+            "victim_training_set": int(len(data.y["victim_train"]))}
 
 
 def main(argv=None) -> int:
@@ -269,19 +299,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("results/encoder_defenses.json"))
     p.add_argument("--png", type=Path, default=None, help="plot (default: next to --out)")
     a = p.parse_args(argv)
-    s = QUICK if a.quick else EncoderDefenseSettings()
-    s = replace(s, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in
-                      (("seeds", a.seeds), ("budget", a.budget), ("loss", a.loss), ("epochs", a.epochs))
-                      if v is not None})
-    configs = a.configs or list(QUICK_CONFIGS if a.quick else CONFIGS)
+    asked = (("configs", a.configs), ("seeds", a.seeds), ("budget_samples", a.budget), ("loss", a.loss),
+             ("epochs", a.epochs))
     try:
-        out = run(a.zoo, configs, s, a.out, a.png or a.out.with_suffix(".png"))
+        s = replace(QUICK if a.quick else EncoderDefenseSettings(), zoo_dir=a.zoo,
+                    **{k: (tuple(v) if isinstance(v, list) else v) for k, v in asked if v is not None})
+        out = run(s)
     except ConfigError as e:
         print(f"error: {e}")
         return 2
+    write_result(a.out, "encoder_defenses", out, created_unix=out["created_unix"])
+    plot(out["rows"], a.png or a.out.with_suffix(".png"), out["victim_probe_accuracy"])
     print(f"\nencoder defenses: victim {out['victim']} (clean probe {out['victim_probe_accuracy']:.3f}), "
-          f"attacker {s.loss}, budget {s.budget} ({s.budget / out['victim_training_set']:.2f} of the victim's "
-          f"training set), seeds {list(s.seeds)}\n")
+          f"attacker {s.loss}, budget {s.budget_samples} ({s.budget_samples / out['victim_training_set']:.2f} of "
+          f"the victim's training set), seeds {list(s.seeds)}\n")
     print(format_table(out["rows"], COLUMNS))
     print(f"\nwrote {a.out}")
     return 0

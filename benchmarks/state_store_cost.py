@@ -7,6 +7,9 @@ table puts the store-backed router beside the in-process one: added router CPU p
 ``--backend null`` (the default) answers without Triton, so that the figures are the router's own; ``triton``
 serves the zoo's fastest Pareto model.
 
+    from benchmarks.state_store_cost import StateStoreCostSettings, run
+    result = run(StateStoreCostSettings(concurrencies=(4,), rounds=1))
+
     python -m benchmarks.state_store_cost [--zoo model_repository/default] [--concurrency 1 16]
         [--rounds 3] [--requests-per-round 600] [--backend null|triton]
 """
@@ -15,14 +18,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
+from common.errors import ConfigError
 from common.proc_cpu import tree_cpu_s
 from common.results import write_result
 from common.stats import percentile_summary
@@ -40,6 +46,30 @@ TARGETS = f"the store adds <= {TARGET_CPU_US:g} us router CPU and <= {TARGET_P50
 DEFENSES = [{"name": "query_budget", "samples_per_s": 1e9, "burst_samples": 256, "max_samples": 10**12},
             {"name": "prada", "action": "log"}]  # both refuse nothing: every request does the full work
 KEYS = {f"bench-key-{i}": f"client-{i}" for i in range(64)}
+
+
+@dataclass(frozen=True)
+class StateStoreCostSettings:
+    zoo_dir: Path = Path("model_repository/default")
+    concurrencies: tuple[int, ...] = (1, 16)  # clients (threads, each its own API key)
+    requests_per_round: int = 600  # per system per round, all clients together (at least 2 per client)
+    rounds: int = 3  # per cell, the systems' order alternating
+    batch_size: int = 1  # samples per request
+    backend: str = "null"  # null: the router's own figures, no Triton; triton: the fastest Pareto model
+    seed: int = 0  # the inputs drawn; the routers' seed
+
+    def __post_init__(self):
+        if not self.concurrencies or min(self.concurrencies) < 1 or min(self.rounds, self.requests_per_round,
+                                                                          self.batch_size) < 1:
+            raise ConfigError("--concurrency, --rounds, --requests-per-round and --batch must be >= 1")
+        if self.backend not in ("null", "triton"):
+            raise ConfigError(f"--backend: choose null or triton, got {self.backend!r}")
+
+    def as_dict(self) -> dict:
+        """The settings under the names the result file has always used (its command-line flags)."""
+        return {"zoo": str(self.zoo_dir), "concurrency": list(self.concurrencies),
+                "requests_per_round": self.requests_per_round, "rounds": self.rounds, "batch": self.batch_size,
+                "backend": self.backend, "seed": self.seed}
 
 
 def _routers(stack, zoo: str, tmp: str, endpoints, store_url: str, seed: int, backend: str) -> dict:
@@ -85,6 +115,40 @@ def compare(cells: dict) -> dict:
             "cpu_target_met": added_cpu <= TARGET_CPU_US, "p50_target_met": added_p50 <= TARGET_P50_MS}
 
 
+def run(s: StateStoreCostSettings, log=functools.partial(print, flush=True)) -> dict:
+    """Both routers at every concurrency, in alternating rounds; the result file's fields."""
+    manifest = load_manifest(s.zoo_dir)
+    model = min(manifest.pareto_models(), key=lambda m: m.selection_latency_ms)
+    data = Dataset.load(Path(s.zoo_dir) / manifest.zoo.dataset.data_file)
+    rng = np.random.default_rng(s.seed)
+    inputs = [data.x["test"][rng.integers(0, len(data.x["test"]), s.batch_size)] for _ in range(256)]
+    req = {"min_accuracy": model.accuracy}
+    rows, raw = [], []
+    with tempfile.TemporaryDirectory(prefix="psml-bench-") as tmp, contextlib.ExitStack() as stack:
+        store = stack.enter_context(StoreServer(Path(tmp) / "store"))
+        endpoints = (stack.enter_context(triton_for(s.zoo_dir, tmp)).endpoints if s.backend == "triton"
+                     else SimpleNamespace(http_url="127.0.0.1:1", grpc_url="127.0.0.1:1"))
+        routers = _routers(stack, s.zoo_dir, tmp, endpoints, store.url, s.seed, s.backend)
+        for c in s.concurrencies:
+            per_thread = max(2, s.requests_per_round // c)
+            for r in routers.values():  # warm-up: connections, scripts loaded, PRADA's first tests
+                warm = lambda r=r: RouterClient(r.url, next(iter(KEYS)))  # noqa: E731
+                run_closed_loop(warm, inputs, c, max(2, per_thread // 3), req)
+            runs = {n: [] for n in routers}
+            for rnd in range(s.rounds):
+                for name in (list(routers) if rnd % 2 == 0 else list(reversed(routers))):
+                    runs[name].append(_cell(routers[name], inputs, c, per_thread, req, store.process.pid))
+            cells = {n: _summary(n, c, rs) for n, rs in runs.items()}
+            raw += cells.values()
+            rows.append(compare(cells))
+            log(f"c{c} done")
+    met = all(r["cpu_target_met"] and r["p50_target_met"] for r in rows)
+    return {"seed": s.seed, "targets": TARGETS, "targets_met": met,
+            "settings": s.as_dict() | {"model": model.name, "zoo": manifest.zoo.name,
+                                       "cores": len(os.sched_getaffinity(0)), "defenses": DEFENSES},
+            "cells": raw, "table": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", default="model_repository/default")
@@ -96,48 +160,23 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/state_store_cost.json")
     a = ap.parse_args(argv)
-    if any(c < 1 for c in a.concurrency) or a.rounds < 1 or a.requests_per_round < 1 or a.batch < 1:
-        ap.error("--concurrency, --rounds, --requests-per-round and --batch must be >= 1")
-
-    manifest = load_manifest(a.zoo)
-    model = min(manifest.pareto_models(), key=lambda m: m.selection_latency_ms)
-    data = Dataset.load(Path(a.zoo) / manifest.zoo.dataset.data_file)
-    rng = np.random.default_rng(a.seed)
-    inputs = [data.x["test"][rng.integers(0, len(data.x["test"]), a.batch)] for _ in range(256)]
-    req = {"min_accuracy": model.accuracy}
-    rows, raw = [], []
-    with tempfile.TemporaryDirectory(prefix="psml-bench-") as tmp, contextlib.ExitStack() as stack:
-        store = stack.enter_context(StoreServer(Path(tmp) / "store"))
-        endpoints = (stack.enter_context(triton_for(a.zoo, tmp)).endpoints if a.backend == "triton"
-                     else SimpleNamespace(http_url="127.0.0.1:1", grpc_url="127.0.0.1:1"))
-        routers = _routers(stack, a.zoo, tmp, endpoints, store.url, a.seed, a.backend)
-        for c in a.concurrency:
-            per_thread = max(2, a.requests_per_round // c)
-            for r in routers.values():  # warm-up: connections, scripts loaded, PRADA's first tests
-                warm = lambda r=r: RouterClient(r.url, next(iter(KEYS)))  # noqa: E731
-                run_closed_loop(warm, inputs, c, max(2, per_thread // 3), req)
-            runs = {n: [] for n in routers}
-            for rnd in range(a.rounds):
-                for name in (list(routers) if rnd % 2 == 0 else list(reversed(routers))):
-                    runs[name].append(_cell(routers[name], inputs, c, per_thread, req, store.process.pid))
-            cells = {n: _summary(n, c, rs) for n, rs in runs.items()}
-            raw += cells.values()
-            rows.append(compare(cells))
-            print(f"c{c} done", flush=True)
-    table = format_table(rows, [
+    try:
+        s = StateStoreCostSettings(Path(a.zoo), tuple(a.concurrency), a.requests_per_round, a.rounds, a.batch,
+                                   a.backend, a.seed)
+    except ConfigError as e:
+        ap.error(str(e))
+    result = run(s)
+    result["settings"] = s.as_dict() | {"out": a.out} | result["settings"]  # the keys in the order they always had
+    table = format_table(result["table"], [
         ("concurrency", "conc"), ("inproc_cpu_us", "in-proc CPU us/req"), ("store_router_cpu_us", "store CPU us/req"),
         ("added_cpu_us", "added CPU us"), ("cpu_ratio", "CPU ratio"), ("store_server_cpu_us", "valkey CPU us/req"),
         ("inproc_p50_ms", "in-proc p50 ms"), ("store_p50_ms", "store p50 ms"), ("added_p50_ms", "added p50 ms"),
         ("p50_ratio", "p50 ratio"), ("tput_ratio", "tput ratio"), ("errors", "errors")])
-    cores = len(os.sched_getaffinity(0))
-    met = all(r["cpu_target_met"] and r["p50_target_met"] for r in rows)
-    print(f"per-client state in the router vs in a store (query_budget + prada, batch {a.batch}, backend {a.backend}), "
-          f"{cores} cores shared by load generator, router{', Triton' if a.backend == 'triton' else ''} and store\n"
-          f"target: {TARGETS}: {'MET' if met else 'NOT MET'}\n{table}")
-    write_result(a.out, "state_store_cost", {
-        "seed": a.seed, "targets": TARGETS, "targets_met": met,
-        "settings": vars(a) | {"model": model.name, "zoo": manifest.zoo.name, "cores": cores, "defenses": DEFENSES},
-        "cells": raw, "table": rows})
+    print(f"per-client state in the router vs in a store (query_budget + prada, batch {s.batch_size}, backend "
+          f"{s.backend}), {result['settings']['cores']} cores shared by load generator, "
+          f"router{', Triton' if s.backend == 'triton' else ''} and store\n"
+          f"target: {TARGETS}: {'MET' if result['targets_met'] else 'NOT MET'}\n{table}")
+    write_result(a.out, "state_store_cost", result)
     print(f"result: {a.out}")
     return 0
 

@@ -4,8 +4,6 @@ log (which keys a per-client defense flagged or refused, and when)."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from attacks.box_centre import fingerprint_box_centre
@@ -20,6 +18,7 @@ from loadtests.useful import benign_answer, useful_goodput
 from router.audit_log import read_audit_log
 from router.goodput import summarize
 from stack.clients import RouterClient, RouterRejected
+from stack.closed_loop import run_interleaved
 
 from .settings import BOX_CENTRE, LONG_BENIGN_CLIENTS
 
@@ -33,23 +32,42 @@ def zoo_info(url: str) -> dict:
         client.close()
 
 
+class _Answers:
+    """A router client whose ``infer`` answers the whole 200 answer (its labels; defenses may drop probabilities)."""
+
+    def __init__(self, client: RouterClient):
+        self.client = client
+
+    def infer(self, x, min_accuracy=None, max_latency_ms=None) -> dict:
+        return self.client.answer(x, min_accuracy, max_latency_ms)
+
+
+def _refusals_only(i, k, request, ms, answer, error) -> None:
+    """A refused request is a figure; anything else that failed ends the phase."""
+    if error is not None and not isinstance(error, RouterRejected):
+        raise error
+
+
 def benign_phase(router, data, clients: int, per_client: int, seed: int) -> dict:
     """Interleaved benign clients (own keys); exact client times; router CPU per request; false positives."""
     s, rng = LoadSettings(), np.random.default_rng(seed)
     conns = [RouterClient(router.url, f"benign-{i:02d}") for i in range(clients)]
     info = conns[0].zoo()
-    times, useful, cpu0 = [], [], tree_cpu_s(router.process.pid)
-    for _ in range(per_client):
-        for c in conns:
-            idx = benign_indices(rng, len(data.x["test"]), s)
-            req = benign_requirements(rng, info, s)
-            t0 = time.perf_counter()
-            try:
-                labels = c.answer(data.x["test"][idx], *req)["labels"]
-            except RouterRejected:
-                labels = None
-            times.append((time.perf_counter() - t0) * 1e3)
-            useful.append(benign_answer(data.y["test"][idx], labels, times[-1], req[1]))
+    times, useful = [], []
+
+    def request_for(i: int, k: int) -> tuple:
+        idx = benign_indices(rng, len(data.x["test"]), s)
+        acc, lat = benign_requirements(rng, info, s)
+        return data.x["test"][idx], {"min_accuracy": acc, "max_latency_ms": lat}, idx
+
+    def on_request(i, k, request, ms, answer, error) -> None:
+        _refusals_only(i, k, request, ms, answer, error)
+        times.append(ms)
+        labels = None if answer is None else answer["labels"]
+        useful.append(benign_answer(data.y["test"][request[2]], labels, ms, request[1]["max_latency_ms"]))
+
+    cpu0 = tree_cpu_s(router.process.pid)
+    run_interleaved([_Answers(c) for c in conns], per_client, request_for, on_request)
     cpu_us = (tree_cpu_s(router.process.pid) - cpu0) / len(times) * 1e6
     for c in conns:
         c.close()
@@ -63,18 +81,14 @@ def benign_phase(router, data, clients: int, per_client: int, seed: int) -> dict
 
 def long_benign_phase(router, data, samples: int, seed: int) -> dict:
     """False positives at equal volume: LONG_BENIGN_CLIENTS benign keys each send as many natural samples as one
-    extraction (test-split samples, distinct within a key, 25 per request, no requirements). Short benign
-    sessions alone would flatter a detector that flags any long stream."""
+    extraction (test-split samples, distinct within a key, 25 per request, no requirements), one key after the
+    other. Short benign sessions alone would flatter a detector that flags any long stream."""
     rng = np.random.default_rng(seed + 7)
     for i in range(LONG_BENIGN_CLIENTS):
-        key = f"long-benign-{i}"
-        c = RouterClient(router.url, key)
+        c = RouterClient(router.url, f"long-benign-{i}")
         idx = rng.choice(len(data.x["test"]), min(samples, len(data.x["test"])), replace=False)
-        for start in range(0, len(idx), 25):
-            try:
-                c.infer(data.x["test"][idx[start : start + 25]])
-            except RouterRejected:
-                pass
+        batches = [data.x["test"][idx[start : start + 25]] for start in range(0, len(idx), 25)]
+        run_interleaved([c], len(batches), lambda _, k: (batches[k], {}), _refusals_only)
         c.close()
     records = list(read_audit_log(router.audit_path))
     per_key = {key: detection(records, {key}) for key in (f"long-benign-{i}" for i in range(LONG_BENIGN_CLIENTS))}

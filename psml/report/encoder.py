@@ -60,12 +60,14 @@ def defense_step(zoo_dir: Path, s, log):
         from dataclasses import replace
 
         from benchmarks.encoder_defenses import QUICK, EncoderDefenseSettings
+        from benchmarks.encoder_defenses import plot as plot_defenses
         from benchmarks.encoder_defenses import run as run_defenses
 
         base = QUICK if s.encoder_defense_quick else EncoderDefenseSettings()
-        ds = replace(base, seeds=tuple(s.seeds), budget=s.encoder_defense_budget)
-        out = run_defenses(zoo_dir, list(s.encoder_defense_configs), ds, None, folder / "encoder_defenses.png",
-                           log=lambda *_: None)
+        ds = replace(base, zoo_dir=zoo_dir, configs=tuple(s.encoder_defense_configs), seeds=tuple(s.seeds),
+                     budget_samples=s.encoder_defense_budget)
+        out = run_defenses(ds, log=lambda *_: None)
+        plot_defenses(out["rows"], folder / "encoder_defenses.png", out["victim_probe_accuracy"])
         return {k: out[k] for k in ("victim", "victim_probe_accuracy", "spec", "benign_requirements", "settings",
                                     "rows", "victim_training_set")} | {
             "served_by": {r["config"]: r["served_by"] for r in out["details"]}}

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from stack.closed_loop import LoopResult, run_closed_loop, run_closed_loop_async
+from stack.closed_loop import LoopResult, run_closed_loop, run_closed_loop_async, run_interleaved
 
 
 class Counting:
@@ -106,3 +106,83 @@ def test_async_driver_counts_failures_and_bounds_a_fast_system_by_duration():
     assert failing.errors == 6 and len(failing.latencies_ms) == 0 and failing.first_error == "RuntimeError: refused"
     fast = run_closed_loop_async(lambda: AsyncCounting(log), [np.zeros(1)], 2, 3, duration_s=0.2)
     assert len(fast.latencies_ms) > 6 and 0.2 <= fast.elapsed_s < 5.0
+
+
+class Echo:
+    """Answers its input back after ``delay_s`` (fails on a negative input); records every input it is sent."""
+
+    def __init__(self, sent, delay_s=0.0):
+        self.sent, self.delay_s = sent, delay_s
+
+    def infer(self, x, **requirements):
+        time.sleep(self.delay_s)
+        self.sent.append((x, requirements))
+        if x < 0:
+            raise RuntimeError("refused")
+        return x
+
+    def close(self):
+        pass
+
+
+def test_interleaved_clients_take_turns_and_every_request_reaches_on_request():
+    """Catches an interleaved driver that sends client by client (a shared random stream would then draw other
+    requests than the hand-written loop it replaced), drops the caller's labels, or hands on_request the time of
+    successful requests only (a refused request's time counts in the benign figures)."""
+    sent, seen = [], []
+    draws = iter(range(100))
+
+    def request_for(i, k):
+        return (next(draws) * (-1 if (i, k) == (1, 0) else 1), {"max_latency_ms": 5.0}, f"label-{i}-{k}")
+
+    r = run_interleaved([Echo(sent), Echo(sent, 0.02)], 2, request_for,
+                        lambda i, k, req, ms, answer, error: seen.append((i, k, req[2], ms, answer, error)))
+    assert [x for x, _ in sent] == [0, -1, 2, 3] and all(q == {"max_latency_ms": 5.0} for _, q in sent)
+    assert [(i, k, label) for i, k, label, *_ in seen] == [(0, 0, "label-0-0"), (1, 0, "label-1-0"),
+                                                           (0, 1, "label-0-1"), (1, 1, "label-1-1")]
+    refused = seen[1]
+    assert refused[4] is None and isinstance(refused[5], RuntimeError) and refused[3] >= 20.0
+    assert r.errors == 1 and len(r.latencies_ms) == 3 and r.first_error == "RuntimeError: refused"
+
+
+def test_what_on_request_raises_ends_every_driver_and_reaches_the_caller():
+    """Catches a driver that swallows the caller's error (a thread dying silently, an ExceptionGroup instead of
+    the error) and keeps sending after it."""
+    def strict(i, k, req, ms, answer, error):
+        if error is not None:
+            raise error
+
+    for drive in (lambda: run_interleaved([Echo([])], 5, lambda i, k: (-1, {}), strict),
+                  lambda: run_closed_loop(lambda: Echo([]), [-1], 2, 1000, on_request=strict)):
+        with pytest.raises(RuntimeError, match="refused"):
+            drive()
+
+    class AsyncEcho(Echo):
+        async def infer(self, x, **requirements):
+            return Echo.infer(self, x, **requirements)
+
+        async def close(self):
+            pass
+
+    sent = []
+    with pytest.raises(RuntimeError, match="refused"):
+        run_closed_loop_async(lambda: AsyncEcho(sent), [-1], 3, 1000, on_request=strict)
+    assert len(sent) < 10
+
+
+def test_a_pause_is_untimed_and_cut_at_the_end_of_the_duration_and_alongside_ends_with_the_run():
+    """A client asked to wait 10 s (a Retry-After) waits only until the duration ends, and the wait is in no
+    request's time; the run lasts until the probe beside it ends. Catches a pause timed as part of the request,
+    one that outlives the measurement, or a probe the elapsed time leaves out."""
+    log, probe = {"calls": 0}, []
+
+    async def beside(stop_at):
+        probe.append(stop_at)
+        await asyncio.sleep(0.3)
+
+    r = run_closed_loop_async(lambda: AsyncCounting(log), [np.zeros(1)], 2, 0, duration_s=0.1,
+                              on_request=lambda *_: 10.0, alongside=beside)
+    assert len(r.latencies_ms) == 2 and r.latencies_ms.max() < 100.0  # one request each, then the cut pause
+    assert probe[0] is not None and 0.3 <= r.elapsed_s < 5.0
+    t = run_closed_loop(lambda: Echo([]), [1], 2, 0, duration_s=0.1, on_request=lambda *_: 10.0)
+    assert len(t.latencies_ms) == 2 and t.elapsed_s < 5.0
