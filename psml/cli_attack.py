@@ -5,34 +5,13 @@ writes a JSON result with seeds, settings and software versions."""
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
-from common.atomic import write_json_atomic
 from common.errors import ConfigError
 from stack.loopback import router_for, triton_for
 from attacks.campaigns import ATTACKER_KEY, check_budgets, extract_and_score, fingerprint_and_score
 from common.tables import format_table
-from common.versions import hardware, software_versions
-
-SELECTION_KEYS = ("policy", "defenses", "on_no_model", "seed")
-
-
-def router_overrides(settings_path: str) -> dict:
-    """The deployment choices (policy, defenses, no-model behaviour, seed) of a router settings file."""
-    from router.settings import load_settings
-
-    s = load_settings(settings_path)
-    return {k: getattr(s, k) for k in SELECTION_KEYS}
-
-
-def _load(zoo: str):
-    from zoo.data import Dataset
-    from zoo.manifest import load_manifest
-
-    manifest = load_manifest(zoo)
-    return manifest, Dataset.load(Path(zoo) / manifest.zoo.dataset.data_file)
-
+from .cli_shared import load_zoo, router_overrides, write_result_file
 
 def fingerprint_rows(results: dict) -> list[dict]:
     rows = []
@@ -50,7 +29,7 @@ FINGERPRINT_COLUMNS = [("method", "method"), ("queries", "queries spent"), ("min
 def fingerprint(a) -> None:
     from types import SimpleNamespace
 
-    manifest, data = _load(a.zoo)
+    manifest, data = load_zoo(a.zoo)
     methods = ["staircase", "grid_scan"] if a.method == "both" else [a.method]
     args = (manifest, data, methods, a.target_rank, a.consistency_queries, a.grid_size, a.repeats)
     if a.router_url:  # a router that is already running (e.g. the compose deployment)
@@ -64,7 +43,7 @@ def fingerprint(a) -> None:
         router_info = router_overrides(a.settings)
     print(f"fingerprinting target: rank {a.target_rank} along the accuracy axis = {out['target']} (harness view)\n")
     print(format_table(fingerprint_rows(out["results"]), FINGERPRINT_COLUMNS))
-    _write(a.out, "fingerprint", vars(a), out | {"router": router_info})
+    write_result_file(a.out, "fingerprint", vars(a), out | {"router": router_info})
 
 
 EXTRACTION_COLUMNS = [("budget", "budget"), ("setting", "setting"), ("outputs", "outputs"), ("seeds", "seeds"),
@@ -98,7 +77,7 @@ def extraction_table(rows: list[dict]) -> str:
 def extract(a) -> None:
     from attacks.knockoff import KnockoffSettings
 
-    manifest, data = _load(a.zoo)
+    manifest, data = load_zoo(a.zoo)
     kind = manifest.zoo.kind if a.kind == "auto" else a.kind
     if kind == "encoder":
         from .cli_encoder_attack import extract as extract_encoders
@@ -114,15 +93,7 @@ def extract(a) -> None:
     print(f"\nextraction of {out['victim']} (most accurate model), pool {a.pool}, "
           f"{'top-1 labels' if a.labels_only else 'probabilities'}, surrogate {a.surrogate}:\n")
     print(extraction_table(out["summary"]))
-    _write(a.out, "extraction", vars(a), out | {"knockoff": base.as_dict(), "router": router_overrides(a.settings)})
-
-
-def _write(path: str, kind: str, args: dict, payload: dict) -> None:
-    settings = {k: v for k, v in args.items() if k != "func"}
-    write_json_atomic(Path(path), {"kind": kind, "created_unix": time.time(), "settings": settings,
-                                   "seeds": settings.get("seeds", []), "software": software_versions(),
-                                   "hardware": hardware()} | payload)
-    print(f"\nresult: {path}")
+    write_result_file(a.out, "extraction", vars(a), out | {"knockoff": base.as_dict(), "router": router_overrides(a.settings)})
 
 
 def register(sub) -> None:

@@ -99,9 +99,11 @@ def extract(a) -> None:
     from common.tables import format_table
     from stack.loopback import router_for, triton_for
 
-    from .cli_attack import _load, _write, check_budgets, router_overrides
+    from attacks.campaigns import check_budgets
 
-    manifest, data = _load(a.zoo)
+    from .cli_shared import load_zoo, router_overrides, write_result_file
+
+    manifest, data = load_zoo(a.zoo)
     if manifest.zoo.kind != "encoder":
         raise ConfigError(f"zoo {a.zoo} holds {manifest.zoo.kind}s; --kind encoder needs an encoder zoo "
                           f"(psml zoo build --kind encoder)")
@@ -119,5 +121,5 @@ def extract(a) -> None:
     print(format_table(out["summary"], COLUMNS))
     for line in below_untrained(out["summary"]):
         print(line)
-    _write(a.out, "encoder_extraction", vars(a), out | {"extraction": base.as_dict(),
+    write_result_file(a.out, "encoder_extraction", vars(a), out | {"extraction": base.as_dict(),
                                                         "router": router_overrides(a.settings)})

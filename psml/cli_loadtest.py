@@ -170,7 +170,7 @@ def _stack(a, zoo_dir: Path, out_dir: Path):
     """(router URL, audit log, Triton HTTP URL or None, what the summary records of the router)."""
     from stack.loopback import router_for, triton_for
 
-    from .cli_attack import router_overrides
+    from .cli_shared import router_overrides
 
     if a.router_url:  # a router that is already running: only its audit records from this run count
         if not a.audit_log:
