@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -246,8 +247,22 @@ def _extensions():
             cli_report.register]
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its servers stop as on Ctrl-C (Python's default SIGTERM
+    ends the process at once: a report's Triton, stubs and router were left running)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:  # only from the main thread, and only over the default action (an embedding program keeps its own)
+        previous = signal.signal(signal.SIGTERM, _terminate) \
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else None
+    except ValueError:
+        previous = None
     try:
         args.func(args)
     except PsmlError as e:
@@ -256,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("psml: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("psml: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
