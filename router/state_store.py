@@ -48,11 +48,8 @@ class Script:
 
 class _Connection(asyncio.Protocol):
     """Replies matched to requests by order, one future per request. Commands issued in one turn of the event
-    loop leave in one write (one system call for all the requests in flight at that moment); commands nobody
-    waits for yet (``now=False``: a slot's release, a receipt's deletion, a PRADA commit under log or throttle)
-    ride with the next command someone waits for, or leave after ``LAZY_FLUSH_S``: at one request at a time, a
-    request's store traffic is then one write and one read (measured: +1 write, +1 read and +1 wake-up a request
-    when they left on their own)."""
+    loop leave in one write (one system call for all the requests in flight at that moment), at the end of that
+    turn: a request's release, receipt deletion and PRADA commit leave together, after its answer was written."""
 
     def __init__(self, backlog: deque):
         self.loop = asyncio.get_running_loop()  # once: each get_running_loop() is a getpid() system call
@@ -61,10 +58,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.out: list[bytes] = []
-        self.out_sends: list[bytes] = []  # the commands in `out` that nobody waits for: kept if the connection dies
+        self.out_sends: list[bytes] = []  # the commands in `out` nobody waits for: kept if the connection dies
         self.backlog = backlog
-        self._soon = False  # a flush is due at the end of this turn of the loop
-        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -87,29 +82,20 @@ class _Connection(asyncio.Protocol):
         self.pending.clear()
         self._flush()  # what was never written: the releases and undos wait in the backlog
 
-    def request(self, payload: bytes, reply: bool = True, now: bool = True) -> asyncio.Future | None:
+    def request(self, payload: bytes, reply: bool = True) -> asyncio.Future | None:
         """``reply=False``: nobody waits for the reply, but it keeps its place in the queue (exactly one entry per
         command sent), so replies can never shift onto the wrong requests. (CLIENT REPLY SKIP would spare the
-        reply, but a store or proxy that refuses CLIENT answers it with two extra replies, which did shift.)
-        ``now=False``: written with the next command sent now, or within ``LAZY_FLUSH_S``."""
+        reply, but a store or proxy that refuses CLIENT answers it with two extra replies, which did shift.)"""
         waiter = self.loop.create_future() if reply else None
         self.pending.append(waiter)
+        if not self.out:
+            self.loop.call_soon(self._flush)
         self.out.append(payload)
         if not reply:
             self.out_sends.append(payload)
-        if now:
-            if not self._soon:
-                self._soon = True
-                self.loop.call_soon(self._flush)
-        elif self._timer is None and not self._soon:
-            self._timer = self.loop.call_later(LAZY_FLUSH_S, self._flush)
         return waiter
 
     def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._soon = False
         out, sends = self.out, self.out_sends
         self.out, self.out_sends = [], []
         if self.closed:
@@ -143,7 +129,6 @@ def encode(*parts) -> bytes:
 TRANSIENT = (b"LOADING", b"READONLY", b"BUSY", b"MASTERDOWN", b"OOM", b"NOPERM", b"TRYAGAIN", b"CLUSTERDOWN",
              b"NOREPLICAS", b"MISCONF")
 BACKLOG_MAX = 10_000  # commands kept while the store is unreachable (slot releases, undos), oldest dropped
-LAZY_FLUSH_S = 0.002  # the longest a command nobody waits for waits for company (see _Connection)
 
 
 class StateStore:
@@ -174,13 +159,13 @@ class StateStore:
         """``run`` with the numkeys, keys and arguments encoded by the caller (``Script.command``)."""
         return await self.result(await self._submitted(script.command(parts, count)), script, parts, count)
 
-    def submit(self, script: Script, parts: bytes, count: int, now: bool = True) -> tuple | None:
-        """Send the script and wait for its reply later (``result``), or not at all; ``now=False``: with the next
-        command sent now (``_Connection``). None when there is no live connection (then ``run_parts``)."""
+    def submit(self, script: Script, parts: bytes, count: int) -> tuple | None:
+        """Send the script and wait for its reply later (``result``), or not at all. None when there is no live
+        connection (then ``run_parts``, which connects)."""
         conn = self._conn
         if conn is None or conn.closed or self.down_until:
             return None
-        return conn, conn.request(script.command(parts, count), now=now)
+        return conn, conn.request(script.command(parts, count))
 
     async def result(self, sent: tuple, script: Script, parts: bytes, count: int):
         """The checked reply of a submitted script; NOSCRIPT (a store restarted, SCRIPT FLUSH): the same as EVAL,
@@ -214,7 +199,7 @@ class StateStore:
     def send_payload(self, payload: bytes) -> None:
         conn = self._conn
         if conn is not None and not conn.closed and not self.down_until:
-            conn.request(payload, reply=False, now=False)
+            conn.request(payload, reply=False)
         else:
             self._backlog.append(payload)
 
@@ -264,7 +249,7 @@ class StateStore:
                     conn.abort()
                     raise ConnectionError(f"{command[0]} refused: {reply}")
         while self._backlog:  # releases and undos that could not be sent, before anything new
-            conn.request(self._backlog.popleft(), reply=False, now=False)
+            conn.request(self._backlog.popleft(), reply=False)
         self._conn = conn
         return conn
 

@@ -172,7 +172,7 @@ class StorePrada:
             if copy.state.flagged_at is not None and self.prada.action == "block":
                 raise Blocked(BLOCKED)  # admitted before the flag rose, answered after: withheld
             wait = self.prada.action == "block"
-            c = self._add(client, copy, x, labels, wait)
+            c = self._add(client, copy, x, labels)
             if not wait and c.sent is not None:  # no answer waits on the commit's outcome
                 copy.settled = c.sent[1].get_loop().create_future()
                 c.sent[1].add_done_callback(lambda _, copy=copy, c=c: self._committed(client, copy, c))
@@ -201,9 +201,9 @@ class StorePrada:
             await self._catch_up(client, copy)
         return copy
 
-    def _add(self, client: str, copy: _Copy, x: np.ndarray, labels: np.ndarray, wait: bool) -> _Commit:
-        """The batch into the copy, and its difference sent to the store: now when someone ``wait``s for the reply
-        or the batch raised the flag, else with the next command sent now (router/state_store.py)."""
+    def _add(self, client: str, copy: _Copy, x: np.ndarray, labels: np.ndarray) -> _Commit:
+        """The batch into the copy, and its difference sent to the store (its reply waited for by ``_settle`` or
+        handled by ``_committed``)."""
         copy.dim = copy.dim or int(np.prod(np.shape(x)[1:]))
         s = copy.state
         mark = _mark(s)
@@ -223,7 +223,7 @@ class StorePrada:
                 parts.append(bulks(k, held, g.buf[held: g.n].tobytes()))
                 count += 3
         c.parts, c.count = b"".join(parts), count
-        c.sent = self.store.submit(self._commit, c.parts, count, now=wait or "detected" in c.info)
+        c.sent = self.store.submit(self._commit, c.parts, count)
         return c
 
     async def _settle(self, client: str, copy: _Copy, c: _Commit) -> dict:
@@ -244,7 +244,7 @@ class StorePrada:
                 raise
             if copy.state.flagged_at is not None and self.prada.action == "block":
                 raise Blocked(BLOCKED)  # another worker's batch flagged the key first
-            c = self._add(client, copy, c.x, c.labels, True)
+            c = self._add(client, copy, c.x, c.labels)
         self.copies.pop(client, None)
         raise StateStoreUnavailable("this API key's detector state is being written by too many routers at once; "
                                     "retry later")
