@@ -8,7 +8,11 @@ table puts the store-backed router beside the in-process one: added router CPU p
 serves the zoo's fastest Pareto model.
 
     python -m benchmarks.state_store_cost [--zoo model_repository/default] [--concurrency 1 16]
-        [--rounds 3] [--requests-per-round 600] [--backend null|triton]
+        [--rounds 3] [--requests-per-round 600] [--backend null|triton] [--defenses budget_prada]
+
+``--defenses``: ``budget_prada`` (query_budget + PRADA log: one round trip a request), ``budget_prada_block``
+(PRADA block: its commit is waited for, two round trips), ``slots`` (no defense, only max_in_flight_per_client:
+one small script a request, the floor of any store-backed request).
 """
 
 from __future__ import annotations
@@ -37,14 +41,18 @@ from zoo.manifest import load_manifest
 
 TARGET_CPU_US, TARGET_P50_MS = 60.0, 0.15  # what the store may add per request (issue 21)
 TARGETS = f"the store adds <= {TARGET_CPU_US:g} us router CPU and <= {TARGET_P50_MS:g} ms p50 per request"
-DEFENSES = [{"name": "query_budget", "samples_per_s": 1e9, "burst_samples": 256, "max_samples": 10**12},
-            {"name": "prada", "action": "log"}]  # both refuse nothing: every request does the full work
+BUDGET = {"name": "query_budget", "samples_per_s": 1e9, "burst_samples": 256, "max_samples": 10**12}
+# each refuses nothing (PRADA's delta is below any natural W): every request does the full work
+PROFILES = {"budget_prada": ([BUDGET, {"name": "prada", "action": "log"}], {}),
+            "budget_prada_block": ([BUDGET, {"name": "prada", "action": "block", "delta": 0.01}], {}),
+            "slots": ([], {"max_in_flight_per_client": 16})}
 KEYS = {f"bench-key-{i}": f"client-{i}" for i in range(64)}
 
 
-def _routers(stack, zoo: str, tmp: str, endpoints, store_url: str, seed: int, backend: str) -> dict:
-    common = {"api_keys": KEYS, "defenses": DEFENSES, "seed": seed, "backend": backend, "max_in_flight": None,
-              "policy": "fastest_feasible"}
+def _routers(stack, zoo: str, tmp: str, endpoints, store_url: str, seed: int, backend: str, profile: str) -> dict:
+    defenses, extra_common = PROFILES[profile]
+    common = {"api_keys": KEYS, "defenses": defenses, "seed": seed, "backend": backend, "max_in_flight": None,
+              "policy": "fastest_feasible", **extra_common}
     out = {}
     for name, extra in (("in-process", {}), ("store", {"state_store": store_url})):
         path = write_router_settings(Path(tmp), Path(zoo), endpoints, name, **common, **extra)
@@ -93,6 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds per cell, the systems' order alternating")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--backend", choices=("null", "triton"), default="null")
+    ap.add_argument("--defenses", choices=tuple(PROFILES), default="budget_prada")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/state_store_cost.json")
     a = ap.parse_args(argv)
@@ -110,7 +119,7 @@ def main(argv=None) -> int:
         store = stack.enter_context(StoreServer(Path(tmp) / "store"))
         endpoints = (stack.enter_context(triton_for(a.zoo, tmp)).endpoints if a.backend == "triton"
                      else SimpleNamespace(http_url="127.0.0.1:1", grpc_url="127.0.0.1:1"))
-        routers = _routers(stack, a.zoo, tmp, endpoints, store.url, a.seed, a.backend)
+        routers = _routers(stack, a.zoo, tmp, endpoints, store.url, a.seed, a.backend, a.defenses)
         for c in a.concurrency:
             per_thread = max(2, a.requests_per_round // c)
             for r in routers.values():  # warm-up: connections, scripts loaded, PRADA's first tests
@@ -131,12 +140,13 @@ def main(argv=None) -> int:
         ("p50_ratio", "p50 ratio"), ("tput_ratio", "tput ratio"), ("errors", "errors")])
     cores = len(os.sched_getaffinity(0))
     met = all(r["cpu_target_met"] and r["p50_target_met"] for r in rows)
-    print(f"per-client state in the router vs in a store (query_budget + prada, batch {a.batch}, backend {a.backend}), "
+    print(f"per-client state in the router vs in a store ({a.defenses}, batch {a.batch}, backend {a.backend}), "
           f"{cores} cores shared by load generator, router{', Triton' if a.backend == 'triton' else ''} and store\n"
           f"target: {TARGETS}: {'MET' if met else 'NOT MET'}\n{table}")
     write_result(a.out, "state_store_cost", {
         "seed": a.seed, "targets": TARGETS, "targets_met": met,
-        "settings": vars(a) | {"model": model.name, "zoo": manifest.zoo.name, "cores": cores, "defenses": DEFENSES},
+        "settings": vars(a) | {"model": model.name, "zoo": manifest.zoo.name, "cores": cores,
+                               "router": PROFILES[a.defenses]},
         "cells": raw, "table": rows})
     print(f"result: {a.out}")
     return 0
