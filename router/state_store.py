@@ -49,17 +49,22 @@ class Script:
 class _Connection(asyncio.Protocol):
     """Replies matched to requests by order, one future per request. Commands issued in one turn of the event
     loop leave in one write (one system call for all the requests in flight at that moment), at the end of that
-    turn: a request's release, receipt deletion and PRADA commit leave together, after its answer was written."""
+    turn: a request's release, receipt deletion and PRADA commit leave together, after its answer was written.
+    One watchdog timer per connection, not one per command: a command unanswered for ``timeout_s`` cuts the
+    connection (every command on it fails)."""
 
-    def __init__(self, backlog: deque):
+    def __init__(self, backlog: deque, timeout_s: float):
         self.loop = asyncio.get_running_loop()  # once: each get_running_loop() is a getpid() system call
         self.reader = hiredis.Reader()
         self.pending: deque[asyncio.Future] = deque()
+        self.sent_at: deque[float] = deque()  # loop time each pending command was issued
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.out: list[bytes] = []
         self.out_sends: list[bytes] = []  # the commands in `out` nobody waits for: kept if the connection dies
         self.backlog = backlog
+        self.timeout_s = timeout_s
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -71,6 +76,7 @@ class _Connection(asyncio.Protocol):
                 self.abort()
                 return
             waiter = self.pending.popleft()
+            self.sent_at.popleft()
             if waiter is not None and not waiter.done():
                 waiter.set_result(reply)
 
@@ -80,6 +86,9 @@ class _Connection(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(ConnectionError("the store closed the connection"))
         self.pending.clear()
+        self.sent_at.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._flush()  # what was never written: the releases and undos wait in the backlog
 
     def request(self, payload: bytes, reply: bool = True) -> asyncio.Future | None:
@@ -88,6 +97,9 @@ class _Connection(asyncio.Protocol):
         reply, but a store or proxy that refuses CLIENT answers it with two extra replies, which did shift.)"""
         waiter = self.loop.create_future() if reply else None
         self.pending.append(waiter)
+        self.sent_at.append(self.loop.time())
+        if self._watchdog is None:
+            self._watchdog = self.loop.call_later(self.timeout_s, self._check)
         if not self.out:
             self.loop.call_soon(self._flush)
         self.out.append(payload)
@@ -103,6 +115,16 @@ class _Connection(asyncio.Protocol):
         elif out:
             self.transport.write(b"".join(out))
 
+    def _check(self) -> None:
+        self._watchdog = None
+        if self.closed or not self.sent_at:
+            return
+        left = self.sent_at[0] + self.timeout_s - self.loop.time()
+        if left <= 0:  # the oldest command has waited the whole timeout: the store stopped answering
+            self.abort()
+        else:
+            self._watchdog = self.loop.call_later(left, self._check)
+
     def abort(self) -> None:
         if not self.closed:
             self.transport.abort()
@@ -110,8 +132,9 @@ class _Connection(asyncio.Protocol):
 
 def bulk(p) -> bytes:
     """One RESP bulk string (bytes as they are, anything else as its str)."""
-    if not isinstance(p, bytes):
-        p = (p if isinstance(p, str) else str(p)).encode()
+    t = type(p)
+    if t is not bytes:
+        p = b"%d" % p if t is int else (p if t is str else str(p)).encode()
     return b"$%d\r\n%b\r\n" % (len(p), p)
 
 
@@ -157,31 +180,34 @@ class StateStore:
 
     async def run_parts(self, script: Script, parts: bytes, count: int):
         """``run`` with the numkeys, keys and arguments encoded by the caller (``Script.command``)."""
-        return await self.result(await self._submitted(script.command(parts, count)), script, parts, count)
+        waiter = self.submit(script, parts, count)
+        if waiter is None:
+            waiter = await self._submitted(script.command(parts, count))
+        return await self.result(waiter, script, parts, count)
 
-    def submit(self, script: Script, parts: bytes, count: int) -> tuple | None:
+    def submit(self, script: Script, parts: bytes, count: int) -> asyncio.Future | None:
         """Send the script and wait for its reply later (``result``), or not at all. None when there is no live
         connection (then ``run_parts``, which connects)."""
         conn = self._conn
         if conn is None or conn.closed or self.down_until:
             return None
-        return conn, conn.request(script.command(parts, count))
+        return conn.request(script.command(parts, count))
 
-    async def result(self, sent: tuple, script: Script, parts: bytes, count: int):
+    async def result(self, waiter: asyncio.Future, script: Script, parts: bytes, count: int):
         """The checked reply of a submitted script; NOSCRIPT (a store restarted, SCRIPT FLUSH): the same as EVAL,
         which also caches it."""
-        reply = await self._reply(*sent)
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            reply = await self._reply(*await self._submitted(script.command(parts, count, cached=False)))
+        reply = await self._reply(waiter)
+        if type(reply) is hiredis.ReplyError and str(reply).startswith("NOSCRIPT"):
+            reply = await self._reply(await self._submitted(script.command(parts, count, cached=False)))
         return self._checked(reply, "a script")
 
     async def call(self, *command):
-        return self._checked(await self._reply(*await self._submitted(encode(*command))), str(command[0]))
+        return self._checked(await self._reply(await self._submitted(encode(*command))), str(command[0]))
 
     def _checked(self, reply, what: str):
         """An error reply: transient ones (LOADING, READONLY ...) are an unavailable store; the rest a 500. The
         store's own text goes to the operator's log, never to a client."""
-        if not isinstance(reply, hiredis.ReplyError):
+        if type(reply) is not hiredis.ReplyError:
             return reply
         text = str(reply)
         print(f"router: the state store refused {what}: {text[:200]}", file=sys.stderr, flush=True)
@@ -203,25 +229,21 @@ class StateStore:
         else:
             self._backlog.append(payload)
 
-    async def _submitted(self, payload: bytes) -> tuple:
+    async def _submitted(self, payload: bytes) -> asyncio.Future:
         if self.down_until:
             if time.monotonic() < self.down_until:
                 raise StateStoreUnavailable()
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connected()
-        return conn, conn.request(payload)
+        return conn.request(payload)
 
-    async def _reply(self, conn: _Connection, waiter: asyncio.Future):
-        """The reply, within the socket timeout (then the connection is cut: every request on it fails)."""
-        timer = None if waiter.done() else conn.loop.call_later(self.socket_timeout_s, conn.abort)
+    async def _reply(self, waiter: asyncio.Future):
+        """The reply, within the socket timeout (the connection's watchdog cuts it: every request on it fails)."""
         try:
             reply = await waiter
         except (ConnectionError, OSError) as e:
             self._down(e, sent=True)
-        finally:
-            if timer is not None:
-                timer.cancel()
         self.down_until = 0.0
         return reply
 
@@ -240,8 +262,8 @@ class StateStore:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout_s):
-            _, conn = await loop.create_connection(lambda: _Connection(self._backlog), self.host, self.port,
-                                                   ssl=self.tls)
+            _, conn = await loop.create_connection(lambda: _Connection(self._backlog, self.socket_timeout_s),
+                                                   self.host, self.port, ssl=self.tls)
             hello = ([("AUTH", self.password)] if self.password else []) + ([("SELECT", self.db)] if self.db else [])
             for command in hello:
                 reply = await conn.request(encode(*command))

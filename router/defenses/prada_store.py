@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from array import array
 
 import numpy as np
 import orjson
@@ -97,10 +98,11 @@ class _Copy:
     """This worker's copy of one key's state: at ``epoch``/``version`` in the store once ``settled`` (None: no
     commit of this worker's is waiting for its reply). ``seen``: the version and flag the last admission read."""
 
-    __slots__ = ("state", "version", "epoch", "dim", "seen", "settled", "late")
+    __slots__ = ("state", "version", "epoch", "dim", "seen", "settled", "late", "sums")
 
     def __init__(self):
         self.state, self.version, self.epoch, self.dim = _ClientState(), 0, b"", None
+        self.sums: dict[str, list] = {}  # per class (as in the store's meta) its group's sums, kept current
         self.seen: tuple[int, bool] | None = None
         self.settled: asyncio.Future | None = None
         self.late: str | None = None  # a flag raised after its request was answered (a commit applied again)
@@ -122,19 +124,26 @@ class _Commit:
         self.parts, self.count, self.sent = b"", 0, None
 
 
-def _mark(s: _ClientState) -> tuple:
-    """What a batch changes, as it was before it (``_undo`` puts it back)."""
-    return ({c: (g.n, g.d_n, g.d_sum, g.d_sumsq, g.threshold) for c, g in s.groups.items()}, s.n_distances,
-            s.tested_at, s.w, s.flagged_at, s.samples)
+def _mark(s: _ClientState, classes) -> tuple:
+    """What a batch of these classes changes, as it was before it (``_undo`` puts it back; None: no group yet)."""
+    touched = {}
+    for c in classes:
+        g = s.groups.get(c)
+        touched[c] = None if g is None else (g.n, g.d_n, g.d_sum, g.d_sumsq, g.threshold)
+    return touched, s.n_distances, s.tested_at, s.w, s.flagged_at, s.samples
 
 
-def _undo(s: _ClientState, mark: tuple) -> None:
-    groups, nd, s.tested_at, s.w, s.flagged_at, s.samples = mark
-    for c in [c for c in s.groups if c not in groups]:
-        del s.groups[c]
-    for c, (n, d_n, d_sum, d_sumsq, threshold) in groups.items():
-        g = s.groups[c]
-        g.n, g.d_n, g.d_sum, g.d_sumsq, g.threshold = n, d_n, d_sum, d_sumsq, threshold
+def _undo(copy: _Copy, mark: tuple) -> None:
+    s = copy.state
+    touched, nd, s.tested_at, s.w, s.flagged_at, s.samples = mark
+    for c, before in touched.items():
+        if before is None:
+            s.groups.pop(c, None)
+            copy.sums.pop(str(c), None)
+        else:
+            g = s.groups[c]
+            g.n, g.d_n, g.d_sum, g.d_sumsq, g.threshold = before
+            copy.sums[str(c)] = list(before[1:])
     # the batch's distances are the list's last ones (a trim keeps the last `window`, all a test reads)
     del s.distances[max(0, len(s.distances) - (s.n_distances - nd)):]
     s.n_distances = nd
@@ -174,8 +183,8 @@ class StorePrada:
             wait = self.prada.action == "block"
             c = self._add(client, copy, x, labels)
             if not wait and c.sent is not None:  # no answer waits on the commit's outcome
-                copy.settled = c.sent[1].get_loop().create_future()
-                c.sent[1].add_done_callback(lambda _, copy=copy, c=c: self._committed(client, copy, c))
+                copy.settled = c.sent.get_loop().create_future()
+                c.sent.add_done_callback(lambda _, copy=copy, c=c: self._committed(client, copy, c))
                 if copy.late is not None:
                     c.info["detected"], copy.late = copy.late, None
                 return c.info
@@ -203,26 +212,28 @@ class StorePrada:
 
     def _add(self, client: str, copy: _Copy, x: np.ndarray, labels: np.ndarray) -> _Commit:
         """The batch into the copy, and its difference sent to the store (its reply waited for by ``_settle`` or
-        handled by ``_committed``)."""
+        handled by ``_committed``). Only the batch's classes are marked and re-encoded (~15 us a request less than
+        every group's)."""
         copy.dim = copy.dim or int(np.prod(np.shape(x)[1:]))
         s = copy.state
-        mark = _mark(s)
+        mark = _mark(s, dict.fromkeys(np.asarray(labels).tolist()))
         c = _Commit(x, labels, mark, self.prada.update(s, x, labels))
-        groups, nd, flagged_at = mark[0], mark[1], mark[4]
-        keys, constants, members = self._keys_of(client)
-        new_d = min(s.n_distances - nd, len(s.distances))
-        meta = orjson.dumps({"dim": copy.dim, "nd": s.n_distances, "ta": s.tested_at, "w": s.w, "s": s.samples,
-                             "g": {str(k): [g.d_n, g.d_sum, g.d_sumsq, g.threshold] for k, g in s.groups.items()}})
-        parts = [keys, bulks(copy.epoch, copy.version, meta, s.flagged_at if flagged_at is None and s.flagged_at
-                             else "", nd, np.asarray(s.distances[len(s.distances) - new_d:], np.float32).tobytes()),
-                 constants]
-        count = 12
-        for k, g in s.groups.items():
-            held = groups[k][0] if k in groups else 0
+        touched, nd, flagged_at = mark[0], mark[1], mark[4]
+        keys, constants, _ = self._keys_of(client)
+        parts, count = [], 12
+        for k, before in touched.items():
+            g = s.groups[k]
+            copy.sums[str(k)] = [g.d_n, g.d_sum, g.d_sumsq, g.threshold]
+            held = 0 if before is None else before[0]
             if g.n > held:
                 parts.append(bulks(k, held, g.buf[held: g.n].tobytes()))
                 count += 3
-        c.parts, c.count = b"".join(parts), count
+        meta = orjson.dumps({"dim": copy.dim, "nd": s.n_distances, "ta": s.tested_at, "w": s.w, "s": s.samples,
+                             "g": copy.sums})
+        distances = s.distances[len(s.distances) - min(s.n_distances - nd, len(s.distances)):]
+        c.parts = b"".join([keys, bulks(copy.epoch, copy.version, meta, s.flagged_at if flagged_at is None and
+                                        s.flagged_at else b"", nd, array("f", distances).tobytes()), constants, *parts])
+        c.count = count
         c.sent = self.store.submit(self._commit, c.parts, count)
         return c
 
@@ -237,7 +248,7 @@ class StorePrada:
                 if version:
                     copy.version, copy.epoch = version, epoch
                     return c.info
-                _undo(copy.state, c.mark)
+                _undo(copy, c.mark)
                 await self._catch_up(client, copy)
             except (StateStoreUnavailable, StateStoreError):
                 self.copies.pop(client, None)  # it holds a batch the store may never have taken: read it again
@@ -251,7 +262,7 @@ class StorePrada:
 
     def _committed(self, client: str, copy: _Copy, c: _Commit) -> None:
         """A commit nobody waited for has its reply: done, unless it lost a race (then applied again here)."""
-        fut = c.sent[1]
+        fut = c.sent
         reply = None if fut.cancelled() or fut.exception() is not None else fut.result()
         if type(reply) is list and reply[0]:
             copy.version, copy.epoch = reply
@@ -286,7 +297,7 @@ class StorePrada:
             self._fetch, self._keys_of(client)[0] + self._keys_of(client)[2] + bulks(*args), 4 + len(args))
         if whole:
             s = copy.state = _ClientState()
-            copy.dim = None
+            copy.dim, copy.sums = None, {}
         copy.version, copy.epoch = int(version), epoch
         s.flagged_at = int(flagged_at) if flagged_at else None
         if not meta:
@@ -309,3 +320,4 @@ class StorePrada:
             else:
                 g.extend(rows)
                 g.d_n, g.d_sum, g.d_sumsq, g.threshold = sums
+        copy.sums = m["g"]
