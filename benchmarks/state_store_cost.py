@@ -93,6 +93,18 @@ def compare(cells: dict) -> dict:
             "cpu_target_met": added_cpu <= TARGET_CPU_US, "p50_target_met": added_p50 <= TARGET_P50_MS}
 
 
+def paired(runs: dict) -> dict:
+    """Round by round, the store-backed router against the in-process one measured next to it (the systems'
+    order alternates), so that the machine's drift between rounds cancels: median and quartiles of the added router
+    CPU per request and added p50 (pure: the recorded rounds in). On a shared 2-core host these moved far less
+    between runs than the pooled figures."""
+    cpu = [s["router_cpu_s"] / len(s["lat"]) * 1e6 - b["router_cpu_s"] / len(b["lat"]) * 1e6
+           for b, s in zip(runs["in-process"], runs["store"])]
+    p50 = [float(np.median(s["lat"]) - np.median(b["lat"])) for b, s in zip(runs["in-process"], runs["store"])]
+    q = lambda v: [float(x) for x in np.percentile(v, [25, 50, 75])]  # noqa: E731
+    return {"rounds": len(cpu), "added_cpu_us_q25_50_75": q(cpu), "added_p50_ms_q25_50_75": q(p50)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", default="model_repository/default")
@@ -131,18 +143,23 @@ def main(argv=None) -> int:
                     runs[name].append(_cell(routers[name], inputs, c, per_thread, req, store.process.pid))
             cells = {n: _summary(n, c, rs) for n, rs in runs.items()}
             raw += cells.values()
-            rows.append(compare(cells))
+            rows.append(compare(cells) | paired(runs))
             print(f"c{c} done", flush=True)
     table = format_table(rows, [
         ("concurrency", "conc"), ("inproc_cpu_us", "in-proc CPU us/req"), ("store_router_cpu_us", "store CPU us/req"),
         ("added_cpu_us", "added CPU us"), ("cpu_ratio", "CPU ratio"), ("store_server_cpu_us", "valkey CPU us/req"),
         ("inproc_p50_ms", "in-proc p50 ms"), ("store_p50_ms", "store p50 ms"), ("added_p50_ms", "added p50 ms"),
         ("p50_ratio", "p50 ratio"), ("tput_ratio", "tput ratio"), ("errors", "errors")])
+    by_round = "\n".join(f"  concurrency {r['concurrency']}: added CPU {r['added_cpu_us_q25_50_75'][1]:+.0f} us "
+                         f"[{r['added_cpu_us_q25_50_75'][0]:+.0f}, {r['added_cpu_us_q25_50_75'][2]:+.0f}], added p50 "
+                         f"{r['added_p50_ms_q25_50_75'][1]:+.3f} ms [{r['added_p50_ms_q25_50_75'][0]:+.3f}, "
+                         f"{r['added_p50_ms_q25_50_75'][2]:+.3f}] over {r['rounds']} rounds" for r in rows)
     cores = len(os.sched_getaffinity(0))
     met = all(r["cpu_target_met"] and r["p50_target_met"] for r in rows)
     print(f"per-client state in the router vs in a store ({a.defenses}, batch {a.batch}, backend {a.backend}), "
           f"{cores} cores shared by load generator, router{', Triton' if a.backend == 'triton' else ''} and store\n"
-          f"target: {TARGETS}: {'MET' if met else 'NOT MET'}\n{table}")
+          f"target: {TARGETS}: {'MET' if met else 'NOT MET'}\n{table}\n"
+          f"paired by round (median [quartiles] of each round's store minus in-process):\n{by_round}")
     write_result(a.out, "state_store_cost", {
         "seed": a.seed, "targets": TARGETS, "targets_met": met,
         "settings": vars(a) | {"model": model.name, "zoo": manifest.zoo.name, "cores": cores,
