@@ -15,10 +15,11 @@ with the row and distance counts it holds: replies of a few hundred bytes where 
 a commit that lost a race puts its batch back, catches up the same way and commits again. Within a worker one
 key's requests take turns (a lock per key).
 
-Round trips. Under ``log`` and ``throttle`` no answer depends on the commit's outcome: the commit is written
-before the answer leaves, but its reply is not waited for (the key's next request on this worker waits for it
-before touching the copy; a commit that lost a race is applied again in the background and a flag it raises
-refuses or throttles the key's later requests, as the store tells every admission). Under ``block`` the request
+Round trips. Under ``log`` and ``throttle`` no answer depends on the commit's outcome: the commit leaves with the
+answer (the same turn of the event loop) but its reply is not waited for (the key's next request on this worker
+waits for it before touching the copy; a commit that lost a race is applied again in the background and a flag it
+raises refuses or throttles the key's later requests, as the store tells every admission; the flag's
+``detected`` goes into the audit record of the key's next request on this worker). Under ``block`` the request
 whose batch crosses the threshold must be withheld, and whether it crosses is only certain once the commit
 applied where the copy said (another worker may have written the key first), so its answer waits for the reply.
 
@@ -212,8 +213,7 @@ class StorePrada:
 
     def _add(self, client: str, copy: _Copy, x: np.ndarray, labels: np.ndarray) -> _Commit:
         """The batch into the copy, and its difference sent to the store (its reply waited for by ``_settle`` or
-        handled by ``_committed``). Only the batch's classes are marked and re-encoded (~15 us a request less than
-        every group's)."""
+        handled by ``_committed``). Only the batch's classes are marked and re-encoded, not every group's."""
         copy.dim = copy.dim or int(np.prod(np.shape(x)[1:]))
         s = copy.state
         mark = _mark(s, dict.fromkeys(np.asarray(labels).tolist()))
