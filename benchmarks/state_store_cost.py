@@ -11,7 +11,11 @@ serves the zoo's fastest Pareto model.
     result = run(StateStoreCostSettings(concurrencies=(4,), rounds=1))
 
     python -m benchmarks.state_store_cost [--zoo model_repository/default] [--concurrency 1 16]
-        [--rounds 3] [--requests-per-round 600] [--backend null|triton]
+        [--rounds 3] [--requests-per-round 600] [--backend null|triton] [--defenses budget_prada]
+
+``--defenses``: ``budget_prada`` (query_budget + PRADA log: one round trip a request), ``budget_prada_block``
+(PRADA block: its commit is waited for, two round trips), ``slots`` (no defense, only max_in_flight_per_client:
+one small script a request, the floor of any store-backed request).
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ from zoo.manifest import load_manifest
 
 TARGET_CPU_US, TARGET_P50_MS = 60.0, 0.15  # what the store may add per request (issue 21)
 TARGETS = f"the store adds <= {TARGET_CPU_US:g} us router CPU and <= {TARGET_P50_MS:g} ms p50 per request"
-DEFENSES = [{"name": "query_budget", "samples_per_s": 1e9, "burst_samples": 256, "max_samples": 10**12},
-            {"name": "prada", "action": "log"}]  # both refuse nothing: every request does the full work
+BUDGET = {"name": "query_budget", "samples_per_s": 1e9, "burst_samples": 256, "max_samples": 10**12}
+# each refuses nothing (PRADA's delta is below any natural W): every request does the full work
+PROFILES = {"budget_prada": ([BUDGET, {"name": "prada", "action": "log"}], {}),
+            "budget_prada_block": ([BUDGET, {"name": "prada", "action": "block", "delta": 0.01}], {}),
+            "slots": ([], {"max_in_flight_per_client": 16})}
 KEYS = {f"bench-key-{i}": f"client-{i}" for i in range(64)}
 
 
@@ -57,6 +64,7 @@ class StateStoreCostSettings:
     batch_size: int = 1  # samples per request
     backend: str = "null"  # null: the router's own figures, no Triton; triton: the fastest Pareto model
     seed: int = 0  # the inputs drawn; the routers' seed
+    defenses: str = "budget_prada"  # which per-client state: a key of PROFILES
 
     def __post_init__(self):
         if not self.concurrencies or min(self.concurrencies) < 1 or min(self.rounds, self.requests_per_round,
@@ -64,17 +72,20 @@ class StateStoreCostSettings:
             raise ConfigError("--concurrency, --rounds, --requests-per-round and --batch must be >= 1")
         if self.backend not in ("null", "triton"):
             raise ConfigError(f"--backend: choose null or triton, got {self.backend!r}")
+        if self.defenses not in PROFILES:
+            raise ConfigError(f"--defenses: choose {', '.join(PROFILES)}, got {self.defenses!r}")
 
     def as_dict(self) -> dict:
         """The settings under the names the result file has always used (its command-line flags)."""
         return {"zoo": str(self.zoo_dir), "concurrency": list(self.concurrencies),
                 "requests_per_round": self.requests_per_round, "rounds": self.rounds, "batch": self.batch_size,
-                "backend": self.backend, "seed": self.seed}
+                "backend": self.backend, "seed": self.seed, "defenses": self.defenses}
 
 
-def _routers(stack, zoo: str, tmp: str, endpoints, store_url: str, seed: int, backend: str) -> dict:
-    common = {"api_keys": KEYS, "defenses": DEFENSES, "seed": seed, "backend": backend, "max_in_flight": None,
-              "policy": "fastest_feasible"}
+def _routers(stack, zoo: str, tmp: str, endpoints, store_url: str, seed: int, backend: str, profile: str) -> dict:
+    defenses, extra_common = PROFILES[profile]
+    common = {"api_keys": KEYS, "defenses": defenses, "seed": seed, "backend": backend, "max_in_flight": None,
+              "policy": "fastest_feasible", **extra_common}
     out = {}
     for name, extra in (("in-process", {}), ("store", {"state_store": store_url})):
         path = write_router_settings(Path(tmp), Path(zoo), endpoints, name, **common, **extra)
@@ -115,6 +126,18 @@ def compare(cells: dict) -> dict:
             "cpu_target_met": added_cpu <= TARGET_CPU_US, "p50_target_met": added_p50 <= TARGET_P50_MS}
 
 
+def paired(runs: dict) -> dict:
+    """Round by round, the store-backed router against the in-process one measured next to it (the systems'
+    order alternates), so that the machine's drift between rounds cancels: median and quartiles of the added router
+    CPU per request and added p50 (pure: the recorded rounds in). On a shared 2-core host these moved far less
+    between runs than the pooled figures."""
+    cpu = [s["router_cpu_s"] / len(s["lat"]) * 1e6 - b["router_cpu_s"] / len(b["lat"]) * 1e6
+           for b, s in zip(runs["in-process"], runs["store"])]
+    p50 = [float(np.median(s["lat"]) - np.median(b["lat"])) for b, s in zip(runs["in-process"], runs["store"])]
+    q = lambda v: [float(x) for x in np.percentile(v, [25, 50, 75])]  # noqa: E731
+    return {"rounds": len(cpu), "added_cpu_us_q25_50_75": q(cpu), "added_p50_ms_q25_50_75": q(p50)}
+
+
 def run(s: StateStoreCostSettings, log=functools.partial(print, flush=True)) -> dict:
     """Both routers at every concurrency, in alternating rounds; the result file's fields."""
     manifest = load_manifest(s.zoo_dir)
@@ -128,7 +151,7 @@ def run(s: StateStoreCostSettings, log=functools.partial(print, flush=True)) -> 
         store = stack.enter_context(StoreServer(Path(tmp) / "store"))
         endpoints = (stack.enter_context(triton_for(s.zoo_dir, tmp)).endpoints if s.backend == "triton"
                      else SimpleNamespace(http_url="127.0.0.1:1", grpc_url="127.0.0.1:1"))
-        routers = _routers(stack, s.zoo_dir, tmp, endpoints, store.url, s.seed, s.backend)
+        routers = _routers(stack, s.zoo_dir, tmp, endpoints, store.url, s.seed, s.backend, s.defenses)
         for c in s.concurrencies:
             per_thread = max(2, s.requests_per_round // c)
             for r in routers.values():  # warm-up: connections, scripts loaded, PRADA's first tests
@@ -140,12 +163,13 @@ def run(s: StateStoreCostSettings, log=functools.partial(print, flush=True)) -> 
                     runs[name].append(_cell(routers[name], inputs, c, per_thread, req, store.process.pid))
             cells = {n: _summary(n, c, rs) for n, rs in runs.items()}
             raw += cells.values()
-            rows.append(compare(cells))
+            rows.append(compare(cells) | paired(runs))
             log(f"c{c} done")
     met = all(r["cpu_target_met"] and r["p50_target_met"] for r in rows)
     return {"seed": s.seed, "targets": TARGETS, "targets_met": met,
             "settings": s.as_dict() | {"model": model.name, "zoo": manifest.zoo.name,
-                                       "cores": len(os.sched_getaffinity(0)), "defenses": DEFENSES},
+                                       "cores": len(os.sched_getaffinity(0)),
+                                       "router": PROFILES[s.defenses]},
             "cells": raw, "table": rows}
 
 
@@ -158,11 +182,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--backend", choices=("null", "triton"), default="null")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--defenses", choices=tuple(PROFILES), default="budget_prada")
     ap.add_argument("--out", default="results/state_store_cost.json")
     a = ap.parse_args(argv)
     try:
         s = StateStoreCostSettings(Path(a.zoo), tuple(a.concurrency), a.requests_per_round, a.rounds, a.batch,
-                                   a.backend, a.seed)
+                                   a.backend, a.seed, a.defenses)
     except ConfigError as e:
         ap.error(str(e))
     result = run(s)
@@ -172,10 +197,15 @@ def main(argv=None) -> int:
         ("added_cpu_us", "added CPU us"), ("cpu_ratio", "CPU ratio"), ("store_server_cpu_us", "valkey CPU us/req"),
         ("inproc_p50_ms", "in-proc p50 ms"), ("store_p50_ms", "store p50 ms"), ("added_p50_ms", "added p50 ms"),
         ("p50_ratio", "p50 ratio"), ("tput_ratio", "tput ratio"), ("errors", "errors")])
-    print(f"per-client state in the router vs in a store (query_budget + prada, batch {s.batch_size}, backend "
+    by_round = "\n".join(f"  concurrency {r['concurrency']}: added CPU {r['added_cpu_us_q25_50_75'][1]:+.0f} us "
+                         f"[{r['added_cpu_us_q25_50_75'][0]:+.0f}, {r['added_cpu_us_q25_50_75'][2]:+.0f}], added p50 "
+                         f"{r['added_p50_ms_q25_50_75'][1]:+.3f} ms [{r['added_p50_ms_q25_50_75'][0]:+.3f}, "
+                         f"{r['added_p50_ms_q25_50_75'][2]:+.3f}] over {r['rounds']} rounds" for r in result["table"])
+    print(f"per-client state in the router vs in a store ({s.defenses}, batch {s.batch_size}, backend "
           f"{s.backend}), {result['settings']['cores']} cores shared by load generator, "
           f"router{', Triton' if s.backend == 'triton' else ''} and store\n"
-          f"target: {TARGETS}: {'MET' if result['targets_met'] else 'NOT MET'}\n{table}")
+          f"target: {TARGETS}: {'MET' if result['targets_met'] else 'NOT MET'}\n{table}\n"
+          f"paired by round (median [quartiles] of each round's store minus in-process):\n{by_round}")
     write_result(a.out, "state_store_cost", result)
     print(f"result: {a.out}")
     return 0

@@ -76,6 +76,10 @@ class RouterSettings(BaseModel):
     # longest a request may take, so a live request never loses its slot)
     state_store_slot_lease_ms: float = Field(60000.0, gt=0)
     state_store_prefix: str = Field("psml", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # deployments sharing one store
+    # A refusal that lasts (a PRADA flag, a spent budget) is remembered by the worker this long, refusing the key
+    # before its body is read with no round trip; then the store is asked again, so a key an operator cleared
+    # there is served again within it
+    state_store_recheck_ms: float = Field(5000.0, gt=0)
 
     @model_validator(mode="after")
     def _defenses_combine(self):

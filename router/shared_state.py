@@ -1,16 +1,19 @@
 """Per-client state in the store (settings ``state_store``): the store-backed counterpart of the per-client bound
 on requests in flight (router/admission.py) and of the client defenses' ``precheck``/``admit``/``observe``.
 
-One request costs these round trips: ``admit`` (one script: the key's slots in flight, query_budget's total and
-token bucket, PRADA's flag and throttle bucket, checked together and taken together: a refused request takes
-nothing), PRADA's ``observe`` (one script when this worker's copy of the key's state is current, router/defenses/
-prada_store.py), and B4B's coverage (one script, encoder zoos). The slot's release is sent without waiting for
-its reply.
+One request costs one round trip where its defenses allow: ``admit`` (one script: the key's slots in flight,
+query_budget's total and token bucket, PRADA's flag and throttle bucket, checked together and taken together: a
+refused request takes nothing; its reply also carries the key's PRADA version and flag). What follows is sent
+without waiting for its reply and rides with the next command sent, or leaves within 2 ms (router/state_store.py):
+the slot's release, the receipt's deletion, and PRADA's commit under ``log`` and ``throttle`` (router/defenses/
+prada_store.py). Under ``block`` the answer waits for PRADA's commit (a second round trip: the request whose batch
+crosses the threshold must be withheld); B4B's coverage is one more (encoder zoos).
 
 A slot in flight is a member of the key's sorted set scored by its lease deadline: a router that dies with
 requests in flight never releases them, and the next admission of the key drops members whose lease has passed.
 ``precheck`` runs before the body is read and asks nothing of the store: it refuses from what this worker's
-last answers said (a blocked key, a spent budget, an empty bucket until it refills).
+last answers said (a blocked key or a spent budget for ``state_store_recheck_ms``, then the store is asked again;
+an empty bucket until it refills).
 
 Store unreachable: fail closed (503 state_store_unavailable, Retry-After) unless ``state_store_fail_open``, which
 serves without the per-client defenses and records ``state_store: "unavailable"`` in the audit record.
@@ -26,7 +29,7 @@ from .errors import RouterError
 from .defenses.prada import BLOCKED, Blocked
 from .defenses.query_budget import BudgetExhausted, RateLimited
 from .defenses.token_bucket import BatchOverBurst, retry_after_s
-from .state_store import StateStore, StateStoreReplyLost, StateStoreUnavailable, encode, key
+from .state_store import StateStore, StateStoreReplyLost, StateStoreUnavailable, bulk, bulks, encode, key
 
 ADMIT = """
 -- KEYS: 1 slots in flight (sorted set: request id -> lease deadline ms), 2 query budget (hash), 3 prada (hash),
@@ -34,12 +37,14 @@ ADMIT = """
 -- ARGV: 1 request id, 2 samples, 3 max in flight per client (0: none), 4 lease ms, 5 max samples (0: none),
 --       6 rate samples/s (0: none), 7 burst samples, 8 prada action ('' when prada is off), 9 throttle samples/s,
 --       10 receipt ms
+-- Reply: {verdict, value}, and when admitted with prada on also the key's prada version and flag ('' none), so
+-- that a worker's copy of the key's prada state can tell that it is behind (router/defenses/prada_store.py)
 if redis.call('GET', KEYS[4]) == 'undone' then return {'undone', 0} end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
 local n, max_in_flight, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_samples, rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local p = ARGV[8] ~= '' and redis.call('HMGET', KEYS[3], 'flagged_at', 'tt', 'ta')
+local p = ARGV[8] ~= '' and redis.call('HMGET', KEYS[3], 'flagged_at', 'tt', 'ta', 'ver')
 if p and p[1] and ARGV[8] == 'block' then return {'blocked', 0} end  -- for good: before anything transient
 if max_in_flight > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- leases of requests a dead router never released
@@ -74,6 +79,7 @@ if max_samples > 0 then redis.call('HSET', KEYS[2], 'spent', spent + n) end
 if rate > 0 then redis.call('HSET', KEYS[2], 'tokens', tokens - n, 'at', now) end
 if throttle then redis.call('HSET', KEYS[3], 'tt', throttle - n, 'ta', now) end
 redis.call('SET', KEYS[4], n, 'PX', ARGV[10])
+if p then return {'ok', spent + n, p[4] or '0', p[1] or ''} end
 return {'ok', spent + n}
 """
 
@@ -110,25 +116,40 @@ end
 return 1
 """
 
-# A flag or a spent budget is remembered this long before the store is asked again (an operator who clears a
-# key in the store is heard within it); a rate limit, until the bucket has a token again.
-LASTING_REFUSAL_S = 60.0
+REFUSAL_RECHECK_MS = 5_000.0  # settings.state_store_recheck_ms: how long a flag or a spent budget is remembered
 UNAVAILABLE = {"state_store": "unavailable: served without per-client defenses (state_store_fail_open)"}
+
+
+class _ClientKeys:
+    """One key's store keys, encoded once (the API keys are the settings', so this stays small)."""
+
+    __slots__ = ("admit", "in_flight", "receipt")
+
+    def __init__(self, prefix: str, client: str):
+        self.in_flight = bulk(key(prefix, client, "in_flight"))
+        self.admit = bulks(4) + self.in_flight + bulks(key(prefix, client, "budget"), key(prefix, client, "prada"))
+        self.receipt = key(prefix, client, "admitted:")  # + the request id
 
 
 class SharedClientState:
     """What the router asks per request when per-client state lives in the store (one per worker)."""
 
     def __init__(self, store: StateStore, defenses: list, max_in_flight_per_client: int | None,
-                 slot_lease_ms: float, fail_open: bool, prefix: str):
+                 slot_lease_ms: float, fail_open: bool, prefix: str, recheck_ms: float = REFUSAL_RECHECK_MS):
         self.store, self.fail_open, self.prefix = store, fail_open, prefix
         self.budget = next((d for d in defenses if d.name == "query_budget"), None)
         self.prada = next((d for d in defenses if d.name == "prada"), None)
         self.b4b = next((d for d in defenses if d.name == "b4b"), None)
         self.max_in_flight = max_in_flight_per_client or 0
         self.lease_ms = slot_lease_ms
+        self.recheck_s = recheck_ms / 1e3
         self._admit = store.script(ADMIT)
         self._give_back = store.script(GIVE_BACK)
+        q, p = self.budget, self.prada
+        self._admit_args = bulks(self.max_in_flight, self.lease_ms, (q.max_samples or 0) if q else 0,
+                                 (q.samples_per_s or 0) if q else 0, q.burst_samples if q else 1,
+                                 p.action if p else "", p.throttle_samples_per_s if p else 0, RECEIPT_MS)
+        self._client_keys: dict[str, _ClientKeys] = {}
         self.refused: dict[str, tuple[float, RouterError]] = {}  # client -> (until monotonic s, refusal)
         self._prada_state = self._b4b_state = None
         if self.prada is not None:
@@ -141,12 +162,15 @@ class SharedClientState:
             self._b4b_state = StoreB4B(self.b4b, store, prefix)
         self._tasks: set = set()
 
-    def _keys(self, client: str) -> list[str]:
-        return [key(self.prefix, client, "in_flight"), key(self.prefix, client, "budget"),
-                key(self.prefix, client, "prada")]
+    def _keys_of(self, client: str) -> _ClientKeys:
+        k = self._client_keys.get(client)
+        if k is None:
+            k = self._client_keys[client] = _ClientKeys(self.prefix, client)
+        return k
 
     def precheck(self, client: str) -> None:
-        """Before the body: the refusal this worker last saw for the key, while it still holds."""
+        """Before the body: the refusal this worker last saw for the key, while it still holds (a flag or a spent
+        budget for ``recheck_ms``, then the store is asked again: an operator who clears the key is heard)."""
         held = self.refused.get(client)
         if held is not None:
             if time.monotonic() < held[0]:
@@ -162,13 +186,11 @@ class SharedClientState:
         if q is not None and q.samples_per_s is not None and n_samples > q.burst_samples:
             raise BatchOverBurst(f"a batch of {n_samples} samples exceeds this API key's burst of "
                                  f"{q.burst_samples:g} samples; send smaller batches")
-        p = self.prada
-        args = [request_id, n_samples, self.max_in_flight, self.lease_ms,
-                (q.max_samples or 0) if q else 0, (q.samples_per_s or 0) if q else 0, q.burst_samples if q else 1,
-                p.action if p else "", p.throttle_samples_per_s if p else 0]
-        receipt = key(self.prefix, client, f"admitted:{request_id}")
+        k = self._keys_of(client)
+        receipt = k.receipt + request_id
         try:
-            verdict, value = await self.store.run(self._admit, [*self._keys(client), receipt], [*args, RECEIPT_MS])
+            reply = await self.store.run_parts(self._admit, k.admit + bulks(receipt, request_id, n_samples)
+                                               + self._admit_args, 15)
         except StateStoreUnavailable as e:
             if isinstance(e, StateStoreReplyLost):  # it may have run: take back what it took, once the store answers
                 self.store.send_payload(encode(b"EVAL", UNDO, 3, key(self.prefix, client, "in_flight"),
@@ -178,8 +200,10 @@ class SharedClientState:
             if self.fail_open:
                 return dict(UNAVAILABLE)
             raise
-        if verdict != b"ok":
-            raise self._refusal(client, verdict.decode(), value, n_samples)
+        if reply[0] != b"ok":
+            raise self._refusal(client, reply[0].decode(), reply[1], n_samples)
+        if len(reply) > 2:  # the key's prada version and flag as the store has them now
+            self._prada_state.seen(client, int(reply[2]), reply[3])
         return {}
 
     def _refusal(self, client: str, verdict: str, value, n: int) -> RouterError:
@@ -192,13 +216,13 @@ class SharedClientState:
         if verdict == "budget":
             spent, cap = int(value), self.budget.max_samples
             if spent >= cap:
-                self.refused[client] = (now + LASTING_REFUSAL_S,
+                self.refused[client] = (now + self.recheck_s,
                                         BudgetExhausted(f"this API key has used all of its {cap} samples"))
             return BudgetExhausted(f"this API key has used {spent} of its {cap} samples; a batch of {n} would "
                                    "exceed it")
         if verdict == "blocked":
             e = Blocked(BLOCKED)
-            self.refused[client] = (now + LASTING_REFUSAL_S, e)
+            self.refused[client] = (now + self.recheck_s, e)
             return e
         if verdict == "throttle_burst":
             return BatchOverBurst(f"a batch of {n} samples exceeds this flagged API key's burst of "
@@ -238,10 +262,12 @@ class SharedClientState:
     def leave(self, client: str, request_id: str) -> None:
         """Release the slot without waiting for the store's reply (no round trip on the request's path); when the
         store cannot be reached the lease frees it later."""
+        if not (self.max_in_flight or self.budget or self.prada):
+            return  # admit took nothing and wrote no receipt
+        k = self._keys_of(client)
         if self.max_in_flight:
-            self.store.send("ZREM", key(self.prefix, client, "in_flight"), request_id)
-        if self.max_in_flight or self.budget or self.prada:  # admit wrote a receipt
-            self.store.send("DEL", key(self.prefix, client, f"admitted:{request_id}"))
+            self.store.send_payload(b"*3\r\n$4\r\nZREM\r\n%b%b" % (k.in_flight, bulk(request_id)))
+        self.store.send_payload(b"*2\r\n$3\r\nDEL\r\n%b" % bulk(k.receipt + request_id))
 
     def penalize(self, client: str, n_samples: int) -> None:
         """A malformed body's rows out of the key's rate (in the background: the request is refused anyway)."""

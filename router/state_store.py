@@ -33,21 +33,38 @@ from .errors import StateStoreError, StateStoreReplyLost, StateStoreUnavailable
 
 
 class Script:
+    """A Lua script, its SHA1, and both command heads (EVALSHA sha, EVAL body) encoded once."""
+
     def __init__(self, body: str):
         self.body = body.encode()
         self.sha = hashlib.sha1(self.body).hexdigest().encode()
+        self._heads = bulks(b"EVALSHA", self.sha), bulks(b"EVAL", self.body)
+
+    def command(self, parts: bytes, count: int, cached: bool = True) -> bytes:
+        """The whole command; ``parts``: numkeys, the keys and the arguments as RESP bulk strings (``count`` of
+        them, see ``bulks``), so that a caller encodes what never changes once."""
+        return b"*%d\r\n%b%b" % (count + 2, self._heads[0] if cached else self._heads[1], parts)
 
 
 class _Connection(asyncio.Protocol):
     """Replies matched to requests by order, one future per request. Commands issued in one turn of the event
-    loop leave in one write (one system call for all the requests in flight at that moment)."""
+    loop leave in one write (one system call for all the requests in flight at that moment), at the end of that
+    turn: a request's release, receipt deletion and PRADA commit leave together, after its answer was written.
+    One watchdog timer per connection, not one per command: a command unanswered for ``timeout_s`` cuts the
+    connection (every command on it fails)."""
 
-    def __init__(self):
+    def __init__(self, backlog: deque, timeout_s: float):
+        self.loop = asyncio.get_running_loop()  # once: each get_running_loop() is a getpid() system call
         self.reader = hiredis.Reader()
         self.pending: deque[asyncio.Future] = deque()
+        self.sent_at: deque[float] = deque()  # loop time each pending command was issued
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.out: list[bytes] = []
+        self.out_sends: list[bytes] = []  # the commands in `out` nobody waits for: kept if the connection dies
+        self.backlog = backlog
+        self.timeout_s = timeout_s
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -59,6 +76,7 @@ class _Connection(asyncio.Protocol):
                 self.abort()
                 return
             waiter = self.pending.popleft()
+            self.sent_at.popleft()
             if waiter is not None and not waiter.done():
                 waiter.set_result(reply)
 
@@ -68,38 +86,65 @@ class _Connection(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(ConnectionError("the store closed the connection"))
         self.pending.clear()
+        self.sent_at.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._flush()  # what was never written: the releases and undos wait in the backlog
 
     def request(self, payload: bytes, reply: bool = True) -> asyncio.Future | None:
         """``reply=False``: nobody waits for the reply, but it keeps its place in the queue (exactly one entry per
         command sent), so replies can never shift onto the wrong requests. (CLIENT REPLY SKIP would spare the
         reply, but a store or proxy that refuses CLIENT answers it with two extra replies, which did shift.)"""
-        waiter = None
-        if reply:
-            waiter = asyncio.get_running_loop().create_future()
+        waiter = self.loop.create_future() if reply else None
         self.pending.append(waiter)
+        self.sent_at.append(self.loop.time())
+        if self._watchdog is None:
+            self._watchdog = self.loop.call_later(self.timeout_s, self._check)
         if not self.out:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self.out.append(payload)
+        if not reply:
+            self.out_sends.append(payload)
         return waiter
 
     def _flush(self) -> None:
-        out, self.out = self.out, []
-        if not self.closed:
+        out, sends = self.out, self.out_sends
+        self.out, self.out_sends = [], []
+        if self.closed:
+            self.backlog.extend(sends)
+        elif out:
             self.transport.write(b"".join(out))
+
+    def _check(self) -> None:
+        self._watchdog = None
+        if self.closed or not self.sent_at:
+            return
+        left = self.sent_at[0] + self.timeout_s - self.loop.time()
+        if left <= 0:  # the oldest command has waited the whole timeout: the store stopped answering
+            self.abort()
+        else:
+            self._watchdog = self.loop.call_later(left, self._check)
 
     def abort(self) -> None:
         if not self.closed:
             self.transport.abort()
 
 
+def bulk(p) -> bytes:
+    """One RESP bulk string (bytes as they are, anything else as its str)."""
+    t = type(p)
+    if t is not bytes:
+        p = b"%d" % p if t is int else (p if t is str else str(p)).encode()
+    return b"$%d\r\n%b\r\n" % (len(p), p)
+
+
+def bulks(*parts) -> bytes:
+    return b"".join(map(bulk, parts))
+
+
 def encode(*parts) -> bytes:
     """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(parts)]
-    for p in parts:
-        if not isinstance(p, bytes):
-            p = (p if isinstance(p, str) else str(p)).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(p), p))
-    return b"".join(out)
+    return b"*%d\r\n%b" % (len(parts), bulks(*parts))
 
 
 # store errors that mean "not now" (loading its data, a demoted primary, a busy script, no memory, no permission
@@ -131,18 +176,38 @@ class StateStore:
         return Script(lua)
 
     async def run(self, script: Script, keys: list, args: list):
-        reply = await self._request(encode(b"EVALSHA", script.sha, len(keys), *keys, *args))
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            reply = await self._request(encode(b"EVAL", script.body, len(keys), *keys, *args))
+        return await self.run_parts(script, bulks(len(keys), *keys, *args), 1 + len(keys) + len(args))
+
+    async def run_parts(self, script: Script, parts: bytes, count: int):
+        """``run`` with the numkeys, keys and arguments encoded by the caller (``Script.command``)."""
+        waiter = self.submit(script, parts, count)
+        if waiter is None:
+            waiter = await self._submitted(script.command(parts, count))
+        return await self.result(waiter, script, parts, count)
+
+    def submit(self, script: Script, parts: bytes, count: int) -> asyncio.Future | None:
+        """Send the script and wait for its reply later (``result``), or not at all. None when there is no live
+        connection (then ``run_parts``, which connects)."""
+        conn = self._conn
+        if conn is None or conn.closed or self.down_until:
+            return None
+        return conn.request(script.command(parts, count))
+
+    async def result(self, waiter: asyncio.Future, script: Script, parts: bytes, count: int):
+        """The checked reply of a submitted script; NOSCRIPT (a store restarted, SCRIPT FLUSH): the same as EVAL,
+        which also caches it."""
+        reply = await self._reply(waiter)
+        if type(reply) is hiredis.ReplyError and str(reply).startswith("NOSCRIPT"):
+            reply = await self._reply(await self._submitted(script.command(parts, count, cached=False)))
         return self._checked(reply, "a script")
 
     async def call(self, *command):
-        return self._checked(await self._request(encode(*command)), str(command[0]))
+        return self._checked(await self._reply(await self._submitted(encode(*command))), str(command[0]))
 
     def _checked(self, reply, what: str):
         """An error reply: transient ones (LOADING, READONLY ...) are an unavailable store; the rest a 500. The
         store's own text goes to the operator's log, never to a client."""
-        if not isinstance(reply, hiredis.ReplyError):
+        if type(reply) is not hiredis.ReplyError:
             return reply
         text = str(reply)
         print(f"router: the state store refused {what}: {text[:200]}", file=sys.stderr, flush=True)
@@ -164,21 +229,21 @@ class StateStore:
         else:
             self._backlog.append(payload)
 
-    async def _request(self, payload: bytes):
+    async def _submitted(self, payload: bytes) -> asyncio.Future:
         if self.down_until:
             if time.monotonic() < self.down_until:
                 raise StateStoreUnavailable()
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connected()
-        waiter = conn.request(payload)
-        timer = asyncio.get_running_loop().call_later(self.socket_timeout_s, conn.abort)
+        return conn.request(payload)
+
+    async def _reply(self, waiter: asyncio.Future):
+        """The reply, within the socket timeout (the connection's watchdog cuts it: every request on it fails)."""
         try:
             reply = await waiter
         except (ConnectionError, OSError) as e:
             self._down(e, sent=True)
-        finally:
-            timer.cancel()
         self.down_until = 0.0
         return reply
 
@@ -197,7 +262,8 @@ class StateStore:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout_s):
-            _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self.tls)
+            _, conn = await loop.create_connection(lambda: _Connection(self._backlog, self.socket_timeout_s),
+                                                   self.host, self.port, ssl=self.tls)
             hello = ([("AUTH", self.password)] if self.password else []) + ([("SELECT", self.db)] if self.db else [])
             for command in hello:
                 reply = await conn.request(encode(*command))

@@ -71,6 +71,17 @@ class _Group:
         g.d_n, g.d_sum, g.d_sumsq, g.threshold = d_n, d_sum, d_sumsq, threshold
         return g
 
+    def extend(self, rows: np.ndarray) -> None:
+        """Members another worker added (router/defenses/prada_store.py); the sums come with them."""
+        n = self.n + len(rows)
+        if n > len(self.buf):
+            size = 1 << (n - 1).bit_length()
+            self.buf = np.concatenate([self.buf[: self.n], np.empty((size - self.n, self.buf.shape[1]), np.float32)])
+            self.sq = np.concatenate([self.sq[: self.n], np.empty(size - self.n, np.float32)])
+        self.buf[self.n: n] = rows
+        self.sq[self.n: n] = np.einsum("ij,ij->i", rows, rows)
+        self.n = n
+
     def nearest(self, row: np.ndarray) -> float:
         members = self.buf[: self.n]
         # argmin ||m - x||^2 = argmin (||m||^2 - 2 m.x); the winner's distance is recomputed exactly so that

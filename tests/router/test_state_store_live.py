@@ -3,6 +3,7 @@ two routers with two workers each share one budget and one PRADA flag, a restart
 store that dies under load answers 503 state_store_unavailable (or serves, under fail-open) until it is back."""
 
 import concurrent.futures as cf
+import socket
 import threading
 import time
 
@@ -10,13 +11,15 @@ import numpy as np
 import pytest
 
 from router.audit_log import read_audit_log
+from router.state_store import encode
 from stack.loopback import write_router_settings
 from stack.router_process import RouterProcess
 from stack.store_server import StoreServer
 from tests.conftest import infer
 
 KEYS = {"k-budget": "budget", "k-flag": "flagger", "k-clean": "clean", "k-restart-budget": "restart-budget",
-        "k-restart-flag": "restart-flag", "k-load": "load"}
+        "k-restart-flag": "restart-flag", "k-load": "load", "k-reset": "reset"}
+RECHECK_MS = 500.0  # state_store_recheck_ms of the shared routers
 DEFENSES = [{"name": "query_budget", "max_samples": 16},
             # W of identical probes is 0; of natural queries, far above 0.5 even over 10 distances
             {"name": "prada", "action": "block", "min_distances": 10, "test_every": 1, "delta": 0.5}]
@@ -34,7 +37,8 @@ def shared(tmp_path_factory, zoo_dir, triton):
     """One store, two routers with two workers each on it."""
     run = tmp_path_factory.mktemp("shared_state")
     with StoreServer(run / "store") as store:
-        routers = [_router(run, zoo_dir, triton, f"r{i}", store.url, workers=2) for i in (1, 2)]
+        routers = [_router(run, zoo_dir, triton, f"r{i}", store.url, workers=2, state_store_recheck_ms=RECHECK_MS)
+                   for i in (1, 2)]
         yield store, routers
         for r in routers:
             r.stop()
@@ -70,6 +74,24 @@ def test_a_prada_flag_raised_through_one_router_refuses_the_key_at_the_other(sha
         later = infer(r, data.x["test"][:1], key="k-flag")
         assert later.status_code == 403 and later.json()["error"] == "blocked"
     assert infer(r2, data.x["test"][:1], key="k-clean").status_code == 200
+
+
+def test_a_key_an_operator_resets_in_the_store_is_served_again_within_the_recheck_interval(shared, data):
+    """A flagged key refused at both routers; the operator deletes its PRADA state with a raw command
+    (DEL psml:{reset}:prada, as docs/router.md says). Catches routers that refuse from what they remember until
+    they restart (a worker's remembered refusal, its copy of the key's flag): once state_store_recheck_ms has
+    passed, both routers serve the key again (4 samples left of its budget of 16)."""
+    store, (r1, r2) = shared
+    x = data.x["test"]
+    assert infer(r1, np.repeat(x[:1], 12, axis=0), key="k-reset").status_code == 403
+    for r in (r1, r2, r1, r2):
+        assert infer(r, x[1:2], key="k-reset").json()["error"] == "blocked"
+    with socket.create_connection(("127.0.0.1", store.port), timeout=5) as s:
+        s.sendall(encode("DEL", "psml:{reset}:prada"))
+        assert s.recv(64) == b":1\r\n"
+    time.sleep(RECHECK_MS / 1e3 + 0.05)
+    answers = [infer(r, x[2 + i: 3 + i], key="k-reset").status_code for i, r in enumerate((r1, r2) * 2)]
+    assert answers == [200] * 4
 
 
 def test_a_restarted_router_keeps_the_flag_and_the_spent_budget(shared, data):
