@@ -176,5 +176,18 @@ class StateStoreReplyLost(StateStoreUnavailable):
     so whatever it took must be undone (router/shared_state.py queues the undo)."""
 
 
+class StateStoreContended(RouterError):
+    """A key's detector state kept changing under this router's commit (other routers writing it back to back):
+    the batch was not taken. Not an outage: ``state_store_fail_open`` never serves it unobserved."""
+
+    status, kind = 503, "state_store_contended"
+    outcome = Outcome.UNAVAILABLE
+    retry_after = 1
+
+    def __init__(self, detail: str = "this API key's detector state is being written by too many routers at once; "
+                                     "retry later", **kw):
+        super().__init__(detail, **kw)
+
+
 class StateStoreError(RouterError):
     """The store refused a command (a script bug, a wrong-typed key): a 500, not an outage."""

@@ -244,7 +244,11 @@ class StateStore:
             reply = await waiter
         except (ConnectionError, OSError) as e:
             self._down(e, sent=True)
-        self.down_until = 0.0
+        if self.down_until:  # the store answers again on a connection that stayed up (after LOADING, BUSY ...):
+            self.down_until = 0.0  # what waited in the backlog goes now, not at a reconnect that may never come
+            conn = self._conn
+            while conn is not None and not conn.closed and self._backlog:
+                conn.request(self._backlog.popleft(), reply=False)
         return reply
 
     async def _connected(self) -> _Connection:

@@ -38,6 +38,7 @@ from array import array
 import numpy as np
 import orjson
 
+from ..errors import StateStoreContended
 from ..state_store import StateStore, StateStoreError, StateStoreUnavailable, bulks, key
 from .prada import BLOCKED, Blocked, Prada, _ClientState, _Group
 
@@ -160,6 +161,9 @@ class StorePrada:
         self._locks: dict[str, asyncio.Lock] = {}
         self._keys: dict[str, tuple[bytes, bytes, bytes]] = {}  # client -> encoded keys and constant arguments
         self._tasks: set = set()
+        # batches answered under log/throttle whose commits lost every race (StateStoreContended): certainly not in
+        # the store, sent with the key's next request on this worker, before its own batch
+        self.unobserved: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     def seen(self, client: str, version: int, flagged_at: bytes) -> None:
         """The key's version and flag as the admission of one of its requests read them."""
@@ -181,6 +185,7 @@ class StorePrada:
             copy = await self._current(client)
             if copy.state.flagged_at is not None and self.prada.action == "block":
                 raise Blocked(BLOCKED)  # admitted before the flag rose, answered after: withheld
+            copy = await self._observe_left_over(client, copy)
             wait = self.prada.action == "block"
             c = self._add(client, copy, x, labels)
             if not wait and c.sent is not None:  # no answer waits on the commit's outcome
@@ -192,6 +197,22 @@ class StorePrada:
             info = await self._settle(client, copy, c)
             self.prada.refuse_if_newly_blocked(info)
             return info
+
+    async def _observe_left_over(self, client: str, copy: _Copy) -> _Copy:
+        """Commit, waiting for each, the key's batches whose commits lost every race; a flag one of them raises
+        goes into this request's audit record (``late``). Contended again: the rest stay queued, this request
+        is refused (503, never served unobserved)."""
+        left = self.unobserved.pop(client, None)
+        while left:
+            try:
+                info = await self._settle(client, copy, self._add(client, copy, *left[0]))
+            except StateStoreContended:
+                self.unobserved[client] = left
+                raise
+            left.pop(0)
+            if "detected" in info:
+                copy.late = info["detected"]
+        return self.copies.get(client, copy)
 
     async def _current(self, client: str) -> _Copy:
         """This worker's copy of the key, its last commit settled and caught up with the store."""
@@ -238,8 +259,10 @@ class StorePrada:
         return c
 
     async def _settle(self, client: str, copy: _Copy, c: _Commit) -> dict:
-        """The commit's outcome; after a conflict: the batch out, the copy caught up, the batch in again, commit."""
-        for _ in range(MAX_COMMIT_TRIES):
+        """The commit's outcome; after a conflict: the batch out, the copy caught up, the batch in again, commit.
+        After MAX_COMMIT_TRIES conflicts, StateStoreContended: no commit of the batch is left in flight then (the
+        last conflict submits none), so the batch is certainly not in the store."""
+        for attempt in range(MAX_COMMIT_TRIES):
             try:
                 if c.sent is None:
                     version, epoch = await self.store.run_parts(self._commit, c.parts, c.count)
@@ -255,10 +278,11 @@ class StorePrada:
                 raise
             if copy.state.flagged_at is not None and self.prada.action == "block":
                 raise Blocked(BLOCKED)  # another worker's batch flagged the key first
+            if attempt == MAX_COMMIT_TRIES - 1:
+                break
             c = self._add(client, copy, c.x, c.labels)
         self.copies.pop(client, None)
-        raise StateStoreUnavailable("this API key's detector state is being written by too many routers at once; "
-                                    "retry later")
+        raise StateStoreContended()
 
     def _committed(self, client: str, copy: _Copy, c: _Commit) -> None:
         """A commit nobody waited for has its reply: done, unless it lost a race (then applied again here)."""
@@ -280,6 +304,11 @@ class StorePrada:
                 copy.late = info["detected"]
                 print(f"router: prada flagged {client!r} after its answer left ({info['detected']}): a commit that "
                       "raced another router's was applied again", file=sys.stderr, flush=True)
+        except StateStoreContended:
+            # its answer has left: the batch must still reach the detector, with the key's next request here
+            self.unobserved.setdefault(client, []).append((c.x, c.labels))
+            print(f"router: prada commit for {client!r} lost {MAX_COMMIT_TRIES} races to other routers; its batch "
+                  "goes with the key's next request", file=sys.stderr, flush=True)
         except (StateStoreUnavailable, StateStoreError, Blocked):
             pass  # the copy was dropped (read again by the key's next request), or the key is flagged already
         finally:

@@ -197,3 +197,37 @@ def test_an_operator_reset_of_a_key_starts_its_detector_over_at_every_worker(sto
     infos, meta, rows = asyncio.run(run())
     assert not any(i["prada_flagged"] for i in infos)
     assert meta["s"] == 15 and rows == {c: sums[0] for c, sums in meta["g"].items()}  # members: DG_c's count
+
+
+def test_a_batch_whose_commit_loses_every_race_reaches_the_detector_with_the_keys_next_request(store, monkeypatch,
+                                                                                              capfd):
+    """Under log the answer leaves before its commit; a commit that keeps losing to another worker's used to be
+    dropped without a trace after MAX_COMMIT_TRIES (a red team hid 2-3% of a stream that way). Here every race
+    is lost at once (MAX_COMMIT_TRIES = 1): the store's sample count must still end at every sample answered.
+    Catches the batch dropped, and one committed twice (the give-up must leave no commit in flight)."""
+    import router.defenses.prada_store as prada_store
+
+    monkeypatch.setattr(prada_store, "MAX_COMMIT_TRIES", 1)
+    spec = {"name": "prada", "action": "log", "delta": 0.01}  # never flags: only the counts matter
+    prefix = next(PREFIXES)
+    wa, wb = _worker(store.url, [spec], prefix), _worker(store.url, [spec], prefix)
+    x = np.random.default_rng(7).normal(size=(400, 40)).astype(np.float32)
+
+    async def run():
+        await _request(wa, "k", x[:10])
+        await _request(wb, "k", x[10:20])  # both copies current, at the same version
+        sent = 20
+        for i in range(5):  # both commit from the same version: one of each pair loses its race
+            a, b = x[40 + 40 * i: 60 + 40 * i], x[60 + 40 * i: 80 + 40 * i]
+            await asyncio.gather(_request(wa, "k", a), _request(wb, "k", b))
+            sent += len(a) + len(b)
+        for w, rows in ((wa, x[300:310]), (wb, x[310:320])):  # each worker's next request carries what it lost
+            await _request(w, "k", rows)
+            sent += len(rows)
+        meta = orjson.loads(await wa._prada_state.store.call("HGET", f"{prefix}:{{k}}:prada", "meta"))
+        return sent, meta["s"]
+
+    sent, stored = asyncio.run(run())
+    err = capfd.readouterr().err
+    assert stored == sent, (stored, sent)
+    assert "lost 1 races" in err  # the races were lost (else this test proves nothing)

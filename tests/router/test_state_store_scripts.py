@@ -257,3 +257,31 @@ def test_store_error_replies_are_an_unavailable_store_and_never_reach_the_client
         await st.close()
 
     asyncio.run(run())
+
+
+def test_releases_held_back_by_a_busy_store_go_out_when_it_answers_again(store):
+    """A transient error reply (BUSY: another client's long script) on a connection that stays up holds sends
+    back in the backlog. Catches a backlog drained only by a new connection (a red-team finding: the victim's
+    released slot stayed taken, its next request refused 'in flight' for the lease's 60 s)."""
+    async def run():
+        w = _shared(store.url, [{"name": "query_budget", "max_samples": 1000}], max_in_flight=1)
+        admin = StateStore(store.url, 50.0, 1000.0, 100.0)
+        await w.admit("victim", "r1", 1)  # the victim's one slot is taken
+        await admin.call("CONFIG", "SET", "busy-reply-threshold", "50")
+        try:
+            admin.send("EVAL", "local t = redis.call('TIME') local t0 = t[1] * 1e6 + t[2] "
+                       "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - t0 > 400000 return 1", 0)
+            await asyncio.sleep(0.1)  # the store runs the script: BUSY to everyone else
+            with pytest.raises(StateStoreUnavailable):
+                await w.admit("other", "r2", 1)
+            w.leave("victim", "r1")  # the victim's answer left: its release waits in the backlog
+            assert len(w.store._backlog) > 0 and not w.store._conn.closed
+            await asyncio.sleep(0.5)  # the script ended, the retry pause passed
+            await w.admit("other", "r3", 1)  # a good reply on the same connection
+            w.leave("other", "r3")
+            await asyncio.sleep(0.05)
+            await w.admit("victim", "r4", 1)  # its slot was released: admitted, not 'in flight'
+        finally:
+            await admin.call("CONFIG", "SET", "busy-reply-threshold", "5000")
+
+    asyncio.run(run())
