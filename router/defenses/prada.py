@@ -210,7 +210,8 @@ class Prada:
         if d > g.update_threshold() and g.n < self.max_group_size:
             g.add(row, d)
         if len(s.distances) > 2 * self.window:  # D is only ever tested on its last `window` values
-            del s.distances[: -self.window]
+            # a new list, not a cut in place: the store's copy undoes a batch by going back to the list it held
+            s.distances = s.distances[-self.window :]
 
     def client_report(self) -> dict:
         return {c: {"samples": s.samples, "w": s.w, "flagged_at_samples": s.flagged_at}

@@ -132,12 +132,12 @@ def _mark(s: _ClientState, classes) -> tuple:
     for c in classes:
         g = s.groups.get(c)
         touched[c] = None if g is None else (g.n, g.d_n, g.d_sum, g.d_sumsq, g.threshold)
-    return touched, s.n_distances, s.tested_at, s.w, s.flagged_at, s.samples
+    return touched, s.n_distances, s.tested_at, s.w, s.flagged_at, s.samples, s.distances, len(s.distances)
 
 
 def _undo(copy: _Copy, mark: tuple) -> None:
     s = copy.state
-    touched, nd, s.tested_at, s.w, s.flagged_at, s.samples = mark
+    touched, nd, s.tested_at, s.w, s.flagged_at, s.samples, held, held_len = mark
     for c, before in touched.items():
         if before is None:
             s.groups.pop(c, None)
@@ -146,8 +146,10 @@ def _undo(copy: _Copy, mark: tuple) -> None:
             g = s.groups[c]
             g.n, g.d_n, g.d_sum, g.d_sumsq, g.threshold = before
             copy.sums[str(c)] = list(before[1:])
-    # the batch's distances are the list's last ones (a trim keeps the last `window`, all a test reads)
-    del s.distances[max(0, len(s.distances) - (s.n_distances - nd)):]
+    # the batch's distances are the list's last ones; a trim during the batch made a new list (Prada.update):
+    # going back to the one held before it keeps the distances the trim cut
+    s.distances = held
+    del held[held_len:]
     s.n_distances = nd
 
 

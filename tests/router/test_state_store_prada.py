@@ -231,3 +231,23 @@ def test_a_batch_whose_commit_loses_every_race_reaches_the_detector_with_the_key
     err = capfd.readouterr().err
     assert stored == sent, (stored, sent)
     assert "lost 1 races" in err  # the races were lost (else this test proves nothing)
+
+
+def test_undoing_a_batch_that_trimmed_the_distances_gives_back_the_ones_cut():
+    """A conflict undoes the batch in the worker's copy. Catches the window's trim (past 2 x window distances)
+    cutting the list in place during that batch: the undo could then not give back the distances cut, and the
+    copy tested fewer than `window` until new ones arrived (a red-team finding, reasoned)."""
+    from router.defenses.prada_store import _Copy, _mark, _undo
+
+    prada = make_defense({"name": "prada", "action": "log", "min_distances": 3, "window": 4})
+    copy = _Copy()
+    x = np.random.default_rng(3).normal(size=(40, 6)).astype(np.float32)
+    labels = np.zeros(40, dtype=int)
+    prada.update(copy.state, x[:8], labels[:8])  # 7 distances: one short of a trim (> 8)
+    before, n_before = list(copy.state.distances), copy.state.n_distances
+    assert len(before) == 7
+    mark = _mark(copy.state, [0])
+    prada.update(copy.state, x[8:12], labels[8:12])  # past 2 x window: trimmed to the last 4 during this batch
+    assert len(copy.state.distances) < 7 + 4
+    _undo(copy, mark)
+    assert copy.state.distances == before and copy.state.n_distances == n_before
