@@ -15,8 +15,8 @@ from router.audit_log import read_audit_log
 def test_headless_run_reports_and_matches_the_audit_log(zoo_dir, tmp_path):
     out = tmp_path / "lt"
     r = subprocess.run([sys.executable, "-m", "psml.cli", "loadtest", "--zoo", str(zoo_dir), "--out-dir", str(out),
-                        "--benign-users", "3", "--attackers", "1", "--warmup-s", "3", "--attack-s", "8",
-                        "--cooldown-s", "3", "--attack-budget", "200"], capture_output=True, text=True, timeout=300)
+                        "--benign-users", "3", "--attackers", "1", "--warmup-s", "2", "--attack-s", "6",
+                        "--cooldown-s", "2", "--attack-budget", "200"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     for f in ("locust_stats.csv", "locust.html", "summary.json", "router.audit.jsonl"):
         assert (out / f).is_file()

@@ -146,8 +146,9 @@ def test_noise_defense_changes_selection_reproducibly(start_router, manifest, da
     assert len({m for m, _ in runs[0]}) >= 2  # the noise moved some queries off the target
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_triton_down_gives_503_then_the_router_recovers(start_router, zoo_dir, data, workers):
+def test_triton_down_gives_503_then_the_router_recovers(start_router, zoo_dir, data, workers=2):
+    """Two workers (each holds its own backend client: both must fail over and recover; one worker runs the same
+    code, so the one-worker run was dropped to keep the suite within CI's time)."""
     from common.ports import free_port
 
     ports = [free_port() for _ in range(3)]
