@@ -8,6 +8,9 @@ goodput >= 0.80 in every build), and each build's own interval beside it. Builds
 disjoint are flagged: the build, not the defense, then moves the figure, and the pooled verdict is
 UNDETERMINED whatever its interval says.
 
+    from benchmarks.defense_over_builds import DefenseOverBuildsSettings, run
+    result = run(DefenseOverBuildsSettings(("results/tradeoff_s0.json", "results/tradeoff_s1.json")))
+
     python -m benchmarks.defense_over_builds results/tradeoff_s0.json results/tradeoff_s1.json \\
         [--config "metric_noise 0.02/0.1ms"] [--victim middle] [--out results/defense_over_builds.json]
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from attacks import psml_paper
@@ -25,6 +28,25 @@ from common.errors import ConfigError
 from common.results import write_result
 from common.stats import mean_ci95
 from common.verdict import UNDETERMINED
+
+
+@dataclass(frozen=True)
+class DefenseOverBuildsSettings:
+    result_files: tuple[str, ...] = ()  # defense_tradeoff result files, one per zoo build (recorded as given)
+    config: str = "metric_noise 0.02/0.1ms"  # the defense configuration (a row's "config" in those files)
+    victim: str = "middle"  # top, middle or a model name: the role looked up in each build's own front
+
+    def __post_init__(self):
+        if not self.result_files:
+            raise ConfigError("give at least one defense_tradeoff result file")
+        if not self.config:
+            raise ConfigError("--config: give a defense configuration's name")
+        if not self.victim:
+            raise ConfigError("--victim: give top, middle or a model name")
+
+    def as_dict(self) -> dict:
+        """The settings under the names the result file has always used (top-level keys, ``inputs`` the files)."""
+        return {"config": self.config, "victim": self.victim, "inputs": [str(p) for p in self.result_files]}
 
 
 def build_rows(result: dict, config: str, victim: str) -> dict:
@@ -61,6 +83,39 @@ def pool(rows: list[dict]) -> dict:
     return out
 
 
+def run(s: DefenseOverBuildsSettings, log=print) -> dict:
+    """Reads every build's result file and pools its row; the result file's fields. A file missing, unreadable
+    or without the row raises ConfigError (its message names the cause) before anything is pooled. ``log``:
+    the benchmarks' common signature; reading and pooling report nothing on the way."""
+    try:
+        results = [json.loads(Path(p).read_text()) for p in s.result_files]
+        rows = [build_rows(r, s.config, s.victim) for r in results]
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(str(e)) from e
+    return s.as_dict() | {"zoo_seeds": [r["zoo"]["seed"] for r in results],
+                          "attacker_seeds": [r["seeds"] for r in results],
+                          "paper": psml_paper.DEFENSE.as_dict()} | pool(rows)
+
+
+def summary(result: dict) -> str:
+    """One line per build, then the pooled verdict against the paper's figures."""
+    lines = []
+    for seed, b in zip(result["zoo_seeds"], result["per_build"]):
+        ci = "[{:+.3f}, {:+.3f}]".format(*b["d_fidelity_ci95"]) if b["d_fidelity_ci95"] else "-"
+        lines.append(f"  zoo seed {seed}: victim {b['victim']}, goodput {b['goodput']:.3f}, "
+                     f"d fid {b['d_fidelity']:+.3f} {ci} over {b['seeds']} seeds")
+    paper = psml_paper.DEFENSE
+    ci = "[{:+.3f}, {:+.3f}]".format(*result["d_fidelity_ci95"]) if result["d_fidelity_ci95"] else "-"
+    flag = " FLAG: the builds' intervals are disjoint (build variance dominates)" if result["builds_disagree"] else ""
+    lines.append(f"{result['paper_verdict']} {result['config']} vs the {result['victim']} victim over "
+                 f"{len(result['per_build'])} zoo builds: d fid {result['d_fidelity']:+.3f} {ci}, d acc "
+                 f"{result['d_accuracy']:+.3f} ({result['pairs']} paired build x seed); paper: "
+                 f"{paper.d_fidelity:+.3f} fid / {paper.d_accuracy:+.3f} acc at goodput >= {paper.min_goodput}{flag}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+", help="defense_tradeoff result files, one per zoo build")
@@ -69,27 +124,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/defense_over_builds.json")
     a = ap.parse_args(argv)
     try:
-        results = [json.loads(Path(p).read_text()) for p in a.results]
-        rows = [build_rows(r, a.config, a.victim) for r in results]
-    except (OSError, ValueError, KeyError, ConfigError) as e:
+        result = run(DefenseOverBuildsSettings(tuple(a.results), a.config, a.victim))
+    except ConfigError as e:
         print(f"defense_over_builds: error: {e}", file=sys.stderr)
         return 2
-    pooled = pool(rows)
-    paper = psml_paper.DEFENSE
-    for r, b in zip(results, pooled["per_build"]):
-        ci = "[{:+.3f}, {:+.3f}]".format(*b["d_fidelity_ci95"]) if b["d_fidelity_ci95"] else "-"
-        print(f"  zoo seed {r['zoo']['seed']}: victim {b['victim']}, goodput {b['goodput']:.3f}, "
-              f"d fid {b['d_fidelity']:+.3f} {ci} over {b['seeds']} seeds")
-    ci = "[{:+.3f}, {:+.3f}]".format(*pooled["d_fidelity_ci95"]) if pooled["d_fidelity_ci95"] else "-"
-    flag = " FLAG: the builds' intervals are disjoint (build variance dominates)" if pooled["builds_disagree"] else ""
-    print(f"{pooled['paper_verdict']} {a.config} vs the {a.victim} victim over {len(rows)} zoo builds: d fid "
-          f"{pooled['d_fidelity']:+.3f} {ci}, d acc {pooled['d_accuracy']:+.3f} ({pooled['pairs']} paired "
-          f"build x seed); paper: {paper.d_fidelity:+.3f} fid / {paper.d_accuracy:+.3f} acc at goodput "
-          f">= {paper.min_goodput}{flag}")
-    write_result(a.out, "defense_over_builds", {"config": a.config, "victim": a.victim, "inputs": a.results,
-                                                 "zoo_seeds": [r["zoo"]["seed"] for r in results],
-                                                 "attacker_seeds": [r["seeds"] for r in results],
-                                                 "paper": paper.as_dict()} | pooled, created_unix=time.time())
+    print(summary(result))
+    write_result(a.out, "defense_over_builds", result)
     return 0
 
 

@@ -9,6 +9,9 @@ the attacker's samples served over both routers against the budget, its refusals
 synthetic key, through which router, and whether the other router refused it from then on; the benign keys'
 false-positive share and goodput. Exit 0 when the budget held (exactly, once spent) and the flag crossed routers.
 
+    from benchmarks.state_store_locust import StateStoreLocustSettings, run
+    result = run(StateStoreLocustSettings(duration_s=8.0, budget_samples=200))
+
     python -m benchmarks.state_store_locust [--zoo model_repository/default] [--duration-s 30]
         [--budget-samples 2000] [--benign-keys 4] [--seed 0] [--out results/state_store_locust.json]
 """
@@ -17,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.errors import ConfigError, PsmlError
@@ -50,40 +54,71 @@ def defenses(budget_samples: int, prada_delta: float) -> list[dict]:
             {"name": "prada", "action": "block", "delta": prada_delta}]
 
 
-def check(a) -> SharedStateLoad:
-    """The run's load settings; ConfigError (one sentence) for anything that cannot work."""
-    if not a.duration_s > 0:
-        raise ConfigError(f"--duration-s must be > 0 seconds, got {a.duration_s:g}")
-    if a.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {a.workers}")
-    if a.budget_samples < MIN_BUDGET_SAMPLES:
-        raise ConfigError(f"--budget-samples must be >= {MIN_BUDGET_SAMPLES}: every key has the budget, and the "
-                          "synthetic key must get past PRADA's first test (100 distances) before its budget is spent")
-    data = Dataset.load(Path(a.zoo) / "data.npz")
-    pool = len(data.x["attacker_pool"])
-    if a.budget_samples >= pool:
-        raise ConfigError(f"--budget-samples {a.budget_samples} must be below the attacker pool ({pool} samples): "
+@dataclass(frozen=True)
+class StateStoreLocustSettings:
+    zoo_dir: Path = Path("model_repository/default")
+    duration_s: float = 30.0  # seconds of Locust load
+    budget_samples: int = 2000  # query_budget's max_samples per key
+    benign_keys: int = 4  # benign keys, one Locust user each
+    attacker_users: int = 2  # Locust users sharing the attacker key
+    attack_batch_samples: int = 30  # the attacker's first batch, halved on each refusal (30 does not divide 2,000)
+    synthetic_batch_samples: int = 10  # seeds of the synthetic stream (its batch)
+    prada_delta: float = 0.7  # PRADA's W threshold (see defenses())
+    workers: int = 2  # workers per router
+    seed: int = 0  # routers' seed and the Locust users' streams
+
+    def __post_init__(self):
+        if not self.duration_s > 0:
+            raise ConfigError(f"--duration-s must be > 0 seconds, got {self.duration_s:g}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.budget_samples < MIN_BUDGET_SAMPLES:
+            raise ConfigError(f"--budget-samples must be >= {MIN_BUDGET_SAMPLES}: every key has the budget, and the "
+                              "synthetic key must get past PRADA's first test (100 distances) before its budget is "
+                              "spent")
+        self.load()  # the load's own checks (keys, users, batches >= 1)
+
+    def load(self) -> SharedStateLoad:
+        """The Locust run's settings (no router URLs yet)."""
+        return SharedStateLoad(data_file=str(Path(self.zoo_dir) / "data.npz"), duration_s=self.duration_s,
+                               benign_keys=self.benign_keys, attacker_users=self.attacker_users,
+                               attack_batch=self.attack_batch_samples, synthetic_batch=self.synthetic_batch_samples,
+                               seed=self.seed)
+
+    def as_dict(self) -> dict:
+        """The settings under the names the result file has always used (its command-line flags)."""
+        return {"zoo": str(self.zoo_dir), "duration_s": self.duration_s, "budget_samples": self.budget_samples,
+                "benign_keys": self.benign_keys, "attacker_users": self.attacker_users,
+                "attack_batch": self.attack_batch_samples, "synthetic_batch": self.synthetic_batch_samples,
+                "prada_delta": self.prada_delta, "workers": self.workers, "seed": self.seed}
+
+
+def check_pool(s: StateStoreLocustSettings) -> None:
+    """ConfigError (one sentence) when the zoo's data cannot be read or its attacker pool cannot outlast the budget."""
+    try:
+        pool = len(Dataset.load(Path(s.zoo_dir) / "data.npz").x["attacker_pool"])
+    except (PsmlError, OSError) as e:
+        raise ConfigError(str(e)) from e
+    if s.budget_samples >= pool:
+        raise ConfigError(f"--budget-samples {s.budget_samples} must be below the attacker pool ({pool} samples): "
                           "the attacker must ask for more than its budget without repeating a sample")
-    return SharedStateLoad(data_file=str(Path(a.zoo) / "data.npz"), duration_s=a.duration_s,
-                           benign_keys=a.benign_keys, attacker_users=a.attacker_users, attack_batch=a.attack_batch,
-                           synthetic_batch=a.synthetic_batch, seed=a.seed)
 
 
-def run(a, load: SharedStateLoad, run_dir: Path) -> dict:
+def run_stack(s: StateStoreLocustSettings, run_dir: Path) -> dict:
     """Start the stack, run Locust, stop the routers; every router's audit records and Locust's statistics."""
     timings, t0 = {}, time.perf_counter()
     with contextlib.ExitStack() as stack:
-        triton = stack.enter_context(triton_for(a.zoo, run_dir))
+        triton = stack.enter_context(triton_for(s.zoo_dir, run_dir))
         store = stack.enter_context(StoreServer(run_dir / "store"))
         routers = {}
         for name in ROUTERS:
             settings = write_router_settings(
-                run_dir, Path(a.zoo), triton.endpoints, name, api_keys=api_keys(load.benign_keys),
-                defenses=defenses(a.budget_samples, a.prada_delta), state_store=store.url, workers=a.workers,
-                seed=a.seed, allow_more_workers_than_cores=True)
+                run_dir, Path(s.zoo_dir), triton.endpoints, name, api_keys=api_keys(s.benign_keys),
+                defenses=defenses(s.budget_samples, s.prada_delta), state_store=store.url, workers=s.workers,
+                seed=s.seed, allow_more_workers_than_cores=True)
             routers[name] = stack.enter_context(RouterProcess(settings, log_path=run_dir / f"{name}.log"))
         timings["stack_start_s"] = time.perf_counter() - t0
-        load = SharedStateLoad(**asdict(load) | {"router_urls": ",".join(r.url for r in routers.values())})
+        load = SharedStateLoad(**asdict(s.load()) | {"router_urls": ",".join(r.url for r in routers.values())})
         t1 = time.perf_counter()
         prefix = run_locust(routers["r1"].url, load, prepare_out_dir(run_dir / "locust"), locustfile=LOCUSTFILE)
         timings["locust_s"] = time.perf_counter() - t1
@@ -92,6 +127,27 @@ def run(a, load: SharedStateLoad, run_dir: Path) -> dict:
         records = {name: list(read_audit_log(r.audit_path)) for name, r in routers.items()}
     timings["total_s"] = time.perf_counter() - t0
     return {"records": records, "locust": locust_stats(prefix), "timings": timings, "load": load}
+
+
+def run(s: StateStoreLocustSettings, log=functools.partial(print, flush=True),
+        run_dir: Path | str | None = None) -> dict:
+    """The zoo checked (ConfigError before any server starts), the stack under Locust, the claims judged on the
+    audit logs; the result file's fields, and ``per_router`` (the table's rows, not written to the file).
+    ``run_dir`` keeps the logs, audit logs and Locust reports (default: a temporary folder). ``log``: the
+    benchmarks' common signature; one Locust run, nothing reported on the way."""
+    check_pool(s)
+    kept = contextlib.nullcontext(run_dir) if run_dir else None
+    with kept or tempfile.TemporaryDirectory(prefix="psml-storeload-") as tmp:
+        got = run_stack(s, Path(tmp))
+    records = got["records"]
+    budget = budget_claim(records, "attacker", s.budget_samples)
+    flag = flag_claim(records, "synthetic")
+    benign = benign_claim(records, [f"benign-{i}" for i in range(s.benign_keys)])
+    return {"seed": s.seed, "settings": s.as_dict() | {"defenses": defenses(s.budget_samples, s.prada_delta),
+                                                       "routers": list(ROUTERS)},
+            "load": asdict(got["load"]), "budget": budget, "flag": flag, "benign": benign,
+            "verdicts": verdicts(budget, flag, benign), "locust": got["locust"], "timings": got["timings"],
+            "per_router": per_router(records, budget, flag, benign)}
 
 
 def verdicts(budget: dict, flag: dict, benign: dict) -> list[str]:
@@ -120,14 +176,18 @@ def verdicts(budget: dict, flag: dict, benign: dict) -> list[str]:
     return lines
 
 
-def table(records: dict, budget: dict, flag: dict, benign: dict) -> str:
-    rows = [{"router": n, "requests": len(rs), "attacker_served": budget["served_per_router"][n],
+def per_router(records: dict, budget: dict, flag: dict, benign: dict) -> list[dict]:
+    """The table's rows: what each router served and refused to each kind of key."""
+    return [{"router": n, "requests": len(rs), "attacker_served": budget["served_per_router"][n],
              "attacker_refused": budget["budget_refusals_per_router"][n],
              "synthetic_after_flag": flag.get("after_flag", {}).get(n, {}).get("requests", 0),
              "synthetic_refused_after": flag.get("after_flag", {}).get(n, {}).get("blocked", 0),
              "benign_requests": benign["per_router_requests"][n],
              "benign_refused": sum(r["outcome"] == "refused" and (r["client"] or "").startswith("benign-") for r in rs)}
             for n, rs in records.items()]
+
+
+def table(rows: list[dict]) -> str:
     return format_table(rows, [
         ("router", "router"), ("requests", "requests"), ("attacker_served", "attacker samples served"),
         ("attacker_refused", "attacker budget refusals"), ("synthetic_after_flag", "synthetic reqs after flag"),
@@ -151,31 +211,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/state_store_locust.json")
     ap.add_argument("--run-dir", help="keep the logs, audit logs and Locust reports here (default: a temporary folder)")
     a = ap.parse_args(argv)
-    try:
-        load = check(a)
-    except (PsmlError, OSError) as e:
+    try:  # bad settings, or a zoo whose data cannot serve them: one line and exit 2 before any server starts
+        s = StateStoreLocustSettings(Path(a.zoo), a.duration_s, a.budget_samples, a.benign_keys, a.attacker_users,
+                                     a.attack_batch, a.synthetic_batch, a.prada_delta, a.workers, a.seed)
+        result = run(s, run_dir=a.run_dir)
+    except ConfigError as e:
         print(f"state_store_locust: {e}", file=sys.stderr)
         return 2
-    kept = contextlib.nullcontext(a.run_dir) if a.run_dir else None
-    with kept or tempfile.TemporaryDirectory(prefix="psml-storeload-") as tmp:
-        got = run(a, load, Path(tmp))
-    records = got["records"]
-    budget = budget_claim(records, "attacker", a.budget_samples)
-    flag = flag_claim(records, "synthetic")
-    benign = benign_claim(records, [f"benign-{i}" for i in range(load.benign_keys)])
-    lines = verdicts(budget, flag, benign)
-    print(f"two routers x {a.workers} workers sharing one valkey store; Locust {a.duration_s:g} s, "
-          f"budget {a.budget_samples} samples per key, PRADA block (delta {a.prada_delta:g})")
-    print(table(records, budget, flag, benign))
-    print("\n".join(lines))
-    print(f"stack start {got['timings']['stack_start_s']:.1f} s, Locust {got['timings']['locust_s']:.1f} s")
-    write_result(a.out, "state_store_locust", {
-        "seed": a.seed,
-        "settings": vars(a) | {"defenses": defenses(a.budget_samples, a.prada_delta), "routers": list(ROUTERS)},
-        "load": asdict(got["load"]), "budget": budget, "flag": flag, "benign": benign, "verdicts": lines,
-        "locust": got["locust"], "timings": got["timings"]})
+    rows = result.pop("per_router")
+    result["settings"] = s.as_dict() | {"out": a.out, "run_dir": a.run_dir} | result["settings"]  # the old order
+    print(f"two routers x {s.workers} workers sharing one valkey store; Locust {s.duration_s:g} s, "
+          f"budget {s.budget_samples} samples per key, PRADA block (delta {s.prada_delta:g})")
+    print(table(rows))
+    print("\n".join(result["verdicts"]))
+    print(f"stack start {result['timings']['stack_start_s']:.1f} s, Locust {result['timings']['locust_s']:.1f} s")
+    write_result(a.out, "state_store_locust", result)
     print(f"result: {a.out}")
-    return 0 if all(line.startswith(("VALID", "benign")) for line in lines) else 1
+    return 0 if all(line.startswith(("VALID", "benign")) for line in result["verdicts"]) else 1
 
 
 if __name__ == "__main__":

@@ -4,10 +4,13 @@ settings under the names they always had (older result files and the docs read t
 import pytest
 
 from benchmarks.defense_at_load import DefenseAtLoadSettings
+from benchmarks.defense_over_builds import DefenseOverBuildsSettings
 from benchmarks.defense_vs_none import DefenseVsNoneSettings, against_none
 from benchmarks.deployment_attacks import DeploymentAttacksSettings
 from benchmarks.deployment_costs import DeploymentCostsSettings
+from benchmarks.locust_saturation import LocustSaturationSettings
 from benchmarks.router_vs_direct import RouterVsDirectSettings
+from benchmarks.state_store_locust import StateStoreLocustSettings
 from common.errors import ConfigError
 
 
@@ -56,3 +59,46 @@ def test_defense_at_load_searches_none_first_and_records_that_order():
     assert s.configs_run() == ["none", "PRADA (log)"] and s.as_dict()["configs"] == ["none", "PRADA (log)"]
     assert DefenseAtLoadSettings(configs=("PRADA (log)",)).configs_run() == ["PRADA (log)"]
     assert list(s.as_dict())[:6] == ["zoo", "p99_ms", "min_goodput", "trial_s", "min_requests", "start_rate"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: DefenseOverBuildsSettings(()), lambda: DefenseOverBuildsSettings(("r.json",), config=""),
+    lambda: DefenseOverBuildsSettings(("r.json",), victim="")])
+def test_defense_over_builds_settings(make):
+    """Catches settings that pool nothing (no result file: a verdict over zero builds, mean_ci95 of an empty list)
+    and an as_dict that writes the field names (``result_files``) where the file has always had ``inputs``, or
+    Paths where it had the paths as given."""
+    with pytest.raises(ConfigError):
+        make()
+    d = DefenseOverBuildsSettings(("a.json", "b.json"), victim="top").as_dict()
+    assert d == {"config": "metric_noise 0.02/0.1ms", "victim": "top", "inputs": ["a.json", "b.json"]}
+
+
+@pytest.mark.parametrize("make", [
+    lambda: StateStoreLocustSettings(duration_s=0.0), lambda: StateStoreLocustSettings(workers=0),
+    lambda: StateStoreLocustSettings(budget_samples=199), lambda: StateStoreLocustSettings(benign_keys=0),
+    lambda: StateStoreLocustSettings(attack_batch_samples=0)])
+def test_state_store_locust_settings(make):
+    """Catches a budget below PRADA's first test (the synthetic key would be refused for its budget before PRADA
+    could flag it: the flag claim UNDETERMINED after the whole stack ran), bad load settings found only when
+    Locust starts, and an as_dict that writes ``attack_batch_samples`` / ``zoo_dir`` where the file has always
+    had the flags' names (older result files and docs/router.md read them)."""
+    with pytest.raises(ConfigError):
+        make()
+    d = StateStoreLocustSettings(attack_batch_samples=20).as_dict()
+    assert list(d) == ["zoo", "duration_s", "budget_samples", "benign_keys", "attacker_users", "attack_batch",
+                       "synthetic_batch", "prada_delta", "workers", "seed"] and d["attack_batch"] == 20
+    assert StateStoreLocustSettings(zoo_dir="z", synthetic_batch_samples=5).load().synthetic_batch == 5
+
+
+@pytest.mark.parametrize("make", [
+    lambda: LocustSaturationSettings(users=()), lambda: LocustSaturationSettings(users=(4, 0)),
+    lambda: LocustSaturationSettings(step_s=0.0), lambda: LocustSaturationSettings(processes=-1)])
+def test_locust_saturation_settings(make):
+    """Catches a step of 0 users (Locust would send nothing and the step's statistics be missing, after Triton and
+    the router started) or of no time, and an as_dict with the field names (``zoo_dir``) or a tuple of users
+    where the file has always had ``zoo`` and a list."""
+    with pytest.raises(ConfigError):
+        make()
+    d = LocustSaturationSettings(users=(2, 8)).as_dict()
+    assert d == {"zoo": "model_repository/default", "users": [2, 8], "step_s": 15.0, "processes": 0, "seed": 0}
