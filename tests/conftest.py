@@ -68,3 +68,16 @@ def start_router(tmp_path, zoo_dir, triton):
 def infer(router: RouterProcess, x: np.ndarray, key: str = "k-benign", **requirements) -> requests.Response:
     body = {"inputs": np.asarray(x).tolist()} | {k: v for k, v in requirements.items() if v is not None}
     return requests.post(f"{router.url}/v1/infer", json=body, headers={"x-api-key": key}, timeout=30)
+
+
+def cli_in_process(argv: list[str], capsys) -> tuple[int, str]:
+    """``psml argv`` run by the same ``main`` in this process: (exit status, stderr). An interpreter start costs
+    ~3 s, so bad-input tables send one case through a real process and the rest through this."""
+    from psml.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:  # a command's own exit, as the process would end
+        code = e.code
+    return code, capsys.readouterr().err

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.conftest import cli_in_process
 from zoo.manifest import load_manifest
 
 
@@ -96,19 +97,12 @@ def test_bad_input_is_one_line_and_exit_2(zoo_copy, tmp_path, capsys):
         (["--zoo", zoo_copy, "--concurrency", "3"], "concurrency [3] was not profiled"),
         (["--zoo", zoo_copy, "--tolerance", "2"], "--tolerance"),
     ]
-    from psml.cli import main
-
     for i, (args, text) in enumerate(cases):
         if i == 0:  # one through a real process: its exit status and its whole stderr
             r = validate(*args)
             code, err = r.returncode, r.stderr
-        else:  # the rest in this process (an interpreter start each cost ~3 s): the same main, the same checks
-            capsys.readouterr()
-            try:
-                code = main(["zoo", "validate", *map(str, args)])
-            except SystemExit as e:  # the command's own exit, as the process would end
-                code = e.code
-            err = capsys.readouterr().err
+        else:
+            code, err = cli_in_process(["zoo", "validate", *map(str, args)], capsys)
         assert code == 2 and text in err and err.count("\n") == 1, (args, err)
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from attacks.experiment import consistency, front_by_accuracy, run_fingerprint
 from stack.loopback import DEMO_KEYS, router_for, triton_for
+from tests.conftest import cli_in_process
 from zoo.data import Dataset
 from zoo.foreign_example import write_example
 from zoo.manifest import load_manifest
@@ -179,18 +180,14 @@ def test_every_bad_import_is_one_line_exit_2_and_writes_nothing(foreign, tmp_pat
         (good, ev, ["--softmax", "nope"], "--softmax names nope"),
     ]
     out = tmp_path / "out"
-    from psml.cli import main
-
     for i, (onnx, data, extra, message) in enumerate(cases):
         argv = ["zoo", "import", "--name", "z", "--onnx", *onnx, "--data", data, "--attacker-pool", pool, "--quick",
                 "--out", str(out), *extra]
         if i == 0:  # one through a real process: its exit status and its whole stderr
             r = subprocess.run(PSML + argv, capture_output=True, text=True, timeout=300)
             code, err = r.returncode, r.stderr
-        else:  # the rest in this process (an interpreter start each cost ~3 s): the same main, the same checks
-            capsys.readouterr()
-            code = main(argv)
-            err = capsys.readouterr().err
+        else:
+            code, err = cli_in_process(argv, capsys)
         assert code == 2, (message, err)
         assert message in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
