@@ -111,6 +111,7 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
         yield
         await router.backend.close()
         if router.store is not None:
+            await router.shared.close()  # budget leases' unused samples back to the store
             await router.store.close()
         router.audit.close()
 

@@ -80,6 +80,12 @@ class RouterSettings(BaseModel):
     # before its body is read with no round trip; then the store is asked again, so a key an operator cleared
     # there is served again within it
     state_store_recheck_ms: float = Field(5000.0, gt=0)
+    # Budget leases: where query_budget is all that admission decides (max_in_flight_per_client null, PRADA off or
+    # log, no B4B), a worker takes a key's samples from the store in chunks of up to this many (fewer as the key's
+    # budget, burst or tokens run low) and admits from them with no round trip; each lease lasts
+    # state_store_budget_lease_ms, then its unused samples go back. 0: every request asks the store.
+    state_store_budget_lease_samples: int = Field(64, ge=0)
+    state_store_budget_lease_ms: float = Field(250.0, gt=0, le=60000)
 
     @model_validator(mode="after")
     def _defenses_combine(self):

@@ -15,6 +15,15 @@ requests in flight never releases them, and the next admission of the key drops 
 last answers said (a blocked key or a spent budget for ``state_store_recheck_ms``, then the store is asked again;
 an empty bucket until it refills).
 
+Budget leases (``state_store_budget_lease_samples``): where query_budget is all that admission decides (no slot
+bound, PRADA off or ``log``, no B4B) a worker takes a key's samples in chunks (LEASE: charged at once, recorded in
+the key's budget hash with a deadline on the store's clock) and admits from its chunk with no round trip; the unused
+samples go back (RETURN, not waited for) at the deadline less a margin, when used up, and at shutdown. A lease not
+back by its deadline plus a grace stays spent (its holder died: it loses its lease, never gives budget twice). A
+request refused for the total while leases are out that would make room waits for them and asks again. Under PRADA
+``log`` the key's version and flag then reach the worker's copy with each new lease (a copy behind meanwhile finds
+out from its commit's conflict, as a copy whose key another router wrote).
+
 Store unreachable: fail closed (503 state_store_unavailable, Retry-After) unless ``state_store_fail_open``, which
 serves without the per-client defenses and records ``state_store: "unavailable"`` in the audit record.
 """
@@ -87,12 +96,13 @@ return {'ok', spent + n}
 # cut): it may have run, so what it took goes back, whichever of the two reaches the store first.
 UNDO = """
 -- KEYS: 1 slots in flight, 2 query budget, 3 the request's receipt. ARGV: 1 request id, 2 burst, 3 rate samples/s
--- (0: none), 4 receipt ms
+-- (0: none), 4 receipt ms, 5 the budget lease the admission took ('' or absent: none; router/budget_leases.py)
 local r = redis.call('GET', KEYS[3])
 redis.call('SET', KEYS[3], 'undone', 'PX', ARGV[4])
 if not r or r == 'undone' then return 0 end
 local n, burst, rate = tonumber(r), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[5] and ARGV[5] ~= '' then redis.call('HDEL', KEYS[2], 'l:' .. ARGV[5]) end  -- its units come back below
 local b = redis.call('HMGET', KEYS[2], 'spent', 'tokens', 'at')
 if b[1] then redis.call('HSET', KEYS[2], 'spent', math.max(0, tonumber(b[1]) - n)) end
 if rate > 0 and b[2] then redis.call('HSET', KEYS[2], 'tokens', math.min(burst, tonumber(b[2]) + n)) end
@@ -123,11 +133,12 @@ UNAVAILABLE = {"state_store": "unavailable: served without per-client defenses (
 class _ClientKeys:
     """One key's store keys, encoded once (the API keys are the settings', so this stays small)."""
 
-    __slots__ = ("admit", "in_flight", "receipt")
+    __slots__ = ("admit", "in_flight", "receipt", "budget", "prada")
 
     def __init__(self, prefix: str, client: str):
         self.in_flight = bulk(key(prefix, client, "in_flight"))
-        self.admit = bulks(4) + self.in_flight + bulks(key(prefix, client, "budget"), key(prefix, client, "prada"))
+        self.budget, self.prada = bulk(key(prefix, client, "budget")), bulk(key(prefix, client, "prada"))
+        self.admit = bulks(4) + self.in_flight + self.budget + self.prada
         self.receipt = key(prefix, client, "admitted:")  # + the request id
 
 
@@ -135,7 +146,8 @@ class SharedClientState:
     """What the router asks per request when per-client state lives in the store (one per worker)."""
 
     def __init__(self, store: StateStore, defenses: list, max_in_flight_per_client: int | None,
-                 slot_lease_ms: float, fail_open: bool, prefix: str, recheck_ms: float = REFUSAL_RECHECK_MS):
+                 slot_lease_ms: float, fail_open: bool, prefix: str, recheck_ms: float = REFUSAL_RECHECK_MS,
+                 budget_lease_samples: int = 0, budget_lease_ms: float = 250.0):
         self.store, self.fail_open, self.prefix = store, fail_open, prefix
         self.budget = next((d for d in defenses if d.name == "query_budget"), None)
         self.prada = next((d for d in defenses if d.name == "prada"), None)
@@ -161,6 +173,13 @@ class SharedClientState:
 
             self._b4b_state = StoreB4B(self.b4b, store, prefix)
         self._tasks: set = set()
+        # budget leases: only where query_budget is all that admission decides (no slots, PRADA off or log, no B4B)
+        self.leases = None
+        if budget_lease_samples and q is not None and not self.max_in_flight and self.b4b is None and (
+                p is None or p.action == "log"):
+            from .budget_leases import BudgetLeases
+
+            self.leases = BudgetLeases(store, q, budget_lease_samples, budget_lease_ms, p is not None, RECEIPT_MS)
 
     def _keys_of(self, client: str) -> _ClientKeys:
         k = self._client_keys.get(client)
@@ -186,25 +205,64 @@ class SharedClientState:
         if q is not None and q.samples_per_s is not None and n_samples > q.burst_samples:
             raise BatchOverBurst(f"a batch of {n_samples} samples exceeds this API key's burst of "
                                  f"{q.burst_samples:g} samples; send smaller batches")
+        if self.leases is not None:
+            if self.leases.take(client, n_samples):
+                return {}  # from this worker's lease: no round trip
+            return await self._admit_leasing(client, request_id, n_samples)
         k = self._keys_of(client)
         receipt = k.receipt + request_id
         try:
             reply = await self.store.run_parts(self._admit, k.admit + bulks(receipt, request_id, n_samples)
                                                + self._admit_args, 15)
         except StateStoreUnavailable as e:
-            if isinstance(e, StateStoreReplyLost):  # it may have run: take back what it took, once the store answers
-                self.store.send_payload(encode(b"EVAL", UNDO, 3, key(self.prefix, client, "in_flight"),
-                                               key(self.prefix, client, "budget"), receipt, request_id,
-                                               q.burst_samples if q else 1, (q.samples_per_s or 0) if q else 0,
-                                               RECEIPT_MS))
-            if self.fail_open:
-                return dict(UNAVAILABLE)
-            raise
+            return self._unavailable(e, client, receipt, request_id)
         if reply[0] != b"ok":
             raise self._refusal(client, reply[0].decode(), reply[1], n_samples)
         if len(reply) > 2:  # the key's prada version and flag as the store has them now
             self._prada_state.seen(client, int(reply[2]), reply[3])
         return {}
+
+    def _unavailable(self, e: StateStoreUnavailable, client: str, receipt: str, request_id: str,
+                     lease_id: str = "") -> dict:
+        """Fail open or closed; an admission whose reply was lost may have run: take back what it took (its slot,
+        samples and lease) once the store answers."""
+        if isinstance(e, StateStoreReplyLost):
+            q = self.budget
+            self.store.send_payload(encode(b"EVAL", UNDO, 3, key(self.prefix, client, "in_flight"),
+                                           key(self.prefix, client, "budget"), receipt, request_id,
+                                           q.burst_samples if q else 1, (q.samples_per_s or 0) if q else 0,
+                                           RECEIPT_MS, lease_id))
+        if self.fail_open:
+            return dict(UNAVAILABLE)
+        raise e
+
+    async def _admit_leasing(self, client: str, request_id: str, n: int) -> dict:
+        """This request's samples and a new lease from the store (router/budget_leases.py)."""
+        k = self._keys_of(client)
+        receipt = k.receipt + request_id
+        try:
+            reply = await self.leases.ask(client, request_id, n, k.budget, bulk(receipt), k.prada)
+        except StateStoreUnavailable as e:
+            return self._unavailable(e, client, receipt, request_id, self.leases.tag + request_id)
+        if reply is None:
+            return {}  # from a lease another request of the key took meanwhile
+        if reply[0] == b"leased":  # the leases out did not come back in time: refused, nothing taken
+            raise self._refusal(client, "budget", reply[2], n)
+        if reply[0] != b"ok":
+            raise self._refusal(client, reply[0].decode(), reply[1], n)
+        self.store.send_payload(b"*2\r\n$3\r\nDEL\r\n%b" % bulk(receipt))  # the reply came: no undo will need it
+        if len(reply) > 2:
+            self._prada_state.seen(client, int(reply[2]), reply[3])
+        return {}
+
+    async def close(self) -> None:
+        """At shutdown: every lease's unused samples back, sent before the connection closes."""
+        if self.leases is not None:
+            self.leases.end_all()
+            try:
+                await self.store.call("PING")  # replies in order: the returns have reached the store
+            except (StateStoreUnavailable, RouterError):
+                pass
 
     def _refusal(self, client: str, verdict: str, value, n: int) -> RouterError:
         """The error for a refused admission; those that will hold for a while are kept for ``precheck``."""
@@ -262,8 +320,8 @@ class SharedClientState:
     def leave(self, client: str, request_id: str) -> None:
         """Release the slot without waiting for the store's reply (no round trip on the request's path); when the
         store cannot be reached the lease frees it later."""
-        if not (self.max_in_flight or self.budget or self.prada):
-            return  # admit took nothing and wrote no receipt
+        if self.leases is not None or not (self.max_in_flight or self.budget or self.prada):
+            return  # no slot, and no receipt left (leases delete theirs with the reply), or admit took nothing
         k = self._keys_of(client)
         if self.max_in_flight:
             self.store.send_payload(b"*3\r\n$4\r\nZREM\r\n%b%b" % (k.in_flight, bulk(request_id)))
@@ -272,6 +330,8 @@ class SharedClientState:
     def penalize(self, client: str, n_samples: int) -> None:
         """A malformed body's rows out of the key's rate (in the background: the request is refused anyway)."""
         if self.budget is not None and self.budget.samples_per_s is not None:
+            if self.leases is not None:  # the key's lease back first (sent before the drain): its tokens drained too
+                self.leases.end_key(client)
             self._background(self._give(client, n_samples, "drain"))
 
     def refund(self, client: str, n_samples: int) -> None:

@@ -102,3 +102,14 @@ def test_locust_saturation_settings(make):
         make()
     d = LocustSaturationSettings(users=(2, 8)).as_dict()
     assert d == {"zoo": "model_repository/default", "users": [2, 8], "step_s": 15.0, "processes": 0, "seed": 0}
+
+
+def test_state_store_cost_settings_take_the_budget_lease_size():
+    """Catches a negative lease size found only once both routers started, and a result file whose settings lose
+    the lease size the store router ran with (or gain the key when the router's default was used: older files)."""
+    from benchmarks.state_store_cost import StateStoreCostSettings
+
+    with pytest.raises(ConfigError):
+        StateStoreCostSettings(budget_lease_samples=-1)
+    assert "budget_lease_samples" not in StateStoreCostSettings().as_dict()
+    assert StateStoreCostSettings(budget_lease_samples=0).as_dict()["budget_lease_samples"] == 0

@@ -160,3 +160,31 @@ def _kill_under_load(store, closed, opened, x):
         for t in threads:
             t.join()
     return answers, killed_at, restarted_at, health_down
+
+
+def test_budget_leases_over_two_routers_with_two_workers_serve_exactly_the_budget(tmp_path, zoo_dir, triton, data):
+    """query_budget alone and no per-client slot bound: the workers admit from budget leases (the default,
+    state_store_budget_lease_samples 64). 80 single-sample requests from 8 threads over two routers x two workers,
+    budget 40: exactly 40 served, none refused while another worker held unused leased samples; a second key
+    serves 10 of 1,000 and, once both routers have stopped, the store's spent is exactly 10. Catches a worker
+    refused while samples are leased elsewhere (fewer than 40), leases that let more through, and leases not given
+    back at shutdown (spent above what was served, for good)."""
+    keys = {"k-lease": "lease", "k-lease-stop": "lease-stop"}
+    x = data.x["test"]
+    with StoreServer(tmp_path / "store") as store:
+        routers = [_router(tmp_path, zoo_dir, triton, f"lease{i}", store.url, api_keys=keys, workers=2,
+                           max_in_flight_per_client=None, defenses=[{"name": "query_budget", "max_samples": 40}])
+                   for i in (1, 2)]
+        try:
+            with cf.ThreadPoolExecutor(8) as ex:
+                answers = list(ex.map(lambda i: infer(routers[i % 2], x[i: i + 1], key="k-lease"), range(80)))
+            stopping = [infer(routers[i % 2], x[i: i + 1], key="k-lease-stop").status_code for i in range(10)]
+        finally:
+            for r in routers:
+                r.stop()
+        with socket.create_connection(("127.0.0.1", store.port), timeout=5) as s:
+            s.sendall(encode("HGET", "psml:{lease-stop}:budget", "spent"))
+            stopped_spent = s.recv(64)
+    assert sorted(a.status_code for a in answers) == [200] * 40 + [403] * 40
+    assert _served_samples(routers, "lease") == 40
+    assert stopping == [200] * 10 and stopped_spent == b"$2\r\n10\r\n"
