@@ -15,12 +15,13 @@ serves the zoo's fastest Pareto model.
         [--budget-lease-samples N]
 
 ``--defenses``: ``budget_prada`` (query_budget + PRADA log: with budget leases, the default, most requests wait
-on no round trip, PRADA's commit is sent without waiting; one round trip a request without), ``budget_prada_block``
+on no round trip, PRADA's commit is sent without waiting; one round trip a request without), ``budget``
+(query_budget alone: with leases most requests send the store nothing at all), ``budget_prada_block``
 (PRADA block: its commit is waited for, two round trips), ``slots`` (no defense, only max_in_flight_per_client:
 one small script a request, the floor of any store-backed request).
 ``--budget-lease-samples``: the store-backed router's ``state_store_budget_lease_samples`` (0: every request asks
-the store; default: the router's default). Budget leases apply to ``budget_prada`` (PRADA ``log``, no slot bound)
-only; the other profiles ask the store every request whatever it is.
+the store; default: the router's default). Budget leases apply to ``budget`` and ``budget_prada`` (PRADA ``log``,
+no slot bound) only; the other profiles ask the store every request whatever it is.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ TARGETS = f"the store adds <= {TARGET_CPU_US:g} us router CPU and <= {TARGET_P50
 BUDGET = {"name": "query_budget", "samples_per_s": 1e9, "burst_samples": 256, "max_samples": 10**12}
 # each refuses nothing (PRADA's delta is below any natural W): every request does the full work
 PROFILES = {"budget_prada": ([BUDGET, {"name": "prada", "action": "log"}], {}),
+            "budget": ([BUDGET], {}),
             "budget_prada_block": ([BUDGET, {"name": "prada", "action": "block", "delta": 0.01}], {}),
             "slots": ([], {"max_in_flight_per_client": 16})}
 KEYS = {f"bench-key-{i}": f"client-{i}" for i in range(64)}
