@@ -214,8 +214,10 @@ class Router:
                 raise
             rec |= {"batch_size": len(x), "req_min_accuracy": req.min_accuracy, "req_max_latency_ms": req.max_latency_ms}
             if shared:  # one round trip: the key's slot, budget, rate and flag together
-                rec |= await shared.admit(client, rec["request_id"], len(x))
-                charged.append(shared)
+                admitted_how = await shared.admit(client, rec["request_id"], len(x))
+                rec |= admitted_how
+                if "state_store" not in admitted_how:  # fail-open with the store away charged nothing to refund
+                    charged.append(shared)
             for d in () if shared else self.client_defenses:
                 d.admit(client, len(x), time.monotonic())
                 charged.append(d)

@@ -33,7 +33,8 @@ LEASE = """
 -- KEYS: 1 query budget (hash: spent, tokens, at, and per lease out 'l:<id>' -> '<units>:<deadline ms>'),
 --       2 this request's receipt (as ADMIT's), 3 prada (hash, read when ARGV[10] is '1')
 -- ARGV: 1 lease id, 2 samples, 3 max samples (0: none), 4 rate samples/s (0: none), 5 burst, 6 most units leased,
---       7 lease ms, 8 grace ms, 9 receipt ms, 10 prada on ('1' or '')
+--       7 lease ms, 8 grace ms, 9 receipt ms, 10 prada on ('1' or ''), 11 ms a lease not back in time waits for
+--       its holder's late return
 -- Reply: {'ok', units leased beyond the request's own[, prada version, flag]}; {'leased', ms to wait, spent less
 -- the units out}: refused for the total, but it would fit if the leases out came back, so ask again after the
 -- first of them ends; or a refusal as ADMIT's ('budget' with spent less the units out: what is certainly used)
@@ -47,10 +48,14 @@ local function out_now()  -- units leased out and still live, and the ms until t
   local h = redis.call('HGETALL', KEYS[1])
   for i = 1, #h, 2 do
     if string.sub(h[i], 1, 2) == 'l:' then
-      local units, deadline = string.match(h[i + 1], '^(%d+):(.+)$')
+      local units, deadline, rest = string.match(h[i + 1], '^(%d+):(%d+)(.*)$')
       units, deadline = tonumber(units), tonumber(deadline)
-      if now > deadline + grace then
-        redis.call('HDEL', KEYS[1], h[i])  -- never returned (its holder died): its units stay spent
+      if rest == ':x' then  -- counted spent already; kept for a late return until ARGV[11] ms past its deadline
+        if now > deadline + tonumber(ARGV[11]) then redis.call('HDEL', KEYS[1], h[i]) end
+      elseif now > deadline + grace then
+        -- not back in time (its holder died, stalled or lost its connection): no longer out, so refusals stop
+        -- waiting for it, and its units stay spent unless its holder's return still comes (RETURN credits it)
+        redis.call('HSET', KEYS[1], h[i], h[i + 1] .. ':x')
       else
         out = out + units
         local w = (now < deadline and deadline or deadline + grace) - now
@@ -62,9 +67,19 @@ local function out_now()  -- units leased out and still live, and the ms until t
 end
 local b = redis.call('HMGET', KEYS[1], 'spent', 'tokens', 'at')
 local spent, tokens = tonumber(b[1]) or 0, nil
+local waiting = 0  -- requests refused while leases were out wait for them: 'w' -> '<their samples>:<until ms>'
+local w = redis.call('HGET', KEYS[1], 'w')
+if w then
+  local wn, wuntil = string.match(w, '^(%d+):(%d+)$')
+  if now < tonumber(wuntil) then waiting = tonumber(wn) end
+end
 if max_samples > 0 and spent + n > max_samples then
   local out, wait = out_now()
-  if out > 0 and spent - out + n <= max_samples then return {'leased', tostring(wait), spent - out} end
+  if out > 0 and spent - out + n <= max_samples then
+    -- the samples every request waiting now wants (a retry counts again: it can only leave leases smaller)
+    redis.call('HSET', KEYS[1], 'w', math.min(max_samples, waiting + n) .. ':' .. math.floor(now + lease + grace))
+    return {'leased', tostring(wait), spent - out}
+  end
   return {'budget', spent - out}
 end
 if rate > 0 then
@@ -76,7 +91,7 @@ if rate > 0 then
 end
 -- the lease shrinks with what is left: an eighth of the unspent total, a quarter of the burst and of the tokens
 local size = most
-if max_samples > 0 then size = math.min(size, math.floor((max_samples - spent) / 8)) end
+if max_samples > 0 then size = math.min(size, math.floor((max_samples - spent) / 8), max_samples - spent - waiting) end
 if rate > 0 then size = math.min(size, math.floor(burst / 4), math.floor(tokens / 4)) end
 local extra = math.max(0, size - n)
 if max_samples > 0 then redis.call('HSET', KEYS[1], 'spent', spent + n + extra) end
@@ -94,8 +109,9 @@ return {'ok', extra}
 """
 
 RETURN = """
--- A lease's unused units back (its holder stops using it first). Only while its record is there: a lease
--- undone, or past its deadline plus the grace (counted spent by then), gives nothing back.
+-- A lease's unused units back (its holder stops using it first). Only while its record is there (live, or marked
+-- not back in time: ':x'), so a return counts once; an undone lease, or one gone LATE_RETURN_MS after its
+-- deadline, gives nothing back.
 -- KEYS: 1 query budget. ARGV: 1 lease id, 2 unused units, 3 burst, 4 rate samples/s (0: none)
 if redis.call('HDEL', KEYS[1], 'l:' .. ARGV[1]) == 0 then return 0 end
 local u, burst, rate = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -112,6 +128,7 @@ return 1
 """
 LEASE_MARGIN = 0.1  # a worker stops using a lease this fraction of the lease time before its deadline
 LEASE_GRACE = 0.5  # the store counts an unreturned lease as spent this fraction of the lease time after it
+LATE_RETURN_MS = 600_000  # and still credits its holder's return this long after its deadline (then forgets it)
 
 
 class _Lease:
@@ -134,7 +151,7 @@ class BudgetLeases:
         self.tag = secrets.token_hex(6)  # lease ids unique across workers: this tag + the request id
         self._lease, self._return = store.script(LEASE), store.script(RETURN)
         self._args = bulks(budget.max_samples or 0, budget.samples_per_s or 0, budget.burst_samples, most, lease_ms,
-                           lease_ms * LEASE_GRACE, receipt_ms, "1" if prada_on else "")
+                           lease_ms * LEASE_GRACE, receipt_ms, "1" if prada_on else "", LATE_RETURN_MS)
         self._return_args = bulks(budget.burst_samples, budget.samples_per_s or 0)
         self._budget_keys: dict[str, bytes] = {}  # client -> its budget key, encoded
 
@@ -152,8 +169,10 @@ class BudgetLeases:
         """LEASE's reply for this request (``{'ok', ...}`` installs the new lease), None when a lease that another
         request of the key got meanwhile served it, or the last ``{'leased', ...}`` when the wait is given up.
         A refusal for the total while other workers hold leases that would make room: wait for the first of them
-        to end and ask again. Such a refusal means the key's unleased budget is below one request, so no lease
-        above an eighth of what comes back is granted meanwhile: the leases out shrink each round."""
+        to end and ask again. The refusal records the wait in the store ('w'), so no lease granted meanwhile eats
+        into the samples it waits for, and every lease out then is back or counted spent by its deadline and
+        grace: one lease time and its grace bounds the wait (375 ms at the defaults; the setting is at most 5 s, so
+        a request is never held longer than 7.5 s this way)."""
         loop = self.loop = asyncio.get_running_loop()  # kept: each get_running_loop() is a getpid() system call
         self._budget_keys[client] = budget_key
         parts = bulks(3) + budget_key + receipt + prada_key + bulks(self.tag + request_id, n) + self._args
@@ -165,12 +184,12 @@ class BudgetLeases:
                     return None
                 self.end(client, old)  # too few units left, or past its time: back first (sent before)
             sent = loop.time()
-            reply = await self.store.run_parts(self._lease, parts, 14)
+            reply = await self.store.run_parts(self._lease, parts, 15)
             if reply[0] != b"leased":
                 break
             wait_s = max(0.0, float(reply[1])) / 1e3 + 0.002
             if give_up is None:
-                give_up = loop.time() + 3 * self.lease_s * (1 + LEASE_GRACE)
+                give_up = loop.time() + self.lease_s * (1 + LEASE_GRACE) + 0.01
             if loop.time() + wait_s > give_up:
                 return reply
             await asyncio.sleep(wait_s)

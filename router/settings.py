@@ -85,7 +85,7 @@ class RouterSettings(BaseModel):
     # budget, burst or tokens run low) and admits from them with no round trip; each lease lasts
     # state_store_budget_lease_ms, then its unused samples go back. 0: every request asks the store.
     state_store_budget_lease_samples: int = Field(64, ge=0)
-    state_store_budget_lease_ms: float = Field(250.0, gt=0, le=60000)
+    state_store_budget_lease_ms: float = Field(250.0, gt=0, le=5000)
 
     @model_validator(mode="after")
     def _defenses_combine(self):
