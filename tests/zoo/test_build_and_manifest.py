@@ -108,7 +108,14 @@ def test_unknown_profile_is_a_clear_error():
 
 
 def test_same_seed_rebuilds_the_same_accuracies_and_front(zoo_dir, manifest, tmp_path):
-    """A second build of the test recipe: the front must not depend on which build measured it."""
+    """A second build of the test recipe: the front must not depend on which build measured it. A model may be on
+    one build's front and not the other's only where the build that keeps it marks it within noise (cnn_wide is
+    slower than mlp_small by less than their intervals on a busy host: which of the two looks faster is noise);
+    every model on a front by a margin is on both. Catches a front decided by point p99s (a model on one front by
+    a margin and off the other) and a flip that the marks do not own up to."""
     again = load_manifest(build_zoo(get_profile("test"), tmp_path, log=lambda *_: None))
     assert [(m.name, m.accuracy) for m in again.models] == [(m.name, m.accuracy) for m in manifest.models]
-    assert {m.name for m in again.models if m.pareto} == {m.name for m in manifest.models if m.pareto}
+    fronts = [{m.name: m.front_margin for m in z.models if m.pareto} for z in (manifest, again)]
+    for mine, other in (fronts, fronts[::-1]):
+        for name, mark in mine.items():
+            assert name in other or mark == "within_noise", (name, fronts)
