@@ -8,14 +8,15 @@ plus ``state_store_budget_lease_ms``). The lease shrinks as the key runs low: at
 total, a quarter of the burst and of the bucket's tokens. The worker stops using it LEASE_MARGIN of its time before
 the deadline (its own clock, from before the script was sent) or when it is used up, and sends the unused samples
 back without waiting (RETURN, also at shutdown): the record is deleted, so a return counts once. A record still
-there LEASE_GRACE of the lease time after its deadline is deleted by the next refusal and its samples stay spent:
-a holder that died loses its lease, never gives budget back twice; a return that comes after that gives nothing.
+there LEASE_GRACE of the lease time after its deadline is marked not back in time by the next refusal: no longer
+out, its samples stay spent unless its holder's late return still comes (within LATE_RETURN_MS): a holder that
+died loses its lease, one that was only late gets it back, and no return counts twice.
 
 Exactness: every sample served was charged before it was served, and a lease's unused samples are credited back
 at most once, by its holder, which has stopped using them; so nothing is ever served over ``max_samples``. A
 request refused for the total while leases are out that would make room waits for the first of them to end and
-asks again (``ask``); it is refused only when it would not fit even if every live lease came back unused, or after
-three rounds of the lease time and its grace.
+asks again (``ask``), its samples recorded so that leases granted meanwhile leave room for them; it is refused
+only when it would not fit even if every live lease came back unused, or after one lease time and its grace.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+from .defenses.token_bucket import LUA_TOKENS_NOW
 from .state_store import StateStore, bulks
 
 LEASE = """
@@ -83,7 +85,7 @@ if max_samples > 0 and spent + n > max_samples then
   return {'budget', spent - out}
 end
 if rate > 0 then
-  tokens = math.min(burst, (tonumber(b[2]) or burst) + (now - (tonumber(b[3]) or now)) / 1000 * rate)
+  tokens = TOKENS_NOW
   if tokens < n then
     redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
     return {'rate', tostring((n - tokens) / rate)}
@@ -106,7 +108,7 @@ if ARGV[10] == '1' then
   return {'ok', extra, p[1] or '0', p[2] or ''}
 end
 return {'ok', extra}
-"""
+""".replace("TOKENS_NOW", LUA_TOKENS_NOW)
 
 RETURN = """
 -- A lease's unused units back (its holder stops using it first). Only while its record is there (live, or marked
@@ -121,11 +123,11 @@ local now = t[1] * 1000 + t[2] / 1000
 local b = redis.call('HMGET', KEYS[1], 'spent', 'tokens', 'at')
 if b[1] then redis.call('HSET', KEYS[1], 'spent', math.max(0, tonumber(b[1]) - u)) end
 if rate > 0 then
-  local tokens = math.min(burst, (tonumber(b[2]) or burst) + (now - (tonumber(b[3]) or now)) / 1000 * rate)
+  local tokens = TOKENS_NOW
   redis.call('HSET', KEYS[1], 'tokens', math.min(burst, tokens + u), 'at', now)
 end
 return 1
-"""
+""".replace("TOKENS_NOW", LUA_TOKENS_NOW)
 LEASE_MARGIN = 0.1  # a worker stops using a lease this fraction of the lease time before its deadline
 LEASE_GRACE = 0.5  # the store counts an unreturned lease as spent this fraction of the lease time after it
 LATE_RETURN_MS = 600_000  # and still credits its holder's return this long after its deadline (then forgets it)
@@ -205,7 +207,7 @@ class BudgetLeases:
 
     def end(self, client: str, lease: _Lease) -> None:
         """Stop using the lease and give its unused units back (not waited for; while the store is unreachable
-        it waits in the backlog, and comes too late to count if the lease's deadline and grace passed)."""
+        it waits in the backlog, and counts only if it arrives within LATE_RETURN_MS of the lease's deadline)."""
         if self.leases.get(client) is lease:
             del self.leases[client]
         if lease.timer is not None:

@@ -19,8 +19,9 @@ Budget leases (``state_store_budget_lease_samples``): where query_budget is all 
 bound, PRADA off or ``log``, no B4B) a worker takes a key's samples in chunks (LEASE: charged at once, recorded in
 the key's budget hash with a deadline on the store's clock) and admits from its chunk with no round trip; the unused
 samples go back (RETURN, not waited for) at the deadline less a margin, when used up, and at shutdown. A lease not
-back by its deadline plus a grace stays spent (its holder died: it loses its lease, never gives budget twice). A
-request refused for the total while leases are out that would make room waits for them and asks again. Under PRADA
+back by its deadline plus a grace stays spent unless its holder's late return still comes (a holder that died
+loses its lease, none gives budget twice). A request refused for the total while leases are out that would make
+room waits for them and asks again. Under PRADA
 ``log`` the key's version and flag then reach the worker's copy with each new lease (a copy behind meanwhile finds
 out from its commit's conflict, as a copy whose key another router wrote).
 
@@ -37,7 +38,7 @@ from .errors import TooManyRequests
 from .errors import RouterError
 from .defenses.prada import BLOCKED, Blocked
 from .defenses.query_budget import BudgetExhausted, RateLimited
-from .defenses.token_bucket import BatchOverBurst, retry_after_s
+from .defenses.token_bucket import LUA_TOKENS_NOW, BatchOverBurst, retry_after_s
 from .state_store import StateStore, StateStoreReplyLost, StateStoreUnavailable, bulk, bulks, encode, key
 
 ADMIT = """
@@ -64,7 +65,7 @@ local b = redis.call('HMGET', KEYS[2], 'spent', 'tokens', 'at')
 local spent, tokens = tonumber(b[1]) or 0, nil
 if max_samples > 0 and spent + n > max_samples then return {'budget', spent} end
 if rate > 0 then
-  tokens = math.min(burst, (tonumber(b[2]) or burst) + (now - (tonumber(b[3]) or now)) / 1000 * rate)
+  tokens = TOKENS_NOW
   if tokens < n then
     redis.call('HSET', KEYS[2], 'tokens', tokens, 'at', now)
     return {'rate', tostring((n - tokens) / rate)}
@@ -90,7 +91,7 @@ if throttle then redis.call('HSET', KEYS[3], 'tt', throttle - n, 'ta', now) end
 redis.call('SET', KEYS[4], n, 'PX', ARGV[10])
 if p then return {'ok', spent + n, p[4] or '0', p[1] or ''} end
 return {'ok', spent + n}
-"""
+""".replace("TOKENS_NOW", LUA_TOKENS_NOW)
 
 # The undo of an admission whose reply was lost (the store stalled past the socket timeout, the connection was
 # cut): it may have run, so what it took goes back, whichever of the two reaches the store first.
@@ -119,12 +120,12 @@ local n, burst, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 local b = redis.call('HMGET', KEYS[1], 'spent', 'tokens', 'at')
 if ARGV[3] == 'refund' and b[1] then redis.call('HSET', KEYS[1], 'spent', math.max(0, tonumber(b[1]) - n)) end
 if rate > 0 then
-  local tokens = math.min(burst, (tonumber(b[2]) or burst) + (now - (tonumber(b[3]) or now)) / 1000 * rate)
+  local tokens = TOKENS_NOW
   tokens = ARGV[3] == 'refund' and math.min(burst, tokens + n) or math.max(0, tokens - n)
   redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 end
 return 1
-"""
+""".replace("TOKENS_NOW", LUA_TOKENS_NOW)
 
 REFUSAL_RECHECK_MS = 5_000.0  # settings.state_store_recheck_ms: how long a flag or a spent budget is remembered
 UNAVAILABLE = {"state_store": "unavailable: served without per-client defenses (state_store_fail_open)"}

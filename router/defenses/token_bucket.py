@@ -9,6 +9,12 @@ import math
 from ..errors import BatchOverBurst
 
 
+# The same refill in the store's scripts (router/shared_state.py, router/budget_leases.py), spliced in where
+# they write TOKENS_NOW: a key's tokens now, from its budget hash read into b (spent, tokens, at ms) and the
+# script's burst, rate (samples/s) and now (ms, the store's clock).
+LUA_TOKENS_NOW = "math.min(burst, (tonumber(b[2]) or burst) + (now - (tonumber(b[3]) or now)) / 1000 * rate)"
+
+
 class TokenBuckets:
     def __init__(self, rate_per_s: float, burst: float):
         self.rate, self.burst = rate_per_s, burst

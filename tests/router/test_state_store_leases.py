@@ -13,16 +13,9 @@ from router.defenses.query_budget import BudgetExhausted, RateLimited
 from router.defenses.token_bucket import BatchOverBurst
 from router.shared_state import SharedClientState
 from router.state_store import StateStore
-from stack.store_server import StoreServer
 
 PREFIXES = (f"l{i}" for i in itertools.count())
 IDS = (f"r{i}" for i in itertools.count())
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    with StoreServer(tmp_path_factory.mktemp("store")) as server:
-        yield server
 
 
 def _worker(url, budget, prefix, lease_samples=64, lease_ms=100.0, prada=None):

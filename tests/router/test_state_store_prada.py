@@ -22,12 +22,6 @@ PREFIXES = (f"p{i}" for i in itertools.count())
 REQUEST_IDS = (f"r{i}" for i in itertools.count())
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    with StoreServer(tmp_path_factory.mktemp("store")) as server:
-        yield server
-
-
 def _worker(url, defenses, prefix, recheck_ms=5000.0, socket_timeout_ms=200.0):
     st = StateStore(url, 50.0, socket_timeout_ms, 100.0)
     return SharedClientState(st, [make_defense(d) for d in defenses], None, 60_000.0, False, prefix, recheck_ms)

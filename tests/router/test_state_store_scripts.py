@@ -20,12 +20,6 @@ from tests.router.test_client_defenses import PROJ, jbda_like
 PREFIXES = (f"t{i}" for i in itertools.count())
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    with StoreServer(tmp_path_factory.mktemp("store")) as server:
-        yield server
-
-
 def _shared(url, defenses, max_in_flight=None, lease_ms=60_000.0, fail_open=False, prefix=None):
     st = StateStore(url, 50.0, 200.0, 100.0)
     return SharedClientState(st, [make_defense(d) for d in defenses], max_in_flight, lease_ms, fail_open,
