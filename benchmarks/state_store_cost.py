@@ -12,7 +12,7 @@ serves the zoo's fastest Pareto model.
 
     python -m benchmarks.state_store_cost [--zoo model_repository/default] [--concurrency 1 16]
         [--rounds 3] [--requests-per-round 600] [--backend null|triton] [--defenses budget_prada]
-        [--budget-lease-samples N]
+        [--budget-lease-samples N] [--prada-commit-ms MS] [--store-workers N]
 
 ``--defenses``: ``budget_prada`` (query_budget + PRADA log: with budget leases, the default, most requests wait
 on no round trip, PRADA's commit is sent without waiting; one round trip a request without), ``budget``
@@ -22,6 +22,9 @@ one small script a request, the floor of any store-backed request).
 ``--budget-lease-samples``: the store-backed router's ``state_store_budget_lease_samples`` (0: every request asks
 the store; default: the router's default). Budget leases apply to ``budget`` and ``budget_prada`` (PRADA ``log``,
 no slot bound) only; the other profiles ask the store every request whatever it is.
+``--prada-commit-ms``: the store-backed router's ``state_store_prada_commit_ms`` (0: PRADA commits with every
+request; default: the router's). ``--store-workers``: the store-backed router's workers (default 1, as the
+in-process router, which cannot have more): what the store makes possible, measured beside one in-process worker.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class StateStoreCostSettings:
     seed: int = 0  # the inputs drawn; the routers' seed
     defenses: str = "budget_prada"  # which per-client state: a key of PROFILES
     budget_lease_samples: int | None = None  # the store router's state_store_budget_lease_samples (None: default)
+    prada_commit_ms: float | None = None  # the store router's state_store_prada_commit_ms (None: default)
+    store_workers: int = 1  # the store router's workers (the in-process one always has one)
 
     def __post_init__(self):
         if not self.concurrencies or min(self.concurrencies) < 1 or min(self.rounds, self.requests_per_round,
@@ -84,23 +89,36 @@ class StateStoreCostSettings:
             raise ConfigError(f"--defenses: choose {', '.join(PROFILES)}, got {self.defenses!r}")
         if self.budget_lease_samples is not None and self.budget_lease_samples < 0:
             raise ConfigError(f"--budget-lease-samples must be >= 0, got {self.budget_lease_samples}")
+        if self.prada_commit_ms is not None and not 0 <= self.prada_commit_ms <= 1000:
+            raise ConfigError(f"--prada-commit-ms must be in [0, 1000], got {self.prada_commit_ms}")
+        if self.store_workers < 1:
+            raise ConfigError(f"--store-workers must be >= 1, got {self.store_workers}")
+
+    def store_router(self) -> dict:
+        """The store-backed router's settings beyond the in-process one's."""
+        out = {} if self.budget_lease_samples is None else {
+            "state_store_budget_lease_samples": self.budget_lease_samples}
+        if self.prada_commit_ms is not None:
+            out["state_store_prada_commit_ms"] = self.prada_commit_ms
+        return out | ({"workers": self.store_workers} if self.store_workers > 1 else {})
 
     def as_dict(self) -> dict:
         """The settings under the names the result file has always used (its command-line flags)."""
         return {"zoo": str(self.zoo_dir), "concurrency": list(self.concurrencies),
                 "requests_per_round": self.requests_per_round, "rounds": self.rounds, "batch": self.batch_size,
                 "backend": self.backend, "seed": self.seed, "defenses": self.defenses} | (
-                {} if self.budget_lease_samples is None else {"budget_lease_samples": self.budget_lease_samples})
+                {} if self.budget_lease_samples is None else {"budget_lease_samples": self.budget_lease_samples}) | (
+                {} if self.prada_commit_ms is None else {"prada_commit_ms": self.prada_commit_ms}) | (
+                {} if self.store_workers == 1 else {"store_workers": self.store_workers})
 
 
 def _routers(stack, zoo: str, tmp: str, endpoints, store_url: str, seed: int, backend: str, profile: str,
-             lease_samples: int | None = None) -> dict:
+             store_extra: dict | None = None) -> dict:
     defenses, extra_common = PROFILES[profile]
-    leases = {} if lease_samples is None else {"state_store_budget_lease_samples": lease_samples}
     common = {"api_keys": KEYS, "defenses": defenses, "seed": seed, "backend": backend, "max_in_flight": None,
               "policy": "fastest_feasible", **extra_common}
     out = {}
-    for name, extra in (("in-process", {}), ("store", {"state_store": store_url, **leases})):
+    for name, extra in (("in-process", {}), ("store", {"state_store": store_url, **(store_extra or {})})):
         path = write_router_settings(Path(tmp), Path(zoo), endpoints, name, **common, **extra)
         out[name] = stack.enter_context(RouterProcess(path, log_path=Path(tmp) / f"{name}.log"))
     return out
@@ -165,7 +183,7 @@ def run(s: StateStoreCostSettings, log=functools.partial(print, flush=True)) -> 
         endpoints = (stack.enter_context(triton_for(s.zoo_dir, tmp)).endpoints if s.backend == "triton"
                      else SimpleNamespace(http_url="127.0.0.1:1", grpc_url="127.0.0.1:1"))
         routers = _routers(stack, s.zoo_dir, tmp, endpoints, store.url, s.seed, s.backend, s.defenses,
-                           s.budget_lease_samples)
+                           s.store_router())
         for c in s.concurrencies:
             per_thread = max(2, s.requests_per_round // c)
             for r in routers.values():  # warm-up: connections, scripts loaded, PRADA's first tests
@@ -199,11 +217,15 @@ def main(argv=None) -> int:
     ap.add_argument("--defenses", choices=tuple(PROFILES), default="budget_prada")
     ap.add_argument("--budget-lease-samples", type=int, default=None,
                     help="the store router's state_store_budget_lease_samples (0: off; default: the router's)")
+    ap.add_argument("--prada-commit-ms", type=float, default=None,
+                    help="the store router's state_store_prada_commit_ms (0: a commit a request; default: the router's)")
+    ap.add_argument("--store-workers", type=int, default=1, help="the store router's workers (in-process: always 1)")
     ap.add_argument("--out", default="results/state_store_cost.json")
     a = ap.parse_args(argv)
     try:
         s = StateStoreCostSettings(Path(a.zoo), tuple(a.concurrency), a.requests_per_round, a.rounds, a.batch,
-                                   a.backend, a.seed, a.defenses, a.budget_lease_samples)
+                                   a.backend, a.seed, a.defenses, a.budget_lease_samples, a.prada_commit_ms,
+                                   a.store_workers)
     except ConfigError as e:
         ap.error(str(e))
     result = run(s)
@@ -217,7 +239,7 @@ def main(argv=None) -> int:
                          f"[{r['added_cpu_us_q25_50_75'][0]:+.0f}, {r['added_cpu_us_q25_50_75'][2]:+.0f}], added p50 "
                          f"{r['added_p50_ms_q25_50_75'][1]:+.3f} ms [{r['added_p50_ms_q25_50_75'][0]:+.3f}, "
                          f"{r['added_p50_ms_q25_50_75'][2]:+.3f}] over {r['rounds']} rounds" for r in result["table"])
-    leases = "" if s.budget_lease_samples is None else f", budget leases {s.budget_lease_samples}"
+    leases = "".join(f", {k} {v:g}" for k, v in s.store_router().items())
     print(f"per-client state in the router vs in a store ({s.defenses}{leases}, batch {s.batch_size}, backend "
           f"{s.backend}), {result['settings']['cores']} cores shared by load generator, "
           f"router{', Triton' if s.backend == 'triton' else ''} and store\n"

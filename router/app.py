@@ -73,7 +73,9 @@ class Router:
                                             settings.state_store_slot_lease_ms, settings.state_store_fail_open,
                                             settings.state_store_prefix, settings.state_store_recheck_ms,
                                             settings.state_store_budget_lease_samples,
-                                            settings.state_store_budget_lease_ms)
+                                            settings.state_store_budget_lease_ms,
+                                            settings.state_store_prada_commit_ms,
+                                            settings.state_store_prada_commit_samples)
         # with a store, the bound per client is the store's (over every worker); this worker's own bound stays here
         self.admission = Admission(settings.max_in_flight, None if self.shared else settings.max_in_flight_per_client)
         self.audit = AuditLog(settings.audit_log, settings.audit_fsync)

@@ -111,7 +111,7 @@ def create_app(settings: RouterSettings, backend: InferenceBackend | None = None
         yield
         await router.backend.close()
         if router.store is not None:
-            await router.shared.close()  # budget leases' unused samples back to the store
+            await router.shared.close()  # leases' unused samples back, PRADA's staged batches in
             await router.store.close()
         router.audit.close()
 

@@ -86,6 +86,12 @@ class RouterSettings(BaseModel):
     # state_store_budget_lease_ms, then its unused samples go back. 0: every request asks the store.
     state_store_budget_lease_samples: int = Field(64, ge=0)
     state_store_budget_lease_ms: float = Field(250.0, gt=0, le=5000)
+    # PRADA under log/throttle: a key's batches on a worker go to the store together, one commit when the first of
+    # them is this old (or at once: when they hold state_store_prada_commit_samples samples, or one raised the
+    # flag). Other workers see the key's newest batches up to this much later; a worker killed (not stopped)
+    # loses at most this much of its keys' batches from the detector. 0: a commit with every request.
+    state_store_prada_commit_ms: float = Field(20.0, ge=0, le=1000)
+    state_store_prada_commit_samples: int = Field(256, ge=1)
 
     @model_validator(mode="after")
     def _defenses_combine(self):

@@ -148,7 +148,8 @@ class SharedClientState:
 
     def __init__(self, store: StateStore, defenses: list, max_in_flight_per_client: int | None,
                  slot_lease_ms: float, fail_open: bool, prefix: str, recheck_ms: float = REFUSAL_RECHECK_MS,
-                 budget_lease_samples: int = 0, budget_lease_ms: float = 250.0):
+                 budget_lease_samples: int = 0, budget_lease_ms: float = 250.0, prada_commit_ms: float = 0.0,
+                 prada_commit_samples: int = 256):
         self.store, self.fail_open, self.prefix = store, fail_open, prefix
         self.budget = next((d for d in defenses if d.name == "query_budget"), None)
         self.prada = next((d for d in defenses if d.name == "prada"), None)
@@ -168,7 +169,7 @@ class SharedClientState:
         if self.prada is not None:
             from .defenses.prada_store import StorePrada
 
-            self._prada_state = StorePrada(self.prada, store, prefix)
+            self._prada_state = StorePrada(self.prada, store, prefix, prada_commit_ms, prada_commit_samples)
         if self.b4b is not None:
             from .defenses.b4b_store import StoreB4B
 
@@ -257,9 +258,13 @@ class SharedClientState:
         return {}
 
     async def close(self) -> None:
-        """At shutdown: every lease's unused samples back, sent before the connection closes."""
-        if self.leases is not None:
-            self.leases.end_all()
+        """At shutdown: every lease's unused samples back and PRADA's staged batches, sent before the connection
+        closes."""
+        if self._prada_state is not None:
+            await self._prada_state.drain()
+        if self.leases is not None or self._prada_state is not None:
+            if self.leases is not None:
+                self.leases.end_all()
             try:
                 await self.store.call("PING")  # replies in order: the returns have reached the store
             except (StateStoreUnavailable, RouterError):

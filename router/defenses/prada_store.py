@@ -32,6 +32,7 @@ history and flags it again at its next test if the stream still looks synthetic)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from array import array
 
@@ -98,9 +99,11 @@ return {ver, epoch}
 
 class _Copy:
     """This worker's copy of one key's state: at ``epoch``/``version`` in the store once ``settled`` (None: no
-    commit of this worker's is waiting for its reply). ``seen``: the version and flag the last admission read."""
+    commit of this worker's is waiting for its reply). ``seen``: the version and flag the last admission read.
+    ``pending``: batches applied to the copy and answered but not yet sent (under log/throttle with
+    ``commit_ms``), sent together when their time is up."""
 
-    __slots__ = ("state", "version", "epoch", "dim", "seen", "settled", "late", "sums")
+    __slots__ = ("state", "version", "epoch", "dim", "seen", "settled", "late", "sums", "pending", "timer")
 
     def __init__(self):
         self.state, self.version, self.epoch, self.dim = _ClientState(), 0, b"", None
@@ -108,21 +111,32 @@ class _Copy:
         self.seen: tuple[int, bool] | None = None
         self.settled: asyncio.Future | None = None
         self.late: str | None = None  # a flag raised after its request was answered (a commit applied again)
+        self.pending: _Commit | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def moved(self) -> bool:
+        """Whether the last admission saw writes this copy lacks (``behind`` without using the sighting up)."""
+        seen = self.seen
+        return seen is not None and (seen[0] > self.version or (self.state.flagged_at is not None and not seen[1]))
 
     def behind(self) -> bool:
         """Whether the store holds writes this copy lacks: a newer version, or a flag an operator cleared."""
-        seen, self.seen = self.seen, None
-        return seen is not None and (seen[0] > self.version or (self.state.flagged_at is not None and not seen[1]))
+        moved, self.seen = self.moved(), None
+        return moved
 
 
 class _Commit:
-    """One request's batch on its way into the store, kept until the store took it (to add it again after a
-    conflict)."""
+    """Batches on their way into the store as one commit (one request's under ``block``; under log/throttle all
+    that a key's requests on this worker added within ``commit_ms``), kept until the store took them (to apply
+    them again after a conflict). ``mark``: the copy as it was before the first of them, for every class they
+    touched."""
 
-    __slots__ = ("x", "labels", "mark", "info", "parts", "count", "sent")
+    __slots__ = ("batches", "samples", "mark", "detected", "info", "parts", "count", "sent")
 
-    def __init__(self, x, labels, mark, info):
-        self.x, self.labels, self.mark, self.info = x, labels, mark, info
+    def __init__(self, mark: tuple):
+        self.batches: list[tuple[np.ndarray, np.ndarray]] = []
+        self.samples, self.mark, self.detected = 0, mark, None  # detected: the flag one of them raised, if any
+        self.info: dict = {}  # the last batch's audit fields
         self.parts, self.count, self.sent = b"", 0, None
 
 
@@ -154,10 +168,19 @@ def _undo(copy: _Copy, mark: tuple) -> None:
 
 
 class StorePrada:
-    """``observe`` as Prada's, its state in the store; the admit script reads the flag (router/shared_state.py)."""
+    """``observe`` as Prada's, its state in the store; the admit script reads the flag (router/shared_state.py).
 
-    def __init__(self, prada: Prada, store: StateStore, prefix: str):
+    ``commit_ms`` (under log and throttle; 0: a commit with every request): a key's batches on this worker are
+    applied to its copy at once and sent to the store together when the first of them is this old, or at once
+    when they hold ``commit_samples`` samples or one of them raised the flag (so a flag reaches every router
+    without this wait). What it costs: other workers see the key's newest batches up to ``commit_ms`` later, and a
+    worker killed without its shutdown loses at most that much of its keys' batches from the detector."""
+
+    def __init__(self, prada: Prada, store: StateStore, prefix: str, commit_ms: float = 0.0,
+                 commit_samples: int = 256):
         self.prada, self.store, self.prefix = prada, store, prefix
+        self.commit_s = commit_ms / 1e3 if prada.action != "block" else 0.0  # block: each answer waits for its commit
+        self.commit_samples = commit_samples
         self._fetch, self._commit = store.script(FETCH), store.script(COMMIT)
         self.copies: dict[str, _Copy] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -188,26 +211,62 @@ class StorePrada:
             if copy.state.flagged_at is not None and self.prada.action == "block":
                 raise Blocked(BLOCKED)  # admitted before the flag rose, answered after: withheld
             copy = await self._observe_left_over(client, copy)
-            wait = self.prada.action == "block"
-            c = self._add(client, copy, x, labels)
-            if not wait and c.sent is not None:  # no answer waits on the commit's outcome
-                copy.settled = c.sent.get_loop().create_future()
-                c.sent.add_done_callback(lambda _, copy=copy, c=c: self._committed(client, copy, c))
+            info = self._stage(copy, x, labels)
+            if self.prada.action != "block":  # no answer waits on the commit's outcome
+                p = copy.pending
+                if not self.commit_s or p.detected is not None or p.samples >= self.commit_samples:
+                    self._flush(client, copy)
+                elif copy.timer is None:
+                    copy.timer = asyncio.get_running_loop().call_later(self.commit_s, self._flush, client, copy)
                 if copy.late is not None:
-                    c.info["detected"], copy.late = copy.late, None
-                return c.info
-            info = await self._settle(client, copy, c)
+                    info["detected"], copy.late = copy.late, None
+                return info
+            info = await self._settle(client, copy, self._send(client, copy))
             self.prada.refuse_if_newly_blocked(info)
             return info
+
+    async def drain(self) -> None:
+        """At shutdown: every key's batches not yet sent, sent now, and every commit out settled (one that lost a
+        race applied again), for at most the store's socket timeout a few times over."""
+        for client, copy in list(self.copies.items()):
+            if copy.pending is not None and copy.settled is None:
+                self._flush(client, copy)
+        out = [asyncio.shield(c.settled) for c in self.copies.values() if c.settled is not None]
+        if out:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(4 * self.store.socket_timeout_s):
+                    await asyncio.gather(*out, return_exceptions=True)
+
+    def _flush(self, client: str, copy: _Copy) -> None:
+        """Send the copy's pending batches as one commit whose reply nobody waits for (``_committed`` takes it);
+        the key's next request on this worker waits for it (``settled``) before touching the copy."""
+        if copy.timer is not None:
+            copy.timer.cancel()
+            copy.timer = None
+        if copy.pending is None or self.copies.get(client) is not copy:
+            return
+        if copy.settled is not None:  # a commit of the copy is still out (never expected): go after it
+            copy.timer = asyncio.get_running_loop().call_later(self.commit_s or 0.001, self._flush, client, copy)
+            return
+        c = self._send(client, copy)
+        copy.settled = asyncio.get_running_loop().create_future()
+        if c.sent is None:  # no live connection: commit (connecting) in the background
+            self._spawn(self._apply_again(client, copy, c))
+        else:
+            c.sent.add_done_callback(lambda _, copy=copy, c=c: self._committed(client, copy, c))
 
     async def _observe_left_over(self, client: str, copy: _Copy) -> _Copy:
         """Commit, waiting for each, the key's batches whose commits lost every race; a flag one of them raises
         goes into this request's audit record (``late``). Contended again: the rest stay queued, this request
         is refused (503, never served unobserved)."""
         left = self.unobserved.pop(client, None)
+        if left and copy.pending is not None:  # what is staged goes first, on its own
+            self._flush(client, copy)
+            copy = await self._current(client)
         while left:
+            self._stage(copy, *left[0])
             try:
-                info = await self._settle(client, copy, self._add(client, copy, *left[0]))
+                info = await self._settle(client, copy, self._send(client, copy))
             except StateStoreContended:
                 self.unobserved[client] = left
                 raise
@@ -217,8 +276,12 @@ class StorePrada:
         return self.copies.get(client, copy)
 
     async def _current(self, client: str) -> _Copy:
-        """This worker's copy of the key, its last commit settled and caught up with the store."""
+        """This worker's copy of the key, its last commit settled and caught up with the store. Batches still
+        staged stay staged unless the store moved (another worker wrote the key): then they are sent first (the
+        commit loses the race and is applied again on top of what the store holds)."""
         copy = self.copies.get(client)
+        if copy is not None and copy.pending is not None and copy.moved():
+            self._flush(client, copy)
         if copy is not None and copy.settled is not None:
             try:
                 async with asyncio.timeout(4 * self.store.socket_timeout_s):
@@ -230,23 +293,44 @@ class StorePrada:
             copy = _Copy()
             await self._catch_up(client, copy)
             self.copies[client] = copy
-        elif copy.behind():
+        elif copy.behind():  # (batches still staged here: the store did not move, or they went above)
             await self._catch_up(client, copy)
         return copy
 
-    def _add(self, client: str, copy: _Copy, x: np.ndarray, labels: np.ndarray) -> _Commit:
-        """The batch into the copy, and its difference sent to the store (its reply waited for by ``_settle`` or
-        handled by ``_committed``). Only the batch's classes are marked and re-encoded, not every group's."""
+    def _stage(self, copy: _Copy, x: np.ndarray, labels: np.ndarray) -> dict:
+        """The batch into the copy (and into its pending commit); its audit fields."""
         copy.dim = copy.dim or int(np.prod(np.shape(x)[1:]))
         s = copy.state
         mark = _mark(s, dict.fromkeys(np.asarray(labels).tolist()))
-        c = _Commit(x, labels, mark, self.prada.update(s, x, labels))
-        touched, nd, flagged_at = mark[0], mark[1], mark[4]
+        info = self.prada.update(s, x, labels)
+        p = copy.pending
+        if p is None:
+            p = copy.pending = _Commit(mark)
+        else:  # the copy before the first batch: a class first touched now is as it was before this one
+            for k, before in mark[0].items():
+                p.mark[0].setdefault(k, before)
+        p.batches.append((x, labels))
+        p.samples, p.info = p.samples + len(x), info
+        if "detected" in info and p.detected is None:
+            p.detected = info["detected"]
+        for k in mark[0]:
+            g = s.groups[k]
+            copy.sums[str(k)] = [g.d_n, g.d_sum, g.d_sumsq, g.threshold]
+        return info
+
+    def _send(self, client: str, copy: _Copy) -> _Commit:
+        """The pending batches' difference to the store (its reply waited for by ``_settle`` or handled by
+        ``_committed``). Only the classes they touched are re-encoded, not every group's."""
+        c, copy.pending = copy.pending, None
+        if copy.timer is not None:
+            copy.timer.cancel()
+            copy.timer = None
+        s = copy.state
+        touched, nd, flagged_at = c.mark[0], c.mark[1], c.mark[4]
         keys, constants, _ = self._keys_of(client)
         parts, count = [], 12
         for k, before in touched.items():
             g = s.groups[k]
-            copy.sums[str(k)] = [g.d_n, g.d_sum, g.d_sumsq, g.threshold]
             held = 0 if before is None else before[0]
             if g.n > held:
                 parts.append(bulks(k, held, g.buf[held: g.n].tobytes()))
@@ -261,9 +345,10 @@ class StorePrada:
         return c
 
     async def _settle(self, client: str, copy: _Copy, c: _Commit) -> dict:
-        """The commit's outcome; after a conflict: the batch out, the copy caught up, the batch in again, commit.
-        After MAX_COMMIT_TRIES conflicts, StateStoreContended: no commit of the batch is left in flight then (the
-        last conflict submits none), so the batch is certainly not in the store."""
+        """The commit's outcome (the audit fields of its last batch; ``detected`` when one of them raised the
+        flag); after a conflict: the batches out, the copy caught up, the batches in again, commit. After
+        MAX_COMMIT_TRIES conflicts, StateStoreContended: no commit of the batches is left in flight then (the last
+        conflict submits none), so they are certainly not in the store."""
         for attempt in range(MAX_COMMIT_TRIES):
             try:
                 if c.sent is None:
@@ -272,17 +357,19 @@ class StorePrada:
                     version, epoch = await self.store.result(c.sent, self._commit, c.parts, c.count)
                 if version:
                     copy.version, copy.epoch = version, epoch
-                    return c.info
+                    return c.info if c.detected is None else c.info | {"detected": c.detected}
                 _undo(copy, c.mark)
                 await self._catch_up(client, copy)
             except (StateStoreUnavailable, StateStoreError):
-                self.copies.pop(client, None)  # it holds a batch the store may never have taken: read it again
+                self.copies.pop(client, None)  # it holds batches the store may never have taken: read it again
                 raise
             if copy.state.flagged_at is not None and self.prada.action == "block":
                 raise Blocked(BLOCKED)  # another worker's batch flagged the key first
             if attempt == MAX_COMMIT_TRIES - 1:
                 break
-            c = self._add(client, copy, c.x, c.labels)
+            for x, labels in c.batches:
+                self._stage(copy, x, labels)
+            c = self._send(client, copy)
         self.copies.pop(client, None)
         raise StateStoreContended()
 
@@ -295,22 +382,25 @@ class StorePrada:
             settled, copy.settled = copy.settled, None
             settled.set_result(None)
             return
-        task = fut.get_loop().create_task(self._apply_again(client, copy, c))
+        self._spawn(self._apply_again(client, copy, c))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)  # a reference, so that the task is not collected before it runs
         task.add_done_callback(self._tasks.discard)
 
     async def _apply_again(self, client: str, copy: _Copy, c: _Commit) -> None:
         try:
             info = await self._settle(client, copy, c)
-            if "detected" in info and "detected" not in c.info:  # its request was answered before it was known
+            if "detected" in info and c.detected is None:  # its requests were answered before it was known
                 copy.late = info["detected"]
                 print(f"router: prada flagged {client!r} after its answer left ({info['detected']}): a commit that "
                       "raced another router's was applied again", file=sys.stderr, flush=True)
         except StateStoreContended:
-            # its answer has left: the batch must still reach the detector, with the key's next request here
-            self.unobserved.setdefault(client, []).append((c.x, c.labels))
-            print(f"router: prada commit for {client!r} lost {MAX_COMMIT_TRIES} races to other routers; its batch "
-                  "goes with the key's next request", file=sys.stderr, flush=True)
+            # their answers have left: the batches must still reach the detector, with the key's next request here
+            self.unobserved.setdefault(client, []).extend(c.batches)
+            print(f"router: prada commit for {client!r} lost {MAX_COMMIT_TRIES} races to other routers; its batches "
+                  "go with the key's next request", file=sys.stderr, flush=True)
         except (StateStoreUnavailable, StateStoreError, Blocked):
             pass  # the copy was dropped (read again by the key's next request), or the key is flagged already
         finally:

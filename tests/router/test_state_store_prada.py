@@ -249,3 +249,126 @@ def test_undoing_a_batch_that_trimmed_the_distances_gives_back_the_ones_cut():
     assert len(copy.state.distances) < 7 + 4
     _undo(copy, mark)
     assert copy.state.distances == before and copy.state.n_distances == n_before
+
+
+def _batched(url, prefix, commit_ms, action="log", **spec):
+    st = StateStore(url, 50.0, 200.0, 100.0)
+    return SharedClientState(st, [make_defense({"name": "prada", "action": action, **spec})], None, 60_000.0, False,
+                             prefix, 5000.0, prada_commit_ms=commit_ms)
+
+
+async def _meta(st: StateStore, prefix: str, client: str) -> tuple[int, dict | None, dict]:
+    """The key's version, meta and member rows per class as the store holds them."""
+    ver, meta = await st.call("HMGET", f"{prefix}:{{{client}}}:prada", "ver", "meta")
+    m = orjson.loads(meta) if meta else None
+    rows = {c: len(await st.call("GET", f"{prefix}:{{{client}}}:prada:m:{c}")) // (4 * m["dim"])
+            for c in (m["g"] if m else {})}
+    return int(ver or 0), m, rows
+
+
+def test_under_log_a_keys_batches_go_to_the_store_together_within_the_commit_time(store):
+    """state_store_prada_commit_ms: 30 sequential requests of one key within 300 ms reach the store as one commit
+    (version 1) when the first is that old, nothing before; the answers are the in-process detector's. Catches a
+    commit sent with every request (version 30: the per-request cost this removes), a batch lost or sent twice
+    when merged (the store's sample and member counts), and a merged commit that encodes only its last batch."""
+    spec = {"min_distances": 10, "test_every": 1, "delta": 1e-9}  # tests every request, never flags
+    local = make_defense({"name": "prada", "action": "log", **spec})
+    x = np.random.default_rng(11).normal(size=(60, 40)).astype(np.float32)
+    prefix = next(PREFIXES)
+
+    async def run():
+        w = _batched(store.url, prefix, 300.0, **spec)
+        t0 = time.monotonic()
+        for i in range(0, 60, 2):
+            got = await _request(w, "k", x[i: i + 2])
+            assert got == local.observe("k", x[i: i + 2], (x[i: i + 2] @ PROJ).argmax(1)), i
+        assert time.monotonic() - t0 < 0.25, "the requests took longer than the commit time: nothing to show"
+        before = await _meta(w.store, prefix, "k")
+        await asyncio.sleep(0.45)
+        after = await _meta(w.store, prefix, "k")
+        await w.store.close()
+        return before, after
+
+    before, (ver, meta, rows) = asyncio.run(run())
+    assert before[0] == 0, "a commit left before its time"
+    assert ver == 1 and meta["s"] == 60 and sum(rows.values()) == sum(
+        g.n for g in local._clients["k"].groups.values())
+    assert {int(c): n for c, n in rows.items()} == {c: g.n for c, g in local._clients["k"].groups.items()}
+
+
+def test_a_flag_raised_by_a_staged_batch_reaches_the_store_at_once(store):
+    """With a commit time of a second, the request whose batch flags the key sends the key's staged batches at
+    once: the flag is in the store (which every router's admission reads) within 50 ms, not a second later.
+    Catches a flag that waits for the commit time like any batch (under throttle, another router would serve the
+    key unthrottled for that long)."""
+    spec = {"min_distances": 10, "test_every": 1, "delta": 0.99}  # flags at the first test
+    x = np.random.default_rng(12).normal(size=(40, 40)).astype(np.float32)
+    prefix = next(PREFIXES)
+
+    async def run():
+        w = _batched(store.url, prefix, 1000.0, "throttle", **spec)
+        for i in range(0, 40, 2):
+            info = await _request(w, "k", x[i: i + 2])
+            if "detected" in info:
+                break
+        else:
+            raise AssertionError("the stream was never flagged")
+        await asyncio.sleep(0.05)
+        flagged = await w.store.call("HGET", f"{prefix}:{{k}}:prada", "flagged_at")
+        await w.store.close()
+        return flagged
+
+    assert asyncio.run(run()) is not None
+
+
+@pytest.mark.parametrize("commit_ms", [(200.0, 200.0), (1000.0, 0.0)], ids=["both-stage", "one-commits-each"])
+def test_staged_batches_of_two_workers_on_one_key_all_reach_the_store_once(store, commit_ms):
+    """Two workers take turns on one key with batches whose classes differ from one request to the next. Both
+    staging (200 ms): when one's commit loses the race, its batches are taken out of its copy, the copy caught up
+    and the batches put in again. One staging, the other committing every request: the stager's admission sees
+    the store move while it holds staged batches. Every sample must be in the store exactly once, per class.
+    Catches an undo that restores only the classes of the commit's first batch (a class first touched by a later
+    batch is added twice), and a copy caught up under its staged batches (their rows sent twice, or lost)."""
+    spec = {"min_distances": 10_000, "window": 10_000}  # never tests: only the counts matter here
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(80, 40)).astype(np.float32)
+    labels = np.repeat(np.arange(10), 8).reshape(10, 8)  # request i: 8 samples of class i % 10
+    prefix = next(PREFIXES)
+
+    async def run():
+        a, b = _batched(store.url, prefix, commit_ms[0], **spec), _batched(store.url, prefix, commit_ms[1], **spec)
+        for i in range(10):
+            w = (a, b)[(i // 2) % 2]  # a a b b a a ...: each worker's staged commit holds two classes
+            rid = next(REQUEST_IDS)
+            await w.admit("k", rid, 8)
+            await w.observe("k", x[8 * i: 8 * i + 8], labels[i])
+            w.leave("k", rid)
+        for w in (a, b):
+            await w.close()
+        result = await _meta(a.store, prefix, "k")
+        for w in (a, b):
+            await w.store.close()
+        return result
+
+    ver, meta, rows = asyncio.run(run())
+    assert meta["s"] == 80 and {int(c): n for c, n in rows.items()} == {c: 8 for c in range(10)}, (meta["s"], rows)
+
+
+def test_a_stopped_worker_sends_its_staged_batches(store):
+    """Batches staged with a long commit time are in the store once the worker is closed (the router's shutdown),
+    not lost. Catches a shutdown that sends only what was due."""
+    x = np.random.default_rng(14).normal(size=(12, 40)).astype(np.float32)
+    prefix = next(PREFIXES)
+
+    async def run():
+        w = _batched(store.url, prefix, 1000.0)
+        for i in range(0, 12, 3):
+            await _request(w, "k", x[i: i + 3])
+        staged = await _meta(w.store, prefix, "k")
+        await w.close()
+        closed = await _meta(w.store, prefix, "k")
+        await w.store.close()
+        return staged, closed
+
+    staged, closed = asyncio.run(run())
+    assert staged[0] == 0 and closed[1]["s"] == 12
