@@ -42,6 +42,7 @@ import orjson
 from ..errors import StateStoreContended
 from ..state_store import StateStore, StateStoreError, StateStoreUnavailable, bulks, key
 from .prada import BLOCKED, Blocked, Prada, _ClientState, _Group
+from .prada_copy import KeyCopy, StagedCommit, mark_batch, undo_batch
 
 MAX_COMMIT_TRIES = 16  # conflicts in a row before a 503 (each round lets one writer through: a key hot on many workers)
 
@@ -97,76 +98,6 @@ return {ver, epoch}
 """
 
 
-class _Copy:
-    """This worker's copy of one key's state: at ``epoch``/``version`` in the store once ``settled`` (None: no
-    commit of this worker's is waiting for its reply). ``seen``: the version and flag the last admission read.
-    ``pending``: batches applied to the copy and answered but not yet sent (under log/throttle with
-    ``commit_ms``), sent together when their time is up."""
-
-    __slots__ = ("state", "version", "epoch", "dim", "seen", "settled", "late", "sums", "pending", "timer")
-
-    def __init__(self):
-        self.state, self.version, self.epoch, self.dim = _ClientState(), 0, b"", None
-        self.sums: dict[str, list] = {}  # per class (as in the store's meta) its group's sums, kept current
-        self.seen: tuple[int, bool] | None = None
-        self.settled: asyncio.Future | None = None
-        self.late: str | None = None  # a flag raised after its request was answered (a commit applied again)
-        self.pending: _Commit | None = None
-        self.timer: asyncio.TimerHandle | None = None
-
-    def moved(self) -> bool:
-        """Whether the last admission saw writes this copy lacks (``behind`` without using the sighting up)."""
-        seen = self.seen
-        return seen is not None and (seen[0] > self.version or (self.state.flagged_at is not None and not seen[1]))
-
-    def behind(self) -> bool:
-        """Whether the store holds writes this copy lacks: a newer version, or a flag an operator cleared."""
-        moved, self.seen = self.moved(), None
-        return moved
-
-
-class _Commit:
-    """Batches on their way into the store as one commit (one request's under ``block``; under log/throttle all
-    that a key's requests on this worker added within ``commit_ms``), kept until the store took them (to apply
-    them again after a conflict). ``mark``: the copy as it was before the first of them, for every class they
-    touched."""
-
-    __slots__ = ("batches", "samples", "mark", "detected", "info", "parts", "count", "sent")
-
-    def __init__(self, mark: tuple):
-        self.batches: list[tuple[np.ndarray, np.ndarray]] = []
-        self.samples, self.mark, self.detected = 0, mark, None  # detected: the flag one of them raised, if any
-        self.info: dict = {}  # the last batch's audit fields
-        self.parts, self.count, self.sent = b"", 0, None
-
-
-def _mark(s: _ClientState, classes) -> tuple:
-    """What a batch of these classes changes, as it was before it (``_undo`` puts it back; None: no group yet)."""
-    touched = {}
-    for c in classes:
-        g = s.groups.get(c)
-        touched[c] = None if g is None else (g.n, g.d_n, g.d_sum, g.d_sumsq, g.threshold)
-    return touched, s.n_distances, s.tested_at, s.w, s.flagged_at, s.samples, s.distances, len(s.distances)
-
-
-def _undo(copy: _Copy, mark: tuple) -> None:
-    s = copy.state
-    touched, nd, s.tested_at, s.w, s.flagged_at, s.samples, held, held_len = mark
-    for c, before in touched.items():
-        if before is None:
-            s.groups.pop(c, None)
-            copy.sums.pop(str(c), None)
-        else:
-            g = s.groups[c]
-            g.n, g.d_n, g.d_sum, g.d_sumsq, g.threshold = before
-            copy.sums[str(c)] = list(before[1:])
-    # the batch's distances are the list's last ones; a trim during the batch made a new list (Prada.update):
-    # going back to the one held before it keeps the distances the trim cut
-    s.distances = held
-    del held[held_len:]
-    s.n_distances = nd
-
-
 class StorePrada:
     """``observe`` as Prada's, its state in the store; the admit script reads the flag (router/shared_state.py).
 
@@ -182,7 +113,7 @@ class StorePrada:
         self.commit_s = commit_ms / 1e3 if prada.action != "block" else 0.0  # block: each answer waits for its commit
         self.commit_samples = commit_samples
         self._fetch, self._commit = store.script(FETCH), store.script(COMMIT)
-        self.copies: dict[str, _Copy] = {}
+        self.copies: dict[str, KeyCopy] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._keys: dict[str, tuple[bytes, bytes, bytes]] = {}  # client -> encoded keys and constant arguments
         self._tasks: set = set()
@@ -237,7 +168,7 @@ class StorePrada:
                 async with asyncio.timeout(4 * self.store.socket_timeout_s):
                     await asyncio.gather(*out, return_exceptions=True)
 
-    def _flush(self, client: str, copy: _Copy) -> None:
+    def _flush(self, client: str, copy: KeyCopy) -> None:
         """Send the copy's pending batches as one commit whose reply nobody waits for (``_committed`` takes it);
         the key's next request on this worker waits for it (``settled``) before touching the copy."""
         if copy.timer is not None:
@@ -255,7 +186,7 @@ class StorePrada:
         else:
             c.sent.add_done_callback(lambda _, copy=copy, c=c: self._committed(client, copy, c))
 
-    async def _observe_left_over(self, client: str, copy: _Copy) -> _Copy:
+    async def _observe_left_over(self, client: str, copy: KeyCopy) -> KeyCopy:
         """Commit, waiting for each, the key's batches whose commits lost every race; a flag one of them raises
         goes into this request's audit record (``late``). Contended again: the rest stay queued, this request
         is refused (503, never served unobserved)."""
@@ -275,7 +206,7 @@ class StorePrada:
                 copy.late = info["detected"]
         return self.copies.get(client, copy)
 
-    async def _current(self, client: str) -> _Copy:
+    async def _current(self, client: str) -> KeyCopy:
         """This worker's copy of the key, its last commit settled and caught up with the store. Batches still
         staged stay staged unless the store moved (another worker wrote the key): then they are sent first (the
         commit loses the race and is applied again on top of what the store holds)."""
@@ -290,22 +221,22 @@ class StorePrada:
                 raise StateStoreUnavailable() from None
             copy = self.copies.get(client)
         if copy is None:
-            copy = _Copy()
+            copy = KeyCopy()
             await self._catch_up(client, copy)
             self.copies[client] = copy
         elif copy.behind():  # (batches still staged here: the store did not move, or they went above)
             await self._catch_up(client, copy)
         return copy
 
-    def _stage(self, copy: _Copy, x: np.ndarray, labels: np.ndarray) -> dict:
+    def _stage(self, copy: KeyCopy, x: np.ndarray, labels: np.ndarray) -> dict:
         """The batch into the copy (and into its pending commit); its audit fields."""
         copy.dim = copy.dim or int(np.prod(np.shape(x)[1:]))
         s = copy.state
-        mark = _mark(s, dict.fromkeys(np.asarray(labels).tolist()))
+        mark = mark_batch(s, dict.fromkeys(np.asarray(labels).tolist()))
         info = self.prada.update(s, x, labels)
         p = copy.pending
         if p is None:
-            p = copy.pending = _Commit(mark)
+            p = copy.pending = StagedCommit(mark)
         else:  # the copy before the first batch: a class first touched now is as it was before this one
             for k, before in mark[0].items():
                 p.mark[0].setdefault(k, before)
@@ -318,7 +249,7 @@ class StorePrada:
             copy.sums[str(k)] = [g.d_n, g.d_sum, g.d_sumsq, g.threshold]
         return info
 
-    def _send(self, client: str, copy: _Copy) -> _Commit:
+    def _send(self, client: str, copy: KeyCopy) -> StagedCommit:
         """The pending batches' difference to the store (its reply waited for by ``_settle`` or handled by
         ``_committed``). Only the classes they touched are re-encoded, not every group's."""
         c, copy.pending = copy.pending, None
@@ -344,7 +275,7 @@ class StorePrada:
         c.sent = self.store.submit(self._commit, c.parts, count)
         return c
 
-    async def _settle(self, client: str, copy: _Copy, c: _Commit) -> dict:
+    async def _settle(self, client: str, copy: KeyCopy, c: StagedCommit) -> dict:
         """The commit's outcome (the audit fields of its last batch; ``detected`` when one of them raised the
         flag); after a conflict: the batches out, the copy caught up, the batches in again, commit. After
         MAX_COMMIT_TRIES conflicts, StateStoreContended: no commit of the batches is left in flight then (the last
@@ -358,7 +289,7 @@ class StorePrada:
                 if version:
                     copy.version, copy.epoch = version, epoch
                     return c.info if c.detected is None else c.info | {"detected": c.detected}
-                _undo(copy, c.mark)
+                undo_batch(copy, c.mark)
                 await self._catch_up(client, copy)
             except (StateStoreUnavailable, StateStoreError):
                 self.copies.pop(client, None)  # it holds batches the store may never have taken: read it again
@@ -373,7 +304,7 @@ class StorePrada:
         self.copies.pop(client, None)
         raise StateStoreContended()
 
-    def _committed(self, client: str, copy: _Copy, c: _Commit) -> None:
+    def _committed(self, client: str, copy: KeyCopy, c: StagedCommit) -> None:
         """A commit nobody waited for has its reply: done, unless it lost a race (then applied again here)."""
         fut = c.sent
         reply = None if fut.cancelled() or fut.exception() is not None else fut.result()
@@ -389,7 +320,7 @@ class StorePrada:
         self._tasks.add(task)  # a reference, so that the task is not collected before it runs
         task.add_done_callback(self._tasks.discard)
 
-    async def _apply_again(self, client: str, copy: _Copy, c: _Commit) -> None:
+    async def _apply_again(self, client: str, copy: KeyCopy, c: StagedCommit) -> None:
         try:
             info = await self._settle(client, copy, c)
             if "detected" in info and c.detected is None:  # its requests were answered before it was known
@@ -407,7 +338,7 @@ class StorePrada:
             settled, copy.settled = copy.settled, None
             settled.set_result(None)
 
-    async def _catch_up(self, client: str, copy: _Copy) -> None:
+    async def _catch_up(self, client: str, copy: KeyCopy) -> None:
         """What the store holds and the copy lacks: only what was appended since, or the whole state (a new copy,
         a new epoch)."""
         s = copy.state

@@ -16,7 +16,7 @@ from router.defenses.prada import Blocked
 from router.shared_state import SharedClientState
 from router.state_store import StateStore, StateStoreUnavailable
 from stack.store_server import StoreServer
-from tests.router.test_client_defenses import PROJ, jbda_like
+from tests.router.test_client_defenses import PROJ
 
 PREFIXES = (f"p{i}" for i in itertools.count())
 REQUEST_IDS = (f"r{i}" for i in itertools.count())
@@ -235,19 +235,19 @@ def test_undoing_a_batch_that_trimmed_the_distances_gives_back_the_ones_cut():
     """A conflict undoes the batch in the worker's copy. Catches the window's trim (past 2 x window distances)
     cutting the list in place during that batch: the undo could then not give back the distances cut, and the
     copy tested fewer than `window` until new ones arrived (a red-team finding, reasoned)."""
-    from router.defenses.prada_store import _Copy, _mark, _undo
+    from router.defenses.prada_copy import KeyCopy, mark_batch, undo_batch
 
     prada = make_defense({"name": "prada", "action": "log", "min_distances": 3, "window": 4})
-    copy = _Copy()
+    copy = KeyCopy()
     x = np.random.default_rng(3).normal(size=(40, 6)).astype(np.float32)
     labels = np.zeros(40, dtype=int)
     prada.update(copy.state, x[:8], labels[:8])  # 7 distances: one short of a trim (> 8)
     before, n_before = list(copy.state.distances), copy.state.n_distances
     assert len(before) == 7
-    mark = _mark(copy.state, [0])
+    mark = mark_batch(copy.state, [0])
     prada.update(copy.state, x[8:12], labels[8:12])  # past 2 x window: trimmed to the last 4 during this batch
     assert len(copy.state.distances) < 7 + 4
-    _undo(copy, mark)
+    undo_batch(copy, mark)
     assert copy.state.distances == before and copy.state.n_distances == n_before
 
 
