@@ -136,6 +136,8 @@ def run(s: StateStoreLocustSettings, log=functools.partial(print, flush=True),
     ``run_dir`` keeps the logs, audit logs and Locust reports (default: a temporary folder). ``log``: the
     benchmarks' common signature; one Locust run, nothing reported on the way."""
     check_pool(s)
+    if run_dir:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)  # a folder named for the logs need not exist yet
     kept = contextlib.nullcontext(run_dir) if run_dir else None
     with kept or tempfile.TemporaryDirectory(prefix="psml-storeload-") as tmp:
         got = run_stack(s, Path(tmp))

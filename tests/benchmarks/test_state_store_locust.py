@@ -22,7 +22,8 @@ def test_the_budget_holds_exactly_and_the_flag_crosses_routers_under_locust(zoo_
     assert capsys.readouterr().err.count("\n") == 1
     out = tmp_path / "storeload.json"
     rc = state_store_locust.main(["--zoo", str(zoo_dir), "--duration-s", "8", "--budget-samples", "200",
-                                  "--attack-batch", "30", "--benign-keys", "2", "--out", str(out)])
+                                  "--attack-batch", "30", "--benign-keys", "2", "--out", str(out),
+                                  "--run-dir", str(tmp_path / "logs" / "run")])  # a folder not there yet: made
     r = json.loads(out.read_text())
     budget, flag = r["budget"], r["flag"]
     assert rc == 0, r["verdicts"]
@@ -34,4 +35,5 @@ def test_the_budget_holds_exactly_and_the_flag_crosses_routers_under_locust(zoo_
     other = next(n for n in flag["after_flag"] if n != flag["flagged_by"])
     assert flag["after_flag"][other]["blocked"] >= 1 and flag["after_flag"][other]["served"] == 0
     assert r["benign"]["keys"] == 2 and r["seed"] == 0 and r["software"] and r["settings"]["workers"] == 2
+    assert (tmp_path / "logs" / "run" / "triton.log").exists()  # the logs kept where asked
 
