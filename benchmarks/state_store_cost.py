@@ -12,18 +12,20 @@ serves the zoo's fastest Pareto model.
 
     python -m benchmarks.state_store_cost [--zoo model_repository/default] [--concurrency 1 16]
         [--rounds 3] [--requests-per-round 600] [--backend null|triton] [--defenses budget_prada]
-        [--budget-lease-samples N] [--prada-commit-ms MS] [--store-workers N]
+        [--budget-lease-samples N] [--prada-commit-ms MS] [--slot-hold-ms MS] [--store-workers N]
 
 ``--defenses``: ``budget_prada`` (query_budget + PRADA log: with budget leases, the default, most requests wait
 on no round trip, PRADA's commit is sent without waiting; one round trip a request without), ``budget``
 (query_budget alone: with leases most requests send the store nothing at all), ``budget_prada_block``
 (PRADA block: its commit is waited for, two round trips), ``slots`` (no defense, only max_in_flight_per_client:
-one small script a request, the floor of any store-backed request).
+with held slots most requests ask the store nothing; without, one small script a request), ``budget_prada_slots``
+(query_budget + PRADA log + max_in_flight_per_client 16: a deployment's defaults with a budget and PRADA).
 ``--budget-lease-samples``: the store-backed router's ``state_store_budget_lease_samples`` (0: every request asks
 the store; default: the router's default). Budget leases apply to ``budget`` and ``budget_prada`` (PRADA ``log``,
 no slot bound) only; the other profiles ask the store every request whatever it is.
 ``--prada-commit-ms``: the store-backed router's ``state_store_prada_commit_ms`` (0: PRADA commits with every
-request; default: the router's). ``--store-workers``: the store-backed router's workers (default 1, as the
+request; default: the router's). ``--slot-hold-ms``: its ``state_store_slot_hold_ms`` (0: every request takes and
+releases its slot in the store; default: the router's). ``--store-workers``: the store-backed router's workers (default 1, as the
 in-process router, which cannot have more): what the store makes possible, measured beside one in-process worker.
 """
 
@@ -61,7 +63,8 @@ BUDGET = {"name": "query_budget", "samples_per_s": 1e9, "burst_samples": 256, "m
 PROFILES = {"budget_prada": ([BUDGET, {"name": "prada", "action": "log"}], {}),
             "budget": ([BUDGET], {}),
             "budget_prada_block": ([BUDGET, {"name": "prada", "action": "block", "delta": 0.01}], {}),
-            "slots": ([], {"max_in_flight_per_client": 16})}
+            "slots": ([], {"max_in_flight_per_client": 16}),
+            "budget_prada_slots": ([BUDGET, {"name": "prada", "action": "log"}], {"max_in_flight_per_client": 16})}
 KEYS = {f"bench-key-{i}": f"client-{i}" for i in range(64)}
 
 
@@ -77,6 +80,7 @@ class StateStoreCostSettings:
     defenses: str = "budget_prada"  # which per-client state: a key of PROFILES
     budget_lease_samples: int | None = None  # the store router's state_store_budget_lease_samples (None: default)
     prada_commit_ms: float | None = None  # the store router's state_store_prada_commit_ms (None: default)
+    slot_hold_ms: float | None = None  # the store router's state_store_slot_hold_ms (None: default)
     store_workers: int = 1  # the store router's workers (the in-process one always has one)
 
     def __post_init__(self):
@@ -91,6 +95,8 @@ class StateStoreCostSettings:
             raise ConfigError(f"--budget-lease-samples must be >= 0, got {self.budget_lease_samples}")
         if self.prada_commit_ms is not None and not 0 <= self.prada_commit_ms <= 1000:
             raise ConfigError(f"--prada-commit-ms must be in [0, 1000], got {self.prada_commit_ms}")
+        if self.slot_hold_ms is not None and not 0 <= self.slot_hold_ms <= 1000:
+            raise ConfigError(f"--slot-hold-ms must be in [0, 1000], got {self.slot_hold_ms}")
         if self.store_workers < 1:
             raise ConfigError(f"--store-workers must be >= 1, got {self.store_workers}")
 
@@ -100,6 +106,8 @@ class StateStoreCostSettings:
             "state_store_budget_lease_samples": self.budget_lease_samples}
         if self.prada_commit_ms is not None:
             out["state_store_prada_commit_ms"] = self.prada_commit_ms
+        if self.slot_hold_ms is not None:
+            out["state_store_slot_hold_ms"] = self.slot_hold_ms
         return out | ({"workers": self.store_workers} if self.store_workers > 1 else {})
 
     def as_dict(self) -> dict:
@@ -109,6 +117,7 @@ class StateStoreCostSettings:
                 "backend": self.backend, "seed": self.seed, "defenses": self.defenses} | (
                 {} if self.budget_lease_samples is None else {"budget_lease_samples": self.budget_lease_samples}) | (
                 {} if self.prada_commit_ms is None else {"prada_commit_ms": self.prada_commit_ms}) | (
+                {} if self.slot_hold_ms is None else {"slot_hold_ms": self.slot_hold_ms}) | (
                 {} if self.store_workers == 1 else {"store_workers": self.store_workers})
 
 
@@ -219,13 +228,15 @@ def main(argv=None) -> int:
                     help="the store router's state_store_budget_lease_samples (0: off; default: the router's)")
     ap.add_argument("--prada-commit-ms", type=float, default=None,
                     help="the store router's state_store_prada_commit_ms (0: a commit a request; default: the router's)")
+    ap.add_argument("--slot-hold-ms", type=float, default=None,
+                    help="the store router's state_store_slot_hold_ms (0: a slot taken a request; default: the router's)")
     ap.add_argument("--store-workers", type=int, default=1, help="the store router's workers (in-process: always 1)")
     ap.add_argument("--out", default="results/state_store_cost.json")
     a = ap.parse_args(argv)
     try:
         s = StateStoreCostSettings(Path(a.zoo), tuple(a.concurrency), a.requests_per_round, a.rounds, a.batch,
                                    a.backend, a.seed, a.defenses, a.budget_lease_samples, a.prada_commit_ms,
-                                   a.store_workers)
+                                   a.slot_hold_ms, a.store_workers)
     except ConfigError as e:
         ap.error(str(e))
     result = run(s)

@@ -92,6 +92,12 @@ class RouterSettings(BaseModel):
     # loses at most this much of its keys' batches from the detector. 0: a commit with every request.
     state_store_prada_commit_ms: float = Field(20.0, ge=0, le=1000)
     state_store_prada_commit_samples: int = Field(256, ge=1)
+    # Held slots: where admission decides only the slot and the budget (PRADA off or log, no B4B; with
+    # query_budget only with budget leases on), a worker keeps a key's slot (max_in_flight_per_client) this long
+    # after the key's request ended, for the key's next request there with no round trip. Held slots count as
+    # in flight in the store: a key spread over workers may be refused this much early. 0: every request takes
+    # and releases its slot in the store.
+    state_store_slot_hold_ms: float = Field(20.0, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _defenses_combine(self):

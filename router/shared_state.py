@@ -3,10 +3,10 @@ on requests in flight (router/admission.py) and of the client defenses' ``preche
 
 One request costs one round trip where its defenses allow: ``admit`` (one script: the key's slots in flight,
 query_budget's total and token bucket, PRADA's flag and throttle bucket, checked together and taken together: a
-refused request takes nothing; its reply also carries the key's PRADA version and flag). What follows is sent
-without waiting for its reply and rides with the next command sent, or leaves within 2 ms (router/state_store.py):
-the slot's release, the receipt's deletion, and PRADA's commit under ``log`` and ``throttle`` (router/defenses/
-prada_store.py). Under ``block`` the answer waits for PRADA's commit (a second round trip: the request whose batch
+refused request takes nothing; its reply also carries the key's PRADA version and flag; router/admission_scripts.py). What follows is sent
+without waiting for its reply (router/state_store.py): the slot's release, the receipt's deletion, and PRADA's
+commit under ``log`` and ``throttle``, a key's batches staged on the worker and sent together within
+``state_store_prada_commit_ms`` (router/defenses/prada_store.py). Under ``block`` the answer waits for PRADA's commit (a second round trip: the request whose batch
 crosses the threshold must be withheld); B4B's coverage is one more (encoder zoos).
 
 A slot in flight is a member of the key's sorted set scored by its lease deadline: a router that dies with
@@ -15,8 +15,12 @@ requests in flight never releases them, and the next admission of the key drops 
 last answers said (a blocked key or a spent budget for ``state_store_recheck_ms``, then the store is asked again;
 an empty bucket until it refills).
 
-Budget leases (``state_store_budget_lease_samples``): where query_budget is all that admission decides (no slot
-bound, PRADA off or ``log``, no B4B) a worker takes a key's samples in chunks (LEASE: charged at once, recorded in
+Where admission decides only the slot and the budget (PRADA off or ``log``, whose flag refuses nothing; no B4B),
+held slots and budget leases admit most requests with no round trip. Held slots (``state_store_slot_hold_ms``,
+router/slot_holds.py): a key's slot stays with the worker for the key's next request there, released once idle
+that long; the store counts it meanwhile, so the bound holds. Budget leases
+(``state_store_budget_lease_samples``; with a slot bound only together with held slots) take a key's samples in
+chunks (LEASE: charged at once, recorded in
 the key's budget hash with a deadline on the store's clock) and admits from its chunk with no round trip; the unused
 samples go back (RETURN, not waited for) at the deadline less a margin, when used up, and at shutdown. A lease not
 back by its deadline plus a grace stays spent unless its holder's late return still comes (a holder that died
@@ -38,94 +42,9 @@ from .errors import TooManyRequests
 from .errors import RouterError
 from .defenses.prada import BLOCKED, Blocked
 from .defenses.query_budget import BudgetExhausted, RateLimited
-from .defenses.token_bucket import LUA_TOKENS_NOW, BatchOverBurst, retry_after_s
+from .defenses.token_bucket import BatchOverBurst, retry_after_s
+from .admission_scripts import ADMIT, GIVE_BACK, RECEIPT_MS, UNDO
 from .state_store import StateStore, StateStoreReplyLost, StateStoreUnavailable, bulk, bulks, encode, key
-
-ADMIT = """
--- KEYS: 1 slots in flight (sorted set: request id -> lease deadline ms), 2 query budget (hash), 3 prada (hash),
---       4 this request's receipt (what it took, for an undo if its reply is lost; 'undone': the undo came first)
--- ARGV: 1 request id, 2 samples, 3 max in flight per client (0: none), 4 lease ms, 5 max samples (0: none),
---       6 rate samples/s (0: none), 7 burst samples, 8 prada action ('' when prada is off), 9 throttle samples/s,
---       10 receipt ms
--- Reply: {verdict, value}, and when admitted with prada on also the key's prada version and flag ('' none), so
--- that a worker's copy of the key's prada state can tell that it is behind (router/defenses/prada_store.py)
-if redis.call('GET', KEYS[4]) == 'undone' then return {'undone', 0} end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + t[2] / 1000
-local n, max_in_flight, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local max_samples, rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local p = ARGV[8] ~= '' and redis.call('HMGET', KEYS[3], 'flagged_at', 'tt', 'ta', 'ver')
-if p and p[1] and ARGV[8] == 'block' then return {'blocked', 0} end  -- for good: before anything transient
-if max_in_flight > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- leases of requests a dead router never released
-  local busy = redis.call('ZCARD', KEYS[1])
-  if busy >= max_in_flight then return {'in_flight', busy} end
-end
-local b = redis.call('HMGET', KEYS[2], 'spent', 'tokens', 'at')
-local spent, tokens = tonumber(b[1]) or 0, nil
-if max_samples > 0 and spent + n > max_samples then return {'budget', spent} end
-if rate > 0 then
-  tokens = TOKENS_NOW
-  if tokens < n then
-    redis.call('HSET', KEYS[2], 'tokens', tokens, 'at', now)
-    return {'rate', tostring((n - tokens) / rate)}
-  end
-end
-local throttle = nil
-if p and p[1] and ARGV[8] == 'throttle' then
-  local trate = tonumber(ARGV[9])
-  if n > trate then return {'throttle_burst', 0} end
-  throttle = math.min(trate, (tonumber(p[2]) or trate) + (now - (tonumber(p[3]) or now)) / 1000 * trate)
-  if throttle < n then
-    redis.call('HSET', KEYS[3], 'tt', throttle, 'ta', now)
-    return {'throttled', tostring((n - throttle) / trate)}
-  end
-end
-if max_in_flight > 0 then
-  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(lease))
-end
-if max_samples > 0 then redis.call('HSET', KEYS[2], 'spent', spent + n) end
-if rate > 0 then redis.call('HSET', KEYS[2], 'tokens', tokens - n, 'at', now) end
-if throttle then redis.call('HSET', KEYS[3], 'tt', throttle - n, 'ta', now) end
-redis.call('SET', KEYS[4], n, 'PX', ARGV[10])
-if p then return {'ok', spent + n, p[4] or '0', p[1] or ''} end
-return {'ok', spent + n}
-""".replace("TOKENS_NOW", LUA_TOKENS_NOW)
-
-# The undo of an admission whose reply was lost (the store stalled past the socket timeout, the connection was
-# cut): it may have run, so what it took goes back, whichever of the two reaches the store first.
-UNDO = """
--- KEYS: 1 slots in flight, 2 query budget, 3 the request's receipt. ARGV: 1 request id, 2 burst, 3 rate samples/s
--- (0: none), 4 receipt ms, 5 the budget lease the admission took ('' or absent: none; router/budget_leases.py)
-local r = redis.call('GET', KEYS[3])
-redis.call('SET', KEYS[3], 'undone', 'PX', ARGV[4])
-if not r or r == 'undone' then return 0 end
-local n, burst, rate = tonumber(r), tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREM', KEYS[1], ARGV[1])
-if ARGV[5] and ARGV[5] ~= '' then redis.call('HDEL', KEYS[2], 'l:' .. ARGV[5]) end  -- its units come back below
-local b = redis.call('HMGET', KEYS[2], 'spent', 'tokens', 'at')
-if b[1] then redis.call('HSET', KEYS[2], 'spent', math.max(0, tonumber(b[1]) - n)) end
-if rate > 0 and b[2] then redis.call('HSET', KEYS[2], 'tokens', math.min(burst, tonumber(b[2]) + n)) end
-return 1
-"""
-RECEIPT_MS = 3_600_000  # an undo is honoured up to an hour after the admission it undoes
-
-GIVE_BACK = """
--- KEYS: 1 query budget (hash). ARGV: 1 samples, 2 burst, 3 'refund' (spent and tokens back) or 'drain' (tokens
--- out, down to 0: a malformed body's penalty), 4 rate samples/s (0: none)
-local t = redis.call('TIME')
-local now = t[1] * 1000 + t[2] / 1000
-local n, burst, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-local b = redis.call('HMGET', KEYS[1], 'spent', 'tokens', 'at')
-if ARGV[3] == 'refund' and b[1] then redis.call('HSET', KEYS[1], 'spent', math.max(0, tonumber(b[1]) - n)) end
-if rate > 0 then
-  local tokens = TOKENS_NOW
-  tokens = ARGV[3] == 'refund' and math.min(burst, tokens + n) or math.max(0, tokens - n)
-  redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
-end
-return 1
-""".replace("TOKENS_NOW", LUA_TOKENS_NOW)
 
 REFUSAL_RECHECK_MS = 5_000.0  # settings.state_store_recheck_ms: how long a flag or a spent budget is remembered
 UNAVAILABLE = {"state_store": "unavailable: served without per-client defenses (state_store_fail_open)"}
@@ -149,7 +68,7 @@ class SharedClientState:
     def __init__(self, store: StateStore, defenses: list, max_in_flight_per_client: int | None,
                  slot_lease_ms: float, fail_open: bool, prefix: str, recheck_ms: float = REFUSAL_RECHECK_MS,
                  budget_lease_samples: int = 0, budget_lease_ms: float = 250.0, prada_commit_ms: float = 0.0,
-                 prada_commit_samples: int = 256):
+                 prada_commit_samples: int = 256, slot_hold_ms: float = 0.0, longest_request_ms: float = 0.0):
         self.store, self.fail_open, self.prefix = store, fail_open, prefix
         self.budget = next((d for d in defenses if d.name == "query_budget"), None)
         self.prada = next((d for d in defenses if d.name == "prada"), None)
@@ -175,10 +94,16 @@ class SharedClientState:
 
             self._b4b_state = StoreB4B(self.b4b, store, prefix)
         self._tasks: set = set()
-        # budget leases: only where query_budget is all that admission decides (no slots, PRADA off or log, no B4B)
-        self.leases = None
-        if budget_lease_samples and q is not None and not self.max_in_flight and self.b4b is None and (
-                p is None or p.action == "log"):
+        # admission decides only the slot and the budget (PRADA off or log, whose flag refuses nothing; no B4B):
+        # held slots and budget leases can then admit most requests with no round trip
+        simple = self.b4b is None and (p is None or p.action == "log")
+        self.holds = self.leases = None
+        self._slots: dict[str, object] = {}  # request id -> the held slot it uses
+        if slot_hold_ms and self.max_in_flight and simple and (q is None or budget_lease_samples):
+            from .slot_holds import SlotHolds
+
+            self.holds = SlotHolds(store, self.max_in_flight, slot_lease_ms, longest_request_ms, slot_hold_ms)
+        if budget_lease_samples and q is not None and simple and (not self.max_in_flight or self.holds):
             from .budget_leases import BudgetLeases
 
             self.leases = BudgetLeases(store, q, budget_lease_samples, budget_lease_ms, p is not None, RECEIPT_MS)
@@ -207,6 +132,8 @@ class SharedClientState:
         if q is not None and q.samples_per_s is not None and n_samples > q.burst_samples:
             raise BatchOverBurst(f"a batch of {n_samples} samples exceeds this API key's burst of "
                                  f"{q.burst_samples:g} samples; send smaller batches")
+        if self.holds is not None:
+            return await self._admit_holding(client, request_id, n_samples)
         if self.leases is not None:
             if self.leases.take(client, n_samples):
                 return {}  # from this worker's lease: no round trip
@@ -238,6 +165,35 @@ class SharedClientState:
             return dict(UNAVAILABLE)
         raise e
 
+    async def _admit_holding(self, client: str, request_id: str, n: int) -> dict:
+        """A slot held here or a new one from the store (router/slot_holds.py), then the samples from a lease
+        (or, with no budget, nothing more). Refused for the budget: the slot goes back to this worker's hold."""
+        holds = self.holds
+        slot = holds.take(client)
+        if slot is None:
+            holds.key_for(client, self._keys_of(client).in_flight)
+            try:
+                slot, reply = await holds.acquire(client, request_id)
+            except StateStoreUnavailable as e:
+                if self.fail_open:
+                    return dict(UNAVAILABLE)
+                raise e
+            if slot is None:
+                raise self._refusal(client, reply[0].decode(), reply[1], n)
+        fields = {}
+        if self.leases is not None:
+            try:
+                if not self.leases.take(client, n):
+                    fields = await self._admit_leasing(client, request_id, n)
+            except BaseException:
+                holds.put_back(client, slot)
+                raise
+        if "state_store" in fields:  # served fail-open: not charged, so never left; the slot goes back now
+            holds.put_back(client, slot)
+        else:
+            self._slots[request_id] = slot
+        return fields
+
     async def _admit_leasing(self, client: str, request_id: str, n: int) -> dict:
         """This request's samples and a new lease from the store (router/budget_leases.py)."""
         k = self._keys_of(client)
@@ -262,7 +218,9 @@ class SharedClientState:
         closes."""
         if self._prada_state is not None:
             await self._prada_state.drain()
-        if self.leases is not None or self._prada_state is not None:
+        if self.leases is not None or self._prada_state is not None or self.holds is not None:
+            if self.holds is not None:
+                self.holds.release_all()
             if self.leases is not None:
                 self.leases.end_all()
             try:
@@ -325,7 +283,12 @@ class SharedClientState:
 
     def leave(self, client: str, request_id: str) -> None:
         """Release the slot without waiting for the store's reply (no round trip on the request's path); when the
-        store cannot be reached the lease frees it later."""
+        store cannot be reached the lease frees it later. A held slot goes back to this worker's hold."""
+        if self.holds is not None:
+            slot = self._slots.pop(request_id, None)
+            if slot is not None:
+                self.holds.put_back(client, slot)
+            return
         if self.leases is not None or not (self.max_in_flight or self.budget or self.prada):
             return  # no slot, and no receipt left (leases delete theirs with the reply), or admit took nothing
         k = self._keys_of(client)

@@ -113,3 +113,19 @@ def test_state_store_cost_settings_take_the_budget_lease_size():
         StateStoreCostSettings(budget_lease_samples=-1)
     assert "budget_lease_samples" not in StateStoreCostSettings().as_dict()
     assert StateStoreCostSettings(budget_lease_samples=0).as_dict()["budget_lease_samples"] == 0
+
+
+def test_state_store_cost_settings_reach_the_store_router():
+    """The store router's commit time, slot hold and workers are checked before any server starts, reach its
+    settings under the router's names, and are recorded in the result file. Catches an option parsed but never
+    passed to the router (the figures would be the defaults' under another name)."""
+    from benchmarks.state_store_cost import StateStoreCostSettings
+
+    for bad in ({"prada_commit_ms": -1}, {"slot_hold_ms": 2000}, {"store_workers": 0}):
+        with pytest.raises(ConfigError):
+            StateStoreCostSettings(**bad)
+    s = StateStoreCostSettings(prada_commit_ms=0, slot_hold_ms=0, store_workers=2, budget_lease_samples=8)
+    assert s.store_router() == {"state_store_budget_lease_samples": 8, "state_store_prada_commit_ms": 0,
+                                "state_store_slot_hold_ms": 0, "workers": 2}
+    assert {"prada_commit_ms": 0, "slot_hold_ms": 0, "store_workers": 2}.items() <= s.as_dict().items()
+    assert StateStoreCostSettings().store_router() == {}

@@ -122,7 +122,8 @@ def test_a_store_killed_under_load_answers_503_then_recovers_and_fail_open_serve
         finally:
             closed.stop()
             opened.stop()
-    down = [a for a in answers["closed"] if killed_at + 0.1 < a[0] < restarted_at]
+    # a budget lease (and the held slot) taken before the kill serves until the lease's end (250 ms, docs/router.md)
+    down = [a for a in answers["closed"] if killed_at + 0.4 < a[0] < restarted_at]
     assert down and all(a[1:] == (503, "state_store_unavailable", "1") for a in down), \
         [a for a in down if a[1] != 503][:3]
     back = [a[1] for a in answers["closed"] if a[0] > restarted_at + 1.0]

@@ -1,0 +1,165 @@
+"""Held slots (state_store_slot_hold_ms) against a real valkey-server, no router: a worker keeps a key's slot for
+the key's next request there, the store counts every held slot (the bound holds across workers), an idle slot is
+released after the hold, a slot is not reused once its lease could lapse during a request, and a refusal leaks no
+slot."""
+
+import asyncio
+import itertools
+import random
+
+from router.defenses import make_defense
+from router.defenses.query_budget import BudgetExhausted
+from router.errors import TooManyRequests
+from router.shared_state import SharedClientState
+from router.state_store import StateStore
+
+PREFIXES = (f"h{i}" for i in itertools.count())
+IDS = (f"r{i}" for i in itertools.count())
+
+
+def _worker(url, prefix, max_in_flight=4, hold_ms=50.0, lease_ms=60_000.0, longest_ms=10_000.0, budget=None):
+    defenses = [make_defense({"name": "query_budget", **budget})] if budget else []
+    st = StateStore(url, 1000.0, 1000.0, 100.0)  # generous: a busy CI host must not fail a connect
+    w = SharedClientState(st, defenses, max_in_flight, lease_ms, False, prefix, 5000.0, 64 if budget else 0,
+                          250.0, slot_hold_ms=hold_ms, longest_request_ms=longest_ms)
+    assert w.holds is not None
+    w.asked = 0  # slots taken from the store (SLOT scripts run)
+    run_parts = st.run_parts
+
+    async def counted(script, parts, count):
+        if script is w.holds._script:
+            w.asked += 1
+        return await run_parts(script, parts, count)
+
+    st.run_parts = counted
+    return w
+
+
+async def _slots(st: StateStore, prefix: str, client: str = "k") -> int:
+    return int(await st.call("ZCARD", f"{prefix}:{{{client}}}:in_flight"))
+
+
+def test_a_keys_sequential_requests_share_one_held_slot_released_once_idle(store):
+    """50 sequential requests of one key on one worker take one slot from the store; 150 ms after the last one
+    (hold 50 ms) the key has no slot in the store. Catches a slot taken and released in the store every request
+    (50 scripts: the round trip this removes) and a held slot never released (the key would keep it for the
+    60 s lease, counted against its bound at every other worker)."""
+    prefix = next(PREFIXES)
+
+    async def run():
+        w = _worker(store.url, prefix)
+        for _ in range(50):
+            rid = next(IDS)
+            await w.admit("k", rid, 1)
+            w.leave("k", rid)
+        held = await _slots(w.store, prefix)
+        await asyncio.sleep(0.15)
+        after = await _slots(w.store, prefix)
+        await w.store.close()
+        return w.asked, held, after
+
+    assert asyncio.run(run()) == (1, 1, 0)
+
+
+def test_the_bound_holds_over_two_workers_with_held_slots(store):
+    """Bound 4, two workers, 6 concurrent callers per worker for 1.5 s, each request holding its slot 0-3 ms.
+    Never more than 4 requests of the key are admitted at once across both workers, and the store never counts
+    more than 4 slots. Catches a held slot handed to two requests at once (put back twice, taken without being
+    removed from the hold) and a worker admitting from a hold the store does not count."""
+    prefix = next(PREFIXES)
+
+    async def run():
+        a, b = _worker(store.url, prefix), _worker(store.url, prefix)
+        now = {"in": 0, "most": 0, "served": 0, "refused": 0}
+        rng = random.Random(3)
+        stop = asyncio.get_running_loop().time() + 1.5
+
+        async def caller(w):
+            while asyncio.get_running_loop().time() < stop:
+                rid = next(IDS)
+                try:
+                    await w.admit("k", rid, 1)
+                except TooManyRequests:
+                    now["refused"] += 1
+                    await asyncio.sleep(0.001)
+                    continue
+                now["in"] += 1
+                now["most"] = max(now["most"], now["in"])
+                await asyncio.sleep(rng.random() * 0.003)
+                now["in"] -= 1
+                now["served"] += 1
+                w.leave("k", rid)
+
+        async def watch():
+            most = 0
+            while asyncio.get_running_loop().time() < stop:
+                most = max(most, await _slots(a.store, prefix))
+                await asyncio.sleep(0.002)
+            return most
+
+        *_, store_most = await asyncio.gather(*[caller(w) for w in (a, b) for _ in range(6)], watch())
+        for w in (a, b):
+            await w.close()
+            await w.store.close()
+        return now, store_most
+
+    now, store_most = asyncio.run(run())
+    assert now["most"] <= 4 and store_most <= 4, (now, store_most)
+    assert now["most"] == 4 and now["served"] > 100 and now["refused"] > 0  # the bound was really reached
+
+
+def test_a_slot_is_not_reused_once_its_lease_could_lapse_during_a_request(store):
+    """Slot lease 300 ms, longest request 100 ms: a slot may serve for 0.9 x 200 = 180 ms after it was taken.
+    Sequential requests for 450 ms must take at least 3 slots, and the store must never hold a slot past its
+    lease that a request still uses. Catches a hold reused for as long as it keeps being used (its store lease
+    would pass mid-request, the store would drop it and admit one more than the bound)."""
+    prefix = next(PREFIXES)
+
+    async def run():
+        w = _worker(store.url, prefix, max_in_flight=1, lease_ms=300.0, longest_ms=100.0)
+        stop = asyncio.get_running_loop().time() + 0.45
+        while asyncio.get_running_loop().time() < stop:
+            rid = next(IDS)
+            await w.admit("k", rid, 1)
+            assert await _slots(w.store, prefix) == 1  # the slot in use is in the store
+            await asyncio.sleep(0.01)
+            w.leave("k", rid)
+        await w.close()
+        await w.store.close()
+        return w.asked
+
+    assert asyncio.run(run()) >= 3
+
+
+def test_a_request_refused_for_its_budget_leaks_no_slot(store):
+    """Bound 1 with a budget of 5 samples (leases on): the second request is refused for the budget; its slot goes
+    back to the worker's hold and is released 50 ms later, so another worker can take the key's only slot.
+    Catches a slot kept by a refused request (the key refused 'in flight' everywhere for the 60 s lease)."""
+    prefix = next(PREFIXES)
+
+    async def run():
+        a = _worker(store.url, prefix, max_in_flight=1, budget={"max_samples": 5})
+        b = _worker(store.url, prefix, max_in_flight=1, budget={"max_samples": 5})
+        rid = next(IDS)
+        await a.admit("k", rid, 5)
+        a.leave("k", rid)
+        try:
+            await a.admit("k", next(IDS), 1)
+            raise AssertionError("served over the budget")
+        except BudgetExhausted:
+            pass
+        await asyncio.sleep(0.15)
+        left = await _slots(a.store, prefix)
+        try:  # b takes the key's only slot (then is refused for the budget, not for a slot held elsewhere)
+            await b.admit("k", next(IDS), 1)
+            verdict = "served"
+        except BudgetExhausted:
+            verdict = "budget"
+        except TooManyRequests:
+            verdict = "in_flight"
+        for w in (a, b):
+            await w.close()
+            await w.store.close()
+        return left, verdict
+
+    assert asyncio.run(run()) == (0, "budget")
