@@ -51,17 +51,16 @@ class _Connection(asyncio.Protocol):
     loop leave in one write (one system call for all the requests in flight at that moment), at the end of that
     turn: a request's release, receipt deletion and PRADA commit leave together, after its answer was written.
     One watchdog timer per connection, not one per command: a command unanswered for ``timeout_s`` cuts the
-    connection (every command on it fails)."""
+    connection (every command waited for on it fails; sends go again on the next connection)."""
 
     def __init__(self, backlog: deque, timeout_s: float):
         self.loop = asyncio.get_running_loop()  # once: each get_running_loop() is a getpid() system call
         self.reader = hiredis.Reader()
-        self.pending: deque[asyncio.Future] = deque()
+        self.pending: deque[asyncio.Future | bytes] = deque()  # bytes: a send nobody waits for
         self.sent_at: deque[float] = deque()  # loop time each pending command was issued
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.out: list[bytes] = []
-        self.out_sends: list[bytes] = []  # the commands in `out` nobody waits for: kept if the connection dies
         self.backlog = backlog
         self.timeout_s = timeout_s
         self._watchdog: asyncio.TimerHandle | None = None
@@ -77,25 +76,30 @@ class _Connection(asyncio.Protocol):
                 return
             waiter = self.pending.popleft()
             self.sent_at.popleft()
-            if waiter is not None and not waiter.done():
+            if waiter.__class__ is not bytes and not waiter.done():  # bytes: a send's own payload, answered
                 waiter.set_result(reply)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         for waiter in self.pending:
-            if waiter is not None and not waiter.done():
+            if waiter.__class__ is bytes:  # a send the store may never have read: again on the next connection
+                self.backlog.append(waiter)
+            elif not waiter.done():
                 waiter.set_exception(ConnectionError("the store closed the connection"))
         self.pending.clear()
         self.sent_at.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
-        self._flush()  # what was never written: the releases and undos wait in the backlog
+        self.out = []  # every send, written or not, is in the backlog above
 
     def request(self, payload: bytes, reply: bool = True) -> asyncio.Future | None:
         """``reply=False``: nobody waits for the reply, but it keeps its place in the queue (exactly one entry per
         command sent), so replies can never shift onto the wrong requests. (CLIENT REPLY SKIP would spare the
-        reply, but a store or proxy that refuses CLIENT answers it with two extra replies, which did shift.)"""
-        waiter = self.loop.create_future() if reply else None
+        reply, but a store or proxy that refuses CLIENT answers it with two extra replies, which did shift.) Its
+        entry is the payload itself: a send whose reply never came (the connection was cut) is sent again on the
+        next connection, so every send must be idempotent (they are: releases, receipts' deletions, undos and
+        lease returns, each of which acts at most once)."""
+        waiter = self.loop.create_future() if reply else payload
         self.pending.append(waiter)
         self.sent_at.append(self.loop.time())
         if self._watchdog is None:
@@ -103,16 +107,11 @@ class _Connection(asyncio.Protocol):
         if not self.out:
             self.loop.call_soon(self._flush)
         self.out.append(payload)
-        if not reply:
-            self.out_sends.append(payload)
         return waiter
 
     def _flush(self) -> None:
-        out, sends = self.out, self.out_sends
-        self.out, self.out_sends = [], []
-        if self.closed:
-            self.backlog.extend(sends)
-        elif out:
+        out, self.out = self.out, []
+        if out and not self.closed:  # closed: its sends went to the backlog (connection_lost)
             self.transport.write(b"".join(out))
 
     def _check(self) -> None:

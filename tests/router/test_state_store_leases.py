@@ -230,3 +230,32 @@ def test_the_token_bucket_with_leases_keeps_the_burst_and_refuses_a_batch_over_i
 
     served, elapsed = asyncio.run(run())
     assert served[:8] == [True] * 8 and served.count(True) <= 8 + int(elapsed * 0.5)
+
+
+def test_a_return_on_a_connection_cut_before_the_store_read_it_is_sent_again(store):
+    """The store holds every client's commands (CLIENT PAUSE ALL, as a stalled store would) while a worker ends
+    its lease: the RETURN is written, then the connection is cut before the store read it (its queue is dropped
+    with the connection). On the next connection the return is sent again and the key's unused samples come back:
+    spent 1, not 64. Catches a send dropped with its connection once written (the samples stayed spent for
+    good: a red team lost 21 of 13,104 so under connection kills), and a send sent twice (spent below 1: never,
+    returns act once, but counted here too)."""
+    prefix = next(PREFIXES)
+
+    async def run():
+        w = _worker(store.url, {"max_samples": 1000}, prefix, lease_ms=5000.0)
+        await _serve(w)
+        before = await _spent(w, prefix)
+        other = StateStore(store.url, 1000.0, 1000.0, 100.0)
+        await other.call("CLIENT", "PAUSE", "300", "ALL")
+        conn = w.store._conn
+        w.leases.end_all()  # the RETURN, not waited for
+        await asyncio.sleep(0.05)  # written, held by the paused store
+        conn.abort()  # the connection cut (as the watchdog cuts a store that stopped answering)
+        await asyncio.sleep(0.4)  # the pause is over
+        await w.store.call("PING")  # the next connection: what was not answered goes first
+        spent = await _spent(w, prefix)
+        await other.close()
+        await w.store.close()
+        return before, spent
+
+    assert asyncio.run(run()) == (64, 1)
