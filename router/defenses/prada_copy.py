@@ -13,10 +13,12 @@ from .prada import _ClientState
 class KeyCopy:
     """This worker's copy of one key's state: at ``epoch``/``version`` in the store once ``settled`` (None: no
     commit of this worker's is waiting for its reply). ``seen``: the version and flag the last admission read.
-    ``pending``: batches applied to the copy and answered but not yet sent (under log/throttle with
-    ``commit_ms``), sent together when their time is up."""
+    ``pending``: batches applied to the copy and answered but not yet sent (under log with ``commit_ms``), sent
+    together when their time is up. ``shared_until`` (monotonic s): another worker wrote the key lately, so its
+    batches are not staged (each would lose the race to the other's and be applied twice)."""
 
-    __slots__ = ("state", "version", "epoch", "dim", "seen", "settled", "late", "sums", "pending", "timer")
+    __slots__ = ("state", "version", "epoch", "dim", "seen", "settled", "late", "sums", "pending", "timer",
+                 "shared_until")
 
     def __init__(self):
         self.state, self.version, self.epoch, self.dim = _ClientState(), 0, b"", None
@@ -26,6 +28,7 @@ class KeyCopy:
         self.late: str | None = None  # a flag raised after its request was answered (a commit applied again)
         self.pending: StagedCommit | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.shared_until = 0.0
 
     def moved(self) -> bool:
         """Whether the last admission saw writes this copy lacks (``behind`` without using the sighting up)."""

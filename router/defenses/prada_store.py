@@ -34,83 +34,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from array import array
 
 import numpy as np
 import orjson
 
 from ..errors import StateStoreContended
-from ..state_store import StateStore, StateStoreError, StateStoreUnavailable, bulks, key
+from ..state_store import StateStore, StateStoreError, StateStoreReplyLost, StateStoreUnavailable, bulks, key
 from .prada import BLOCKED, Blocked, Prada, _ClientState, _Group
 from .prada_copy import KeyCopy, StagedCommit, mark_batch, undo_batch
+from .prada_scripts import COMMIT, FETCH
 
 MAX_COMMIT_TRIES = 16  # conflicts in a row before a 503 (each round lets one writer through: a key hot on many workers)
-
-FETCH = """
--- KEYS: 1 prada hash, 2 distances. ARGV: 1 members' key prefix, 2 epoch held ('' none), 3 distances held, then
--- per class held: class, member rows held
--- Reply: version, epoch, flagged_at ('' none), meta, 1 when the rest is the whole state (a new epoch) else 0, the
--- distances past those held (at most those kept), then per class: class, its member rows past those held
-local h = redis.call('HMGET', KEYS[1], 'ver', 'epoch', 'flagged_at', 'meta')
-local epoch = h[2] or ''
-local whole = epoch ~= ARGV[2]
-local out = {h[1] or '0', epoch, h[3] or '', h[4] or '', whole and 1 or 0, ''}
-if not h[4] then return out end
-local m = cjson.decode(h[4])
-local nd, held = 0, {}
-if not whole then
-  nd = tonumber(ARGV[3])
-  for i = 4, #ARGV, 2 do held[ARGV[i]] = tonumber(ARGV[i + 1]) end
-end
-if m.nd > nd then out[6] = redis.call('GETRANGE', KEYS[2], -4 * (m.nd - nd), -1) end
-for c, _ in pairs(m.g) do
-  out[#out + 1] = c
-  out[#out + 1] = redis.call('GETRANGE', ARGV[1] .. c, (held[c] or 0) * 4 * m.dim, -1)
-end
-return out
-"""
-
-COMMIT = """
--- KEYS: 1 prada hash, 2 distances. ARGV: 1 epoch held, 2 version held, 3 meta JSON, 4 flagged_at ('' none new),
--- 5 distances held (0: written afresh), 6 new distances, 7 most distance bytes kept, 8 distance bytes kept after a
--- trim, 9 members' key prefix, then per class that grew: class, member rows held (0: written afresh), new rows
--- Reply: {new version, epoch}, or {0, ''} when the key is no longer at the epoch and version held (nothing written)
-local h = redis.call('HMGET', KEYS[1], 'ver', 'epoch')
-local epoch = h[2] or ''
-if epoch ~= ARGV[1] or (tonumber(h[1]) or 0) ~= tonumber(ARGV[2]) then return {0, ''} end
-if epoch == '' then  -- a new key, or one an operator reset: a new epoch
-  local t = redis.call('TIME')
-  epoch = t[1] .. '.' .. t[2]
-end
-local ver = (tonumber(h[1]) or 0) + 1
-redis.call('HSET', KEYS[1], 'ver', ver, 'meta', ARGV[3], 'epoch', epoch)
-if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'flagged_at', ARGV[4]) end
-if ARGV[5] == '0' then
-  redis.call('SET', KEYS[2], ARGV[6])
-elseif #ARGV[6] > 0 and redis.call('APPEND', KEYS[2], ARGV[6]) > tonumber(ARGV[7]) then
-  redis.call('SET', KEYS[2], redis.call('GETRANGE', KEYS[2], -tonumber(ARGV[8]), -1))
-end
-for i = 10, #ARGV, 3 do
-  if ARGV[i + 1] == '0' then redis.call('SET', ARGV[9] .. ARGV[i], ARGV[i + 2])
-  else redis.call('APPEND', ARGV[9] .. ARGV[i], ARGV[i + 2]) end
-end
-return {ver, epoch}
-"""
-
+SHARED_S = 1.0  # a key another worker wrote within this long commits every batch at once (staging would lose races)
 
 class StorePrada:
     """``observe`` as Prada's, its state in the store; the admit script reads the flag (router/shared_state.py).
 
-    ``commit_ms`` (under log and throttle; 0: a commit with every request): a key's batches on this worker are
-    applied to its copy at once and sent to the store together when the first of them is this old, or at once
-    when they hold ``commit_samples`` samples or one of them raised the flag (so a flag reaches every router
-    without this wait). What it costs: other workers see the key's newest batches up to ``commit_ms`` later, and a
-    worker killed without its shutdown loses at most that much of its keys' batches from the detector."""
+    ``commit_ms`` (under log only; 0: a commit with every request): a key's batches on this worker are applied to
+    its copy at once and sent to the store together when the first of them is this old, or at once when they
+    hold ``commit_samples`` samples or one of them raised the flag. A key that another worker wrote within
+    SHARED_S (its admission saw the store move, or a commit lost a race) is not staged: every batch goes at once,
+    as staged commits of a key spread over workers would each lose the race and be applied twice. Under throttle
+    nothing is staged: the key's stream merged over workers must be tested at once (a red team had 126-168 samples
+    served past the flag over four workers with staging). What it costs: other workers see a key's newest batches
+    up to ``commit_ms`` later, and a worker killed without its shutdown loses at most that much of its keys'
+    batches from the detector. Batches certainly not in the store (a commit that never left, or lost every race)
+    are kept (``unobserved``) and committed in the background, with the key's next request, and at shutdown."""
 
     def __init__(self, prada: Prada, store: StateStore, prefix: str, commit_ms: float = 0.0,
                  commit_samples: int = 256):
         self.prada, self.store, self.prefix = prada, store, prefix
-        self.commit_s = commit_ms / 1e3 if prada.action != "block" else 0.0  # block: each answer waits for its commit
+        self.commit_s = commit_ms / 1e3 if prada.action == "log" else 0.0  # block: each answer waits for its commit
         self.commit_samples = commit_samples
         self._fetch, self._commit = store.script(FETCH), store.script(COMMIT)
         self.copies: dict[str, KeyCopy] = {}
@@ -120,6 +76,7 @@ class StorePrada:
         # batches answered under log/throttle whose commits lost every race (StateStoreContended): certainly not in
         # the store, sent with the key's next request on this worker, before its own batch
         self.unobserved: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._retrying: set[str] = set()  # keys whose unobserved batches a background task will commit
 
     def seen(self, client: str, version: int, flagged_at: bytes) -> None:
         """The key's version and flag as the admission of one of its requests read them."""
@@ -145,7 +102,8 @@ class StorePrada:
             info = self._stage(copy, x, labels)
             if self.prada.action != "block":  # no answer waits on the commit's outcome
                 p = copy.pending
-                if not self.commit_s or p.detected is not None or p.samples >= self.commit_samples:
+                if not self.commit_s or p.detected is not None or p.samples >= self.commit_samples or (
+                        copy.shared_until and time.monotonic() < copy.shared_until):
                     self._flush(client, copy)
                 elif copy.timer is None:
                     copy.timer = asyncio.get_running_loop().call_later(self.commit_s, self._flush, client, copy)
@@ -157,12 +115,14 @@ class StorePrada:
             return info
 
     async def drain(self) -> None:
-        """At shutdown: every key's batches not yet sent, sent now, and every commit out settled (one that lost a
-        race applied again), for at most the store's socket timeout a few times over."""
+        """At shutdown: every key's batches not yet sent, sent now, every commit out settled (one that lost a race
+        applied again) and the unobserved batches committed, for at most the store's socket timeout a few times
+        over."""
         for client, copy in list(self.copies.items()):
             if copy.pending is not None and copy.settled is None:
                 self._flush(client, copy)
         out = [asyncio.shield(c.settled) for c in self.copies.values() if c.settled is not None]
+        out += [asyncio.ensure_future(self._commit_left_over(client)) for client in list(self.unobserved)]
         if out:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(4 * self.store.socket_timeout_s):
@@ -193,13 +153,19 @@ class StorePrada:
         left = self.unobserved.pop(client, None)
         if left and copy.pending is not None:  # what is staged goes first, on its own
             self._flush(client, copy)
-            copy = await self._current(client)
+            try:
+                copy = await self._current(client)
+            except (StateStoreUnavailable, StateStoreError):
+                self._keep_unobserved(client, left)
+                raise
         while left:
             self._stage(copy, *left[0])
             try:
                 info = await self._settle(client, copy, self._send(client, copy))
-            except StateStoreContended:
-                self.unobserved[client] = left
+            except (StateStoreContended, StateStoreUnavailable, StateStoreError) as e:
+                if getattr(e, "maybe_in_store", False):  # its commit's reply was lost: it may be in, never twice
+                    left.pop(0)
+                self._keep_unobserved(client, left)
                 raise
             left.pop(0)
             if "detected" in info:
@@ -211,8 +177,10 @@ class StorePrada:
         staged stay staged unless the store moved (another worker wrote the key): then they are sent first (the
         commit loses the race and is applied again on top of what the store holds)."""
         copy = self.copies.get(client)
-        if copy is not None and copy.pending is not None and copy.moved():
-            self._flush(client, copy)
+        if copy is not None and copy.moved():  # another worker wrote the key: stage nothing for a while
+            copy.shared_until = time.monotonic() + SHARED_S
+            if copy.pending is not None:
+                self._flush(client, copy)
         if copy is not None and copy.settled is not None:
             try:
                 async with asyncio.timeout(4 * self.store.socket_timeout_s):
@@ -275,24 +243,59 @@ class StorePrada:
         c.sent = self.store.submit(self._commit, c.parts, count)
         return c
 
+    def _keep_unobserved(self, client: str, batches: list) -> None:
+        """Batches answered whose commit certainly did not reach the store: kept, committed with the key's next
+        request here, by a background task once the store answers, or at shutdown."""
+        if not batches:
+            return
+        self.unobserved.setdefault(client, []).extend(batches)
+        if client not in self._retrying:
+            self._retrying.add(client)
+            self._spawn(self._retry_left_over(client))
+
+    async def _retry_left_over(self, client: str) -> None:
+        delay = max(self.store.retry_s, self.commit_s, 0.05)
+        try:
+            while self.unobserved.get(client):
+                await asyncio.sleep(delay)
+                await self._commit_left_over(client)
+                delay = min(2 * delay, 5.0)
+        finally:
+            self._retrying.discard(client)
+
+    async def _commit_left_over(self, client: str) -> None:
+        """The key's unobserved batches committed now (under the key's lock, as a request of the key would)."""
+        lock = self._locks.get(client) or self._locks.setdefault(client, asyncio.Lock())
+        try:
+            async with lock:
+                if self.unobserved.get(client):
+                    await self._observe_left_over(client, await self._current(client))
+        except (StateStoreContended, StateStoreUnavailable, StateStoreError, Blocked):
+            pass  # kept (``_observe_left_over``) for the next try, or the key is flagged already
+
     async def _settle(self, client: str, copy: KeyCopy, c: StagedCommit) -> dict:
         """The commit's outcome (the audit fields of its last batch; ``detected`` when one of them raised the
         flag); after a conflict: the batches out, the copy caught up, the batches in again, commit. After
         MAX_COMMIT_TRIES conflicts, StateStoreContended: no commit of the batches is left in flight then (the last
-        conflict submits none), so they are certainly not in the store."""
+        conflict submits none), so they are certainly not in the store. A store error says whether they may be
+        (``maybe_in_store``: the commit's own reply was lost, so it may have applied)."""
         for attempt in range(MAX_COMMIT_TRIES):
+            committing = True
             try:
                 if c.sent is None:
                     version, epoch = await self.store.run_parts(self._commit, c.parts, c.count)
                 else:
                     version, epoch = await self.store.result(c.sent, self._commit, c.parts, c.count)
+                committing = False
                 if version:
                     copy.version, copy.epoch = version, epoch
                     return c.info if c.detected is None else c.info | {"detected": c.detected}
+                copy.shared_until = time.monotonic() + SHARED_S
                 undo_batch(copy, c.mark)
                 await self._catch_up(client, copy)
-            except (StateStoreUnavailable, StateStoreError):
+            except (StateStoreUnavailable, StateStoreError) as e:
                 self.copies.pop(client, None)  # it holds batches the store may never have taken: read it again
+                e.maybe_in_store = committing and isinstance(e, StateStoreReplyLost)
                 raise
             if copy.state.flagged_at is not None and self.prada.action == "block":
                 raise Blocked(BLOCKED)  # another worker's batch flagged the key first
@@ -328,12 +331,21 @@ class StorePrada:
                 print(f"router: prada flagged {client!r} after its answer left ({info['detected']}): a commit that "
                       "raced another router's was applied again", file=sys.stderr, flush=True)
         except StateStoreContended:
-            # their answers have left: the batches must still reach the detector, with the key's next request here
-            self.unobserved.setdefault(client, []).extend(c.batches)
+            # their answers have left: the batches must still reach the detector (the key's next request here, a
+            # background task, shutdown)
+            self._keep_unobserved(client, c.batches)
             print(f"router: prada commit for {client!r} lost {MAX_COMMIT_TRIES} races to other routers; its batches "
                   "go with the key's next request", file=sys.stderr, flush=True)
-        except (StateStoreUnavailable, StateStoreError, Blocked):
-            pass  # the copy was dropped (read again by the key's next request), or the key is flagged already
+        except (StateStoreUnavailable, StateStoreError) as e:
+            # the copy was dropped (read again by the key's next request); batches whose commit never applied
+            # are kept, one whose reply was lost may be in the store (never counted twice: lost, logged)
+            if e.maybe_in_store:
+                print(f"router: prada commit for {client!r} lost with its reply ({len(c.batches)} batches may be "
+                      "missing from the detector)", file=sys.stderr, flush=True)
+            else:
+                self._keep_unobserved(client, c.batches)
+        except Blocked:
+            pass  # the key is flagged already
         finally:
             settled, copy.settled = copy.settled, None
             settled.set_result(None)
