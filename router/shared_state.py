@@ -171,7 +171,7 @@ class SharedClientState:
         holds = self.holds
         slot = holds.take(client)
         if slot is None:
-            holds.key_for(client, self._keys_of(client).in_flight)
+            holds.key_for(client, key(self.prefix, client, "in_flight"))
             try:
                 slot, reply = await holds.acquire(client, request_id)
             except StateStoreUnavailable as e:

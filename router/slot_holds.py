@@ -4,13 +4,19 @@
 Without holds every request takes its slot in the store (one waited script) and releases it after its answer.
 With them, a worker keeps a key's slot when the key's request ends and gives it to the key's next request on the
 same worker with no round trip; a slot idle for ``hold_ms`` is released (ZREM, not waited for), as is every held
-slot at shutdown. A held slot stays in the store's set of the key's slots in flight, so the store counts it: the
-bound is never exceeded (every request served holds a slot the store counted). What it costs: a key near its bound
-whose requests spread over several workers may be refused while some of its slots sit idle at another worker, for
-at most ``hold_ms``. A slot is reused only while its lease in the store (``state_store_slot_lease_ms``, taken when
-the slot was) still outlasts the longest a request may take (``longest_ms``) with a tenth of the rest to spare;
-after that it is released and the next request takes a fresh one. A router that dies holding slots frees them
-when their leases pass, as it does its requests' slots in flight.
+slot at shutdown. A held slot stays in the store's set of the key's slots in flight, so the store counts it and the
+bound holds while the store keeps the set.
+
+A held slot serves for at most SLOT_TENURE_S after it was taken, then it is released and the key's next request
+takes a fresh one (a round trip a second per busy key and worker). This bounds two things a red team found:
+a key whose set the store lost (an operator's DEL, FLUSHALL, a store restarted empty, eviction) could otherwise
+have its held slots and a whole new bound in flight for the slot's whole lease (45 s), and a busy worker could keep
+a key's slots for that long while the key's requests at other workers were refused. A refused SLOT also marks the
+key contended in the store for CONTENDED_S; a worker that learns it (from its next SLOT reply, within a tenure)
+stops holding the key's slots for that long (each request then takes and releases its own, as without holds), so
+workers that share a tight bound share it as they would without holds. A slot is also never reused once its lease
+in the store could lapse before a request on it ends (``longest_ms``, with a tenth of the rest to spare). A router
+that dies holding slots frees them when their leases pass, as it does its requests' slots in flight.
 """
 
 from __future__ import annotations
@@ -21,17 +27,24 @@ import secrets
 from .state_store import StateStore, StateStoreReplyLost, bulk, bulks
 
 SLOT = """
--- KEYS: 1 slots in flight (sorted set: slot id -> lease deadline ms). ARGV: 1 slot id, 2 max in flight, 3 lease ms
--- Reply: {'ok', slots now}, or {'in_flight', slots}: the key's bound is reached (held slots count)
+-- KEYS: 1 slots in flight (sorted set: slot id -> lease deadline ms), 2 the key's contention mark
+-- ARGV: 1 slot id, 2 max in flight, 3 lease ms, 4 contention ms
+-- Reply: {'ok', slots now, 1 when a request of the key was refused lately else 0}, or {'in_flight', slots}: the
+-- key's bound is reached (held slots count); the key is then marked contended for ARGV[4] ms
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- leases of slots a dead router never released
 local busy = redis.call('ZCARD', KEYS[1])
-if busy >= tonumber(ARGV[2]) then return {'in_flight', busy} end
+if busy >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], 1, 'PX', ARGV[4])
+  return {'in_flight', busy}
+end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])))
-return {'ok', busy + 1}
+return {'ok', busy + 1, redis.call('EXISTS', KEYS[2])}
 """
+SLOT_TENURE_S = 1.0  # a held slot serves this long after it was taken at most, then a fresh one is taken
+CONTENDED_S = 1.0  # a key refused for its bound is not held by any worker that learns it, for this long
 
 
 class Slot:
@@ -49,17 +62,20 @@ class SlotHolds:
 
     def __init__(self, store: StateStore, max_in_flight: int, lease_ms: float, longest_ms: float, hold_ms: float):
         self.store, self.hold_s = store, hold_ms / 1e3
-        self.reuse_s = 0.9 * max(0.0, lease_ms - longest_ms) / 1e3  # how long after it was taken a slot may serve
+        # how long after it was taken a slot may serve: its tenure, and never so long that its lease could lapse
+        self.reuse_s = min(SLOT_TENURE_S, 0.9 * max(0.0, lease_ms - longest_ms) / 1e3)
         self.tag = secrets.token_hex(6)  # slot ids unique across workers: this tag + the request id that took it
         self.free: dict[str, list[Slot]] = {}  # client -> its idle held slots, most recently used last
         self._sweeps: dict[str, asyncio.TimerHandle] = {}
-        self._keys: dict[str, bytes] = {}  # client -> its slots' key, encoded
+        self._keys: dict[str, tuple[bytes, bytes]] = {}  # client -> its slots' key; it and the contention mark
+        self.contended: dict[str, float] = {}  # client -> loop time until which its slots are not held
         self._script = store.script(SLOT)
-        self._args = bulks(max_in_flight, lease_ms)
+        self._args = bulks(max_in_flight, lease_ms, int(CONTENDED_S * 1e3))
         self.loop: asyncio.AbstractEventLoop | None = None  # set with the first slot taken
 
-    def key_for(self, client: str, in_flight_key: bytes) -> None:
-        self._keys.setdefault(client, in_flight_key)
+    def key_for(self, client: str, in_flight_key: str) -> None:
+        if client not in self._keys:
+            self._keys[client] = bulk(in_flight_key), bulks(in_flight_key, in_flight_key + ":contended")
 
     def take(self, client: str) -> Slot | None:
         """An idle slot of the key's held here, or None (then ``acquire``). One past its reuse time is released."""
@@ -77,18 +93,27 @@ class SlotHolds:
         loop = self.loop = self.loop or asyncio.get_running_loop()
         slot_id, sent = self.tag + request_id, loop.time()
         try:
-            reply = await self.store.run_parts(self._script, bulks(1) + self._keys[client] + bulks(slot_id)
-                                               + self._args, 5)
+            reply = await self.store.run_parts(self._script, bulks(2) + self._keys[client][1] + bulks(slot_id)
+                                               + self._args, 7)
         except StateStoreReplyLost:
             self._release(client, Slot(slot_id, 0.0))
             raise
         if reply[0] != b"ok":
             return None, reply
+        if reply[2]:  # another request of the key was refused lately: share the bound, hold nothing for a while
+            self.contended[client] = loop.time() + CONTENDED_S
+            for slot in self.free.pop(client, []):
+                self._release(client, slot)
         return Slot(slot_id, sent + self.reuse_s), reply
 
     def put_back(self, client: str, slot: Slot) -> None:
-        """The request that held the slot ended: held for the key's next request here, released after ``hold_s``."""
-        slot.idle_since = self.loop.time()
+        """The request that held the slot ended: held for the key's next request here, released after ``hold_s``
+        (at once when the key is contended or the slot's tenure is over)."""
+        now = self.loop.time()
+        if now >= slot.usable_until or now < self.contended.get(client, 0.0):
+            self._release(client, slot)
+            return
+        slot.idle_since = now
         self.free.setdefault(client, []).append(slot)
         if client not in self._sweeps:
             self._sweeps[client] = self.loop.call_later(self.hold_s, self._sweep, client)
@@ -108,7 +133,7 @@ class SlotHolds:
             self._sweeps[client] = self.loop.call_later(max(0.0, first + self.hold_s - now), self._sweep, client)
 
     def _release(self, client: str, slot: Slot) -> None:
-        self.store.send_payload(b"*3\r\n$4\r\nZREM\r\n%b%b" % (self._keys[client], bulk(slot.id)))
+        self.store.send_payload(b"*3\r\n$4\r\nZREM\r\n%b%b" % (self._keys[client][0], bulk(slot.id)))
 
     def release_all(self) -> None:
         """At shutdown: every held slot released (sent, not waited for)."""

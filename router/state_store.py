@@ -53,7 +53,7 @@ class _Connection(asyncio.Protocol):
     One watchdog timer per connection, not one per command: a command unanswered for ``timeout_s`` cuts the
     connection (every command waited for on it fails; sends go again on the next connection)."""
 
-    def __init__(self, backlog: deque, timeout_s: float):
+    def __init__(self, backlog: deque, timeout_s: float, on_send_refused=None):
         self.loop = asyncio.get_running_loop()  # once: each get_running_loop() is a getpid() system call
         self.reader = hiredis.Reader()
         self.pending: deque[asyncio.Future | bytes] = deque()  # bytes: a send nobody waits for
@@ -62,6 +62,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.out: list[bytes] = []
         self.backlog = backlog
+        self.on_send_refused = on_send_refused  # a send answered "not now" (READONLY, BUSY ...): its payload
         self.timeout_s = timeout_s
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -76,7 +77,11 @@ class _Connection(asyncio.Protocol):
                 return
             waiter = self.pending.popleft()
             self.sent_at.popleft()
-            if waiter.__class__ is not bytes and not waiter.done():  # bytes: a send's own payload, answered
+            if waiter.__class__ is bytes:  # a send's own payload: done, unless the store said "not now"
+                if reply.__class__ is hiredis.ReplyError and self.on_send_refused is not None and \
+                        str(reply).encode().startswith(TRANSIENT):
+                    self.on_send_refused(waiter)
+            elif not waiter.done():
                 waiter.set_result(reply)
 
     def connection_lost(self, exc) -> None:
@@ -169,6 +174,7 @@ class StateStore:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future | None = None
         self._backlog: deque[bytes] = deque(maxlen=BACKLOG_MAX)
+        self._resend: asyncio.TimerHandle | None = None
 
     @staticmethod
     def script(lua: str) -> Script:
@@ -265,7 +271,8 @@ class StateStore:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout_s):
-            _, conn = await loop.create_connection(lambda: _Connection(self._backlog, self.socket_timeout_s),
+            _, conn = await loop.create_connection(lambda: _Connection(self._backlog, self.socket_timeout_s,
+                                                                       self._send_refused),
                                                    self.host, self.port, ssl=self.tls)
             hello = ([("AUTH", self.password)] if self.password else []) + ([("SELECT", self.db)] if self.db else [])
             for command in hello:
@@ -277,6 +284,23 @@ class StateStore:
             conn.request(self._backlog.popleft(), reply=False)
         self._conn = conn
         return conn
+
+    def _send_refused(self, payload: bytes) -> None:
+        """A send answered "not now" (a store in fail-over, BUSY, OOM ...): back to the backlog, the store treated
+        as down for ``retry_s``, then the backlog is sent again on the live connection (each send acts once)."""
+        self._backlog.append(payload)
+        self.down_until = time.monotonic() + self.retry_s
+        self.failures += 1
+        if self._resend is None:  # (one line per retry, not per send)
+            print("router: the state store refused commands sent without waiting: sent again later",
+                  file=sys.stderr, flush=True)
+            self._resend = asyncio.get_running_loop().call_later(self.retry_s, self._send_backlog)
+
+    def _send_backlog(self) -> None:
+        self._resend = None
+        conn = self._conn
+        while conn is not None and not conn.closed and self._backlog:
+            conn.request(self._backlog.popleft(), reply=False)
 
     def _down(self, e: Exception, sent: bool = False):
         self.down_until = time.monotonic() + self.retry_s

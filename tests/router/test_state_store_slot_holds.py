@@ -163,3 +163,119 @@ def test_a_request_refused_for_its_budget_leaks_no_slot(store):
         return left, verdict
 
     assert asyncio.run(run()) == (0, "budget")
+
+
+def test_a_busy_worker_shares_a_tight_bound_with_the_others(store):
+    """Bound 1: worker a's caller sends back to back (its slot never idles for the hold time), worker b's caller
+    tries every 10 ms for 3 s. Both must be served (a slot's tenure is 1 s, and b's refusal marks the key contended,
+    so a stops holding it). Catches a busy worker that keeps a key's slot for its whole lease (45 s), the key's
+    requests at every other worker refused although it has one request in flight (a red team: 54% refused at a
+    real concurrency of 0.36)."""
+    prefix = next(PREFIXES)
+
+    async def run():
+        a, b = _worker(store.url, prefix, max_in_flight=1), _worker(store.url, prefix, max_in_flight=1)
+        loop = asyncio.get_running_loop()
+        stop = loop.time() + 3.0
+        served = {"a": 0, "b": 0}
+
+        async def caller(w, name, gap_s):
+            while loop.time() < stop:
+                rid = next(IDS)
+                try:
+                    await w.admit("k", rid, 1)
+                except TooManyRequests:
+                    await asyncio.sleep(gap_s)
+                    continue
+                await asyncio.sleep(0.002)
+                w.leave("k", rid)
+                served[name] += 1
+                await asyncio.sleep(gap_s)
+
+        await asyncio.gather(caller(a, "a", 0.0005), caller(b, "b", 0.01))
+        for w in (a, b):
+            await w.close()
+            await w.store.close()
+        return served, a.asked + b.asked
+
+    served, asked = asyncio.run(run())
+    assert min(served.values()) >= 3, served  # both workers served: neither keeps the slot
+    assert asked > 100, asked  # once the key was contended, its slots were taken a request, not held
+
+
+def test_a_key_whose_slots_the_store_lost_is_back_within_its_bound_in_a_tenure(store):
+    """Bound 2; worker a's two callers keep the key's slots busy; the key's set is deleted (as an operator's DEL,
+    FLUSHALL or a store restarted empty would); worker b's two callers then take two fresh slots. From 1.5 s
+    after the delete on, never more than 2 requests of the key may be in flight. Catches held slots reused for
+    their whole lease after the store forgot them (a red team: up to 4 in flight for 45 s)."""
+    prefix = next(PREFIXES)
+
+    async def run():
+        a, b = _worker(store.url, prefix, max_in_flight=2), _worker(store.url, prefix, max_in_flight=2)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        now = {"in": 0}
+        late_most = 0
+
+        async def caller(w, start_s):
+            nonlocal late_most
+            await asyncio.sleep(start_s)
+            while loop.time() < t0 + 3.0:
+                rid = next(IDS)
+                try:
+                    await w.admit("k", rid, 1)
+                except TooManyRequests:
+                    await asyncio.sleep(0.003)
+                    continue
+                now["in"] += 1
+                if loop.time() > t0 + 0.3 + 1.5:
+                    late_most = max(late_most, now["in"])
+                await asyncio.sleep(0.003)
+                now["in"] -= 1
+                w.leave("k", rid)
+
+        async def wipe():
+            await asyncio.sleep(0.3)
+            await a.store.call("DEL", f"{prefix}:{{k}}:in_flight")
+
+        await asyncio.gather(caller(a, 0.0), caller(a, 0.0), caller(b, 0.35), caller(b, 0.35), wipe())
+        for w in (a, b):
+            await w.close()
+            await w.store.close()
+        return late_most
+
+    assert asyncio.run(run()) <= 2
+
+
+def test_a_release_the_store_refuses_for_now_is_sent_again(tmp_path):
+    """Bound 1. The store is demoted to a replica (a fail-over flap: writes answered READONLY) while worker a's
+    held slot is released, and promoted again 100 ms later; a sends nothing more. Worker b must be served within
+    half a second. Catches a send answered "not now" that is dropped (the slot stayed for its 60 s lease and the
+    key was refused with nothing in flight: a red team)."""
+    from stack.store_server import StoreServer
+
+    with StoreServer(tmp_path / "flap") as server:
+        async def run():
+            prefix = next(PREFIXES)
+            a, b = _worker(server.url, prefix, max_in_flight=1), _worker(server.url, prefix, max_in_flight=1)
+            admin = StateStore(server.url, 1000.0, 1000.0, 100.0)
+            await a.admit("k", "a0", 1)
+            await admin.call("REPLICAOF", "127.0.0.1", "1")
+            try:
+                a.leave("k", "a0")  # held, released after the 50 ms hold: refused READONLY
+                await asyncio.sleep(0.1)
+            finally:
+                await admin.call("REPLICAOF", "NO", "ONE")
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            while True:
+                try:
+                    await b.admit("k", next(IDS), 1)
+                    return loop.time() - t0
+                except TooManyRequests:
+                    if loop.time() - t0 > 2.0:
+                        return None
+                    await asyncio.sleep(0.02)
+
+        took_s = asyncio.run(run())
+        assert took_s is not None and took_s < 0.5, took_s
