@@ -77,10 +77,9 @@ class Router:
                                             settings.state_store_prada_commit_ms,
                                             settings.state_store_prada_commit_samples,
                                             settings.state_store_slot_hold_ms,
-                                            # the longest a request may hold its slot: its body, a backend call
-                                            # and its one retry, and a wait for budget leases out elsewhere
-                                            settings.body_timeout_ms + 2 * settings.request_timeout_ms
-                                            + 1.5 * settings.state_store_budget_lease_ms)
+                                            # the longest a request may take: its body, a backend call and its
+                                            # one retry (a wait for budget leases is added where they are on)
+                                            settings.body_timeout_ms + 2 * settings.request_timeout_ms)
         # with a store, the bound per client is the store's (over every worker); this worker's own bound stays here
         self.admission = Admission(settings.max_in_flight, None if self.shared else settings.max_in_flight_per_client)
         self.audit = AuditLog(settings.audit_log, settings.audit_fsync)

@@ -102,7 +102,10 @@ class SharedClientState:
         if slot_hold_ms and self.max_in_flight and simple and (q is None or budget_lease_samples):
             from .slot_holds import SlotHolds
 
-            self.holds = SlotHolds(store, self.max_in_flight, slot_lease_ms, longest_request_ms, slot_hold_ms)
+            # a request may also wait for budget leases out elsewhere (up to 1.5 lease times) holding its slot
+            waits_ms = 1.5 * budget_lease_ms if q is not None else 0.0
+            self.holds = SlotHolds(store, self.max_in_flight, slot_lease_ms, longest_request_ms + waits_ms,
+                                   slot_hold_ms)
         if budget_lease_samples and q is not None and simple and (not self.max_in_flight or self.holds):
             from .budget_leases import BudgetLeases
 
