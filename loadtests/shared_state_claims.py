@@ -5,8 +5,8 @@
   refused a batch that the remaining budget could not hold only because the budget was spent (a refused batch
   of n means served + n > budget; a batch of 1 refused: served == budget exactly);
 - flag: PRADA flags a key once, counting the key's samples over all routers (a detector per router would see
-  only its share, and each router would raise its own flag), and every later request of the key, at every
-  router, is refused;
+  only its share, and each router would raise its own flag), and, under block, every later request of the key,
+  at every router, is refused;
 - benign: natural keys are neither flagged nor refused (the false-positive share) and keep their goodput.
 """
 
@@ -48,10 +48,12 @@ def budget_claim(records: dict[str, list[dict]], client: str, budget: int) -> di
             "exact": total == budget}
 
 
-def flag_claim(records: dict[str, list[dict]], client: str) -> dict:
+def flag_claim(records: dict[str, list[dict]], client: str, refuses: bool = True) -> dict:
+    """When PRADA flagged the key, through which router, counting which samples; ``refuses`` (action block): and
+    whether every router refused it from then on (under log it is served on, and only the count is judged)."""
     mine = _of(records, client)
     at = next((i for i, (_, r) in enumerate(mine) if r.get("detected") or r.get("prada_flagged")), None)
-    out = {"client": client, "flagged": at is not None, "requests": len(mine),
+    out = {"client": client, "flagged": at is not None, "requests": len(mine), "refuses": refuses,
            "samples_sent": sum(r["batch_size"] or 0 for _, r in mine)}
     if at is None:
         return out | {"holds": False, "crossed": False}
@@ -70,8 +72,8 @@ def flag_claim(records: dict[str, list[dict]], client: str) -> dict:
     detector = int(m.group(1)) if m else None
     return out | {"flagged_by": router, "detector_samples": detector, "samples_at_flag_all_routers": at_flag,
                   "detections": detections, "flagging_status": flag["status"], "after_flag": after,
-                  "crossed": crossed, "holds": crossed and detections == 1 and detector == at_flag
-                  and not any(a["served"] for a in after.values())}
+                  "crossed": crossed, "holds": detections == 1 and detector == at_flag
+                  and (not refuses or crossed and not any(a["served"] for a in after.values()))}
 
 
 def benign_claim(records: dict[str, list[dict]], clients: list[str]) -> dict:

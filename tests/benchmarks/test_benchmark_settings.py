@@ -77,7 +77,7 @@ def test_defense_over_builds_settings(make):
 @pytest.mark.parametrize("make", [
     lambda: StateStoreLocustSettings(duration_s=0.0), lambda: StateStoreLocustSettings(workers=0),
     lambda: StateStoreLocustSettings(budget_samples=199), lambda: StateStoreLocustSettings(benign_keys=0),
-    lambda: StateStoreLocustSettings(attack_batch_samples=0)])
+    lambda: StateStoreLocustSettings(attack_batch_samples=0), lambda: StateStoreLocustSettings(prada_action="throttle")])
 def test_state_store_locust_settings(make):
     """Catches a budget below PRADA's first test (the synthetic key would be refused for its budget before PRADA
     could flag it: the flag claim UNDETERMINED after the whole stack ran), bad load settings found only when
@@ -89,6 +89,7 @@ def test_state_store_locust_settings(make):
     assert list(d) == ["zoo", "duration_s", "budget_samples", "benign_keys", "attacker_users", "attack_batch",
                        "synthetic_batch", "prada_delta", "workers", "seed"] and d["attack_batch"] == 20
     assert StateStoreLocustSettings(zoo_dir="z", synthetic_batch_samples=5).load().synthetic_batch == 5
+    assert StateStoreLocustSettings(prada_action="log").as_dict()["prada_action"] == "log"  # recorded when not block
 
 
 @pytest.mark.parametrize("make", [

@@ -37,3 +37,22 @@ def test_the_budget_holds_exactly_and_the_flag_crosses_routers_under_locust(zoo_
     assert r["benign"]["keys"] == 2 and r["seed"] == 0 and r["software"] and r["settings"]["workers"] == 2
     assert (tmp_path / "logs" / "run" / "triton.log").exists()  # the logs kept where asked
 
+
+
+@pytest.mark.timeout(300)
+def test_under_log_the_budget_holds_exactly_with_leases_and_held_slots(zoo_dir, tmp_path):
+    """The same run with PRADA log, so that budget leases and held slots admit most requests with no round trip
+    (docs/router.md): the attacker must still get exactly its budget over two routers x two workers, and the
+    synthetic key be flagged once, counting its samples over both routers. Catches a lease or a held slot that
+    lets a sample through uncharged, or charges one twice, under real concurrent load."""
+    out = tmp_path / "storeload-log.json"
+    rc = state_store_locust.main(["--zoo", str(zoo_dir), "--duration-s", "8", "--budget-samples", "200",
+                                  "--attack-batch", "30", "--benign-keys", "2", "--prada-action", "log",
+                                  "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert rc == 0, r["verdicts"]
+    assert r["budget"]["asked_more"] and r["budget"]["served_samples"] == 200
+    assert all(s > 0 for s in r["budget"]["served_per_router"].values())
+    assert r["flag"]["flagged"] and r["flag"]["detections"] == 1
+    assert r["flag"]["detector_samples"] == r["flag"]["samples_at_flag_all_routers"]
+    assert r["settings"]["prada_action"] == "log"
