@@ -25,8 +25,9 @@ the store; default: the router's default). Budget leases apply to ``budget`` and
 no slot bound) only; the other profiles ask the store every request whatever it is.
 ``--prada-commit-ms``: the store-backed router's ``state_store_prada_commit_ms`` (0: PRADA commits with every
 request; default: the router's). ``--slot-hold-ms``: its ``state_store_slot_hold_ms`` (0: every request takes and
-releases its slot in the store; default: the router's). ``--store-workers``: the store-backed router's workers (default 1, as the
-in-process router, which cannot have more): what the store makes possible, measured beside one in-process worker.
+releases its slot in the store; default: the router's). ``--store-workers``: the store-backed router's workers
+(default 1, as the in-process router, which cannot have more): what the store makes possible, measured beside one
+in-process worker.
 """
 
 from __future__ import annotations

@@ -86,17 +86,18 @@ class RouterSettings(BaseModel):
     # state_store_budget_lease_ms, then its unused samples go back. 0: every request asks the store.
     state_store_budget_lease_samples: int = Field(64, ge=0)
     state_store_budget_lease_ms: float = Field(250.0, gt=0, le=5000)
-    # PRADA under log/throttle: a key's batches on a worker go to the store together, one commit when the first of
-    # them is this old (or at once: when they hold state_store_prada_commit_samples samples, or one raised the
-    # flag). Other workers see the key's newest batches up to this much later; a worker killed (not stopped)
-    # loses at most this much of its keys' batches from the detector. 0: a commit with every request.
+    # PRADA under log: a key's batches on a worker go to the store together, one commit when the first of them is
+    # this old (or at once: when they hold state_store_prada_commit_samples samples, one raised the flag, or
+    # another worker wrote the key lately; throttle and block never wait). Other workers see the key's newest
+    # batches up to this much later; a worker killed (not stopped) loses at most this much of its keys' batches
+    # from the detector. 0: a commit with every request.
     state_store_prada_commit_ms: float = Field(20.0, ge=0, le=1000)
     state_store_prada_commit_samples: int = Field(256, ge=1)
     # Held slots: where admission decides only the slot and the budget (PRADA off or log, no B4B; with
     # query_budget only with budget leases on), a worker keeps a key's slot (max_in_flight_per_client) this long
     # after the key's request ended, for the key's next request there with no round trip. Held slots count as
-    # in flight in the store: a key spread over workers may be refused this much early. 0: every request takes
-    # and releases its slot in the store.
+    # in flight in the store; a held slot serves one second at most, so a key spread over workers may be refused
+    # up to about a second early (docs/router.md). 0: every request takes and releases its slot in the store.
     state_store_slot_hold_ms: float = Field(20.0, ge=0, le=1000)
 
     @model_validator(mode="after")

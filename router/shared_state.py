@@ -1,13 +1,14 @@
 """Per-client state in the store (settings ``state_store``): the store-backed counterpart of the per-client bound
 on requests in flight (router/admission.py) and of the client defenses' ``precheck``/``admit``/``observe``.
 
-One request costs one round trip where its defenses allow: ``admit`` (one script: the key's slots in flight,
-query_budget's total and token bucket, PRADA's flag and throttle bucket, checked together and taken together: a
-refused request takes nothing; its reply also carries the key's PRADA version and flag; router/admission_scripts.py). What follows is sent
-without waiting for its reply (router/state_store.py): the slot's release, the receipt's deletion, and PRADA's
-commit under ``log`` and ``throttle``, a key's batches staged on the worker and sent together within
-``state_store_prada_commit_ms`` (router/defenses/prada_store.py). Under ``block`` the answer waits for PRADA's commit (a second round trip: the request whose batch
-crosses the threshold must be withheld); B4B's coverage is one more (encoder zoos).
+One request costs one round trip where its defenses allow: ``admit`` (one script, router/admission_scripts.py:
+the key's slots in flight, query_budget's total and token bucket, PRADA's flag and throttle bucket, checked
+together and taken together: a refused request takes nothing; its reply also carries the key's PRADA version and
+flag). What follows is sent without waiting for its reply (router/state_store.py): the slot's release, the
+receipt's deletion, and PRADA's commit under ``log`` (a key's batches staged on the worker and sent together
+within ``state_store_prada_commit_ms``) and ``throttle`` (router/defenses/prada_store.py). Under ``block`` the
+answer waits for PRADA's commit (a second round trip: the request whose batch crosses the threshold must be
+withheld); B4B's coverage is one more (encoder zoos).
 
 A slot in flight is a member of the key's sorted set scored by its lease deadline: a router that dies with
 requests in flight never releases them, and the next admission of the key drops members whose lease has passed.
@@ -174,7 +175,8 @@ class SharedClientState:
         holds = self.holds
         slot = holds.take(client)
         if slot is None:
-            holds.key_for(client, key(self.prefix, client, "in_flight"))
+            holds.key_for(client, key(self.prefix, client, "in_flight"),
+                          key(self.prefix, client, "prada") if self.prada else None)
             try:
                 slot, reply = await holds.acquire(client, request_id)
             except StateStoreUnavailable as e:
@@ -183,6 +185,8 @@ class SharedClientState:
                 raise e
             if slot is None:
                 raise self._refusal(client, reply[0].decode(), reply[1], n)
+            if len(reply) > 3:  # the key's prada version and flag as the store has them now
+                self._prada_state.seen(client, int(reply[3]), reply[4])
         fields = {}
         if self.leases is not None:
             try:

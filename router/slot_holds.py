@@ -27,10 +27,12 @@ import secrets
 from .state_store import StateStore, StateStoreReplyLost, bulk, bulks
 
 SLOT = """
--- KEYS: 1 slots in flight (sorted set: slot id -> lease deadline ms), 2 the key's contention mark
+-- KEYS: 1 slots in flight (sorted set: slot id -> lease deadline ms), 2 the key's contention mark, 3 (PRADA on
+--       only) the key's prada hash
 -- ARGV: 1 slot id, 2 max in flight, 3 lease ms, 4 contention ms
--- Reply: {'ok', slots now, 1 when a request of the key was refused lately else 0}, or {'in_flight', slots}: the
--- key's bound is reached (held slots count); the key is then marked contended for ARGV[4] ms
+-- Reply: {'ok', slots now, 1 when a request of the key was refused lately else 0[, prada version, flag ('' none)]}
+-- (the version and flag tell the worker's copy of the key's prada state that it is behind, as ADMIT's reply
+-- does), or {'in_flight', slots}: the key's bound is reached (held slots count); it is then marked contended
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- leases of slots a dead router never released
@@ -41,7 +43,12 @@ if busy >= tonumber(ARGV[2]) then
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])))
-return {'ok', busy + 1, redis.call('EXISTS', KEYS[2])}
+local out = {'ok', busy + 1, redis.call('EXISTS', KEYS[2])}
+if KEYS[3] then
+  local p = redis.call('HMGET', KEYS[3], 'ver', 'flagged_at')
+  out[4], out[5] = p[1] or '0', p[2] or ''
+end
+return out
 """
 SLOT_TENURE_S = 1.0  # a held slot serves this long after it was taken at most, then a fresh one is taken
 CONTENDED_S = 1.0  # a key refused for its bound is not held by any worker that learns it, for this long
@@ -67,15 +74,19 @@ class SlotHolds:
         self.tag = secrets.token_hex(6)  # slot ids unique across workers: this tag + the request id that took it
         self.free: dict[str, list[Slot]] = {}  # client -> its idle held slots, most recently used last
         self._sweeps: dict[str, asyncio.TimerHandle] = {}
-        self._keys: dict[str, tuple[bytes, bytes]] = {}  # client -> its slots' key; it and the contention mark
+        # client -> its slots' key; SLOT's numkeys and keys (the slots, the contention mark, PRADA's hash); its parts
+        self._keys: dict[str, tuple[bytes, bytes, int]] = {}
         self.contended: dict[str, float] = {}  # client -> loop time until which its slots are not held
         self._script = store.script(SLOT)
         self._args = bulks(max_in_flight, lease_ms, int(CONTENDED_S * 1e3))
         self.loop: asyncio.AbstractEventLoop | None = None  # set with the first slot taken
 
-    def key_for(self, client: str, in_flight_key: str) -> None:
+    def key_for(self, client: str, in_flight_key: str, prada_key: str | None = None) -> None:
+        """The key's names in the store (its PRADA hash too when PRADA is on: SLOT's reply then carries its version
+        and flag)."""
         if client not in self._keys:
-            self._keys[client] = bulk(in_flight_key), bulks(in_flight_key, in_flight_key + ":contended")
+            keys = (in_flight_key, in_flight_key + ":contended") + ((prada_key,) if prada_key else ())
+            self._keys[client] = bulk(in_flight_key), bulks(len(keys), *keys), 5 + len(keys)  # parts SLOT has
 
     def take(self, client: str) -> Slot | None:
         """An idle slot of the key's held here, or None (then ``acquire``). One past its reuse time is released."""
@@ -93,8 +104,8 @@ class SlotHolds:
         loop = self.loop = self.loop or asyncio.get_running_loop()
         slot_id, sent = self.tag + request_id, loop.time()
         try:
-            reply = await self.store.run_parts(self._script, bulks(2) + self._keys[client][1] + bulks(slot_id)
-                                               + self._args, 7)
+            _, keys, count = self._keys[client]
+            reply = await self.store.run_parts(self._script, keys + bulks(slot_id) + self._args, count)
         except StateStoreReplyLost:
             self._release(client, Slot(slot_id, 0.0))
             raise

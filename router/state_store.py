@@ -97,7 +97,7 @@ class _Connection(asyncio.Protocol):
             self._watchdog.cancel()
         self.out = []  # every send, written or not, is in the backlog above
 
-    def request(self, payload: bytes, reply: bool = True) -> asyncio.Future | None:
+    def request(self, payload: bytes, reply: bool = True) -> asyncio.Future | bytes:
         """``reply=False``: nobody waits for the reply, but it keeps its place in the queue (exactly one entry per
         command sent), so replies can never shift onto the wrong requests. (CLIENT REPLY SKIP would spare the
         reply, but a store or proxy that refuses CLIENT answers it with two extra replies, which did shift.) Its
@@ -251,9 +251,7 @@ class StateStore:
             self._down(e, sent=True)
         if self.down_until:  # the store answers again on a connection that stayed up (after LOADING, BUSY ...):
             self.down_until = 0.0  # what waited in the backlog goes now, not at a reconnect that may never come
-            conn = self._conn
-            while conn is not None and not conn.closed and self._backlog:
-                conn.request(self._backlog.popleft(), reply=False)
+            self._send_backlog_on(self._conn)
         return reply
 
     async def _connected(self) -> _Connection:
@@ -280,8 +278,7 @@ class StateStore:
                 if isinstance(reply, hiredis.ReplyError):
                     conn.abort()
                     raise ConnectionError(f"{command[0]} refused: {reply}")
-        while self._backlog:  # releases and undos that could not be sent, before anything new
-            conn.request(self._backlog.popleft(), reply=False)
+        self._send_backlog_on(conn)  # releases and undos that could not be sent, before anything new
         self._conn = conn
         return conn
 
@@ -297,8 +294,16 @@ class StateStore:
             self._resend = asyncio.get_running_loop().call_later(self.retry_s, self._send_backlog)
 
     def _send_backlog(self) -> None:
+        """The retry time after a refused send is over: the backlog goes on the live connection, and later sends
+        go straight again (a send refused anew sets the retry time again). Without a live connection the next
+        request connects, and the backlog goes first on it."""
         self._resend = None
         conn = self._conn
+        if conn is not None and not conn.closed:
+            self.down_until = 0.0
+            self._send_backlog_on(conn)
+
+    def _send_backlog_on(self, conn: _Connection | None) -> None:
         while conn is not None and not conn.closed and self._backlog:
             conn.request(self._backlog.popleft(), reply=False)
 

@@ -156,7 +156,7 @@ class StorePrada:
             try:
                 copy = await self._current(client)
             except (StateStoreUnavailable, StateStoreError):
-                self._keep_unobserved(client, left)
+                self._keep_unobserved(client, left, older=True)
                 raise
         while left:
             self._stage(copy, *left[0])
@@ -165,7 +165,7 @@ class StorePrada:
             except (StateStoreContended, StateStoreUnavailable, StateStoreError) as e:
                 if getattr(e, "maybe_in_store", False):  # its commit's reply was lost: it may be in, never twice
                     left.pop(0)
-                self._keep_unobserved(client, left)
+                self._keep_unobserved(client, left, older=True)
                 raise
             left.pop(0)
             if "detected" in info:
@@ -243,12 +243,14 @@ class StorePrada:
         c.sent = self.store.submit(self._commit, c.parts, count)
         return c
 
-    def _keep_unobserved(self, client: str, batches: list) -> None:
+    def _keep_unobserved(self, client: str, batches: list, older: bool = False) -> None:
         """Batches answered whose commit certainly did not reach the store: kept, committed with the key's next
-        request here, by a background task once the store answers, or at shutdown."""
+        request here, by a background task once the store answers, or at shutdown; in the order they were
+        answered (``older``: before those kept already, which PRADA's distances depend on)."""
         if not batches:
             return
-        self.unobserved.setdefault(client, []).extend(batches)
+        kept = self.unobserved.get(client, [])
+        self.unobserved[client] = batches + kept if older else kept + batches
         if client not in self._retrying:
             self._retrying.add(client)
             self._spawn(self._retry_left_over(client))

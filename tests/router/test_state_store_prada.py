@@ -459,6 +459,11 @@ def test_a_stopped_worker_commits_the_batches_that_lost_every_race(store, monkey
 
     monkeypatch.setattr(prada_store, "MAX_COMMIT_TRIES", 1)
     monkeypatch.setattr(prada_store, "SHARED_S", 0.0)  # keep staging: the race is the point here
+
+    async def no_retry(self, client):  # no background retry: the batches wait for the shutdown (whatever the host)
+        self._retrying.discard(client)
+
+    monkeypatch.setattr(prada_store.StorePrada, "_retry_left_over", no_retry)
     x = np.random.default_rng(18).normal(size=(40, 40)).astype(np.float32)
     prefix = next(PREFIXES)
 
@@ -469,7 +474,8 @@ def test_a_stopped_worker_commits_the_batches_that_lost_every_race(store, monkey
         await _request(b, "k", x[4:8])
         await asyncio.sleep(0.05)
         for i in range(3):  # both stage on one version; their timers fire together: one loses
-            await asyncio.gather(_request(a, "k", x[8 + 8 * i: 12 + 8 * i]), _request(b, "k", x[12 + 8 * i: 16 + 8 * i]))
+            await asyncio.gather(_request(a, "k", x[8 + 8 * i: 12 + 8 * i]),
+                                 _request(b, "k", x[12 + 8 * i: 16 + 8 * i]))
             await asyncio.sleep(0.05)
         waiting = sum(len(v) for w in (a, b) for v, _ in w._prada_state.unobserved.get("k", []))
         for w in (a, b):
@@ -481,3 +487,31 @@ def test_a_stopped_worker_commits_the_batches_that_lost_every_race(store, monkey
 
     waiting, got = asyncio.run(run())
     assert waiting > 0 and got == 32, (waiting, got)  # some waited at shutdown: all are in the store after it
+
+
+def test_with_held_slots_a_flag_cleared_in_the_store_reaches_the_copy(store):
+    """PRADA log with the per-client bound and held slots, no budget: admission asks the store only for slots
+    (SLOT). After an operator's HDEL of the flag, the worker's copy must hear it from the next slot it takes and
+    test the key again (its audit fields say not flagged). Catches a slot reply that carries no PRADA version or
+    flag: the copy stayed flagged for good and never tested the key again (a reviewer)."""
+    spec = {"name": "prada", "action": "log", "min_distances": 10, "test_every": 100}
+    prefix = next(PREFIXES)
+    probe = np.repeat(np.random.default_rng(2).normal(size=(1, 40)).astype(np.float32), 12, axis=0)
+    natural = np.random.default_rng(3).normal(size=(4, 40)).astype(np.float32)
+
+    async def run():
+        st = StateStore(store.url, 1000.0, 1000.0, 100.0)
+        w = SharedClientState(st, [make_defense(spec)], 4, 60_000.0, False, prefix, 5000.0, slot_hold_ms=20.0,
+                              longest_request_ms=10_000.0)
+        assert w.holds is not None and w.leases is None
+        first = await _request(w, "k", probe)  # W of identical probes is 0: flagged (log: served)
+        await asyncio.sleep(0.1)  # its commit is in, its slot released
+        await w.store.call("HDEL", f"{prefix}:{{k}}:prada", "flagged_at")
+        await asyncio.sleep(0.05)
+        after = await _request(w, "k", natural[:1])  # a fresh slot: SLOT's reply says the flag is gone
+        await w.close()
+        await w.store.close()
+        return first, after
+
+    first, after = asyncio.run(run())
+    assert first["prada_flagged"] is True and after["prada_flagged"] is False
