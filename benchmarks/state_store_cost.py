@@ -153,16 +153,23 @@ def _summary(name: str, c: int, runs: list[dict]) -> dict:
             "store_cpu_us": sum(r["store_cpu_s"] for r in runs) / n * 1e6}
 
 
+def _ratio(a: float, b: float) -> float | None:
+    """a / b, None when b is 0: a short run can read 0 CPU seconds from /proc (its clock ticks are 10 ms)."""
+    return a / b if b else None
+
+
 def compare(cells: dict) -> dict:
     """The store-backed router against the in-process one, per request (pure: the two summaries in)."""
     base, store = cells["in-process"], cells["store"]
     added_cpu, added_p50 = store["router_cpu_us"] - base["router_cpu_us"], store["p50_ms"] - base["p50_ms"]
     return {"concurrency": base["concurrency"], "inproc_cpu_us": base["router_cpu_us"],
             "store_router_cpu_us": store["router_cpu_us"], "added_cpu_us": added_cpu,
-            "cpu_ratio": store["router_cpu_us"] / base["router_cpu_us"], "store_server_cpu_us": store["store_cpu_us"],
+            "cpu_ratio": _ratio(store["router_cpu_us"], base["router_cpu_us"]),
+            "store_server_cpu_us": store["store_cpu_us"],
             "inproc_p50_ms": base["p50_ms"], "store_p50_ms": store["p50_ms"], "added_p50_ms": added_p50,
-            "p50_ratio": store["p50_ms"] / base["p50_ms"], "inproc_tput": base["throughput_per_s"],
-            "store_tput": store["throughput_per_s"], "tput_ratio": store["throughput_per_s"] / base["throughput_per_s"],
+            "p50_ratio": _ratio(store["p50_ms"], base["p50_ms"]), "inproc_tput": base["throughput_per_s"],
+            "store_tput": store["throughput_per_s"],
+            "tput_ratio": _ratio(store["throughput_per_s"], base["throughput_per_s"]),
             "errors": base["errors"] + store["errors"],
             "cpu_target_met": added_cpu <= TARGET_CPU_US, "p50_target_met": added_p50 <= TARGET_P50_MS}
 

@@ -130,3 +130,15 @@ def test_state_store_cost_settings_reach_the_store_router():
                                 "state_store_slot_hold_ms": 0, "workers": 2}
     assert {"prada_commit_ms": 0, "slot_hold_ms": 0, "store_workers": 2}.items() <= s.as_dict().items()
     assert StateStoreCostSettings().store_router() == {}
+
+
+def test_state_store_cost_compares_a_run_too_short_for_the_cpu_clock():
+    """A short run can read 0 CPU seconds for the in-process router from /proc (10 ms ticks): the comparison must
+    still come out (its CPU ratio None), not raise ZeroDivisionError after both routers ran (the smoke test hit
+    it once in a full suite)."""
+    from benchmarks.state_store_cost import compare
+
+    cell = {"concurrency": 2, "router_cpu_us": 0.0, "store_cpu_us": 0.0, "p50_ms": 0.3, "throughput_per_s": 100.0,
+            "errors": 0}
+    row = compare({"in-process": cell, "store": cell | {"router_cpu_us": 500.0, "p50_ms": 0.4}})
+    assert row["cpu_ratio"] is None and row["added_cpu_us"] == 500.0 and abs(row["p50_ratio"] - 4 / 3) < 1e-9
