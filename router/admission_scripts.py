@@ -2,7 +2,7 @@
 flag checked and taken together), UNDO (what an admission whose reply was lost took, back) and GIVE_BACK (a
 refund, or a malformed body's drain of the key's tokens)."""
 
-from .defenses.token_bucket import LUA_TOKENS_NOW
+from .defenses.token_bucket import LUA_TOKENS_NOW, lua_take_tokens_or_refuse
 
 ADMIT = """
 -- KEYS: 1 slots in flight (sorted set: request id -> lease deadline ms), 2 query budget (hash), 3 prada (hash),
@@ -27,13 +27,7 @@ end
 local b = redis.call('HMGET', KEYS[2], 'spent', 'tokens', 'at')
 local spent, tokens = tonumber(b[1]) or 0, nil
 if max_samples > 0 and spent + n > max_samples then return {'budget', spent} end
-if rate > 0 then
-  tokens = TOKENS_NOW
-  if tokens < n then
-    redis.call('HSET', KEYS[2], 'tokens', tokens, 'at', now)
-    return {'rate', tostring((n - tokens) / rate)}
-  end
-end
+TAKE_TOKENS_OR_REFUSE
 local throttle = nil
 if p and p[1] and ARGV[8] == 'throttle' then
   local trate = tonumber(ARGV[9])
@@ -54,7 +48,7 @@ if throttle then redis.call('HSET', KEYS[3], 'tt', throttle - n, 'ta', now) end
 redis.call('SET', KEYS[4], n, 'PX', ARGV[10])
 if p then return {'ok', spent + n, p[4] or '0', p[1] or ''} end
 return {'ok', spent + n}
-""".replace("TOKENS_NOW", LUA_TOKENS_NOW)
+""".replace("TAKE_TOKENS_OR_REFUSE\n", lua_take_tokens_or_refuse("KEYS[2]"))
 
 # The undo of an admission whose reply was lost (the store stalled past the socket timeout, the connection was
 # cut): it may have run, so what it took goes back, whichever of the two reaches the store first.

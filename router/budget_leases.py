@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from .defenses.token_bucket import LUA_TOKENS_NOW
+from .defenses.token_bucket import LUA_TOKENS_NOW, lua_take_tokens_or_refuse
 from .state_store import StateStore, bulks
 
 LEASE = """
@@ -84,13 +84,7 @@ if max_samples > 0 and spent + n > max_samples then
   end
   return {'budget', spent - out}
 end
-if rate > 0 then
-  tokens = TOKENS_NOW
-  if tokens < n then
-    redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
-    return {'rate', tostring((n - tokens) / rate)}
-  end
-end
+TAKE_TOKENS_OR_REFUSE
 -- the lease shrinks with what is left: an eighth of the unspent total, a quarter of the burst and of the tokens
 local size = most
 if max_samples > 0 then size = math.min(size, math.floor((max_samples - spent) / 8), max_samples - spent - waiting) end
@@ -108,7 +102,7 @@ if ARGV[10] == '1' then
   return {'ok', extra, p[1] or '0', p[2] or ''}
 end
 return {'ok', extra}
-""".replace("TOKENS_NOW", LUA_TOKENS_NOW)
+""".replace("TAKE_TOKENS_OR_REFUSE\n", lua_take_tokens_or_refuse("KEYS[1]"))
 
 RETURN = """
 -- A lease's unused units back (its holder stops using it first). Only while its record is there (live, or marked

@@ -9,10 +9,24 @@ import math
 from ..errors import BatchOverBurst
 
 
-# The same refill in the store's scripts (router/shared_state.py, router/budget_leases.py), spliced in where
+# The same refill in the store's scripts (router/admission_scripts.py, router/budget_leases.py), spliced in where
 # they write TOKENS_NOW: a key's tokens now, from its budget hash read into b (spent, tokens, at ms) and the
 # script's burst, rate (samples/s) and now (ms, the store's clock).
 LUA_TOKENS_NOW = "math.min(burst, (tonumber(b[2]) or burst) + (now - (tonumber(b[3]) or now)) / 1000 * rate)"
+
+
+def lua_take_tokens_or_refuse(budget_key: str) -> str:
+    """The admission scripts' rate check (ADMIT, LEASE): ``tokens`` set to the bucket's level now, or, when it
+    holds fewer than the request's ``n`` samples, that level stored in ``budget_key`` and {'rate', seconds until
+    they are there} returned."""
+    return f"""if rate > 0 then
+  tokens = {LUA_TOKENS_NOW}
+  if tokens < n then
+    redis.call('HSET', {budget_key}, 'tokens', tokens, 'at', now)
+    return {{'rate', tostring((n - tokens) / rate)}}
+  end
+end
+"""
 
 
 class TokenBuckets:
