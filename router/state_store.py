@@ -217,8 +217,7 @@ class StateStore:
         text = str(reply)
         print(f"router: the state store refused {what}: {text[:200]}", file=sys.stderr, flush=True)
         if text.encode().startswith(TRANSIENT):
-            self.down_until = time.monotonic() + self.retry_s
-            self.failures += 1
+            self._mark_down()
             raise StateStoreUnavailable()
         raise StateStoreError("the per-client state store refused a command")
 
@@ -286,8 +285,7 @@ class StateStore:
         """A send answered "not now" (a store in fail-over, BUSY, OOM ...): back to the backlog, the store treated
         as down for ``retry_s``, then the backlog is sent again on the live connection (each send acts once)."""
         self._backlog.append(payload)
-        self.down_until = time.monotonic() + self.retry_s
-        self.failures += 1
+        self._mark_down()
         if self._resend is None:  # (one line per retry, not per send)
             print("router: the state store refused commands sent without waiting: sent again later",
                   file=sys.stderr, flush=True)
@@ -307,9 +305,13 @@ class StateStore:
         while conn is not None and not conn.closed and self._backlog:
             conn.request(self._backlog.popleft(), reply=False)
 
-    def _down(self, e: Exception, sent: bool = False):
+    def _mark_down(self) -> None:
+        """A failure: the store is not asked again for ``retry_s`` (requests fail, or pass fail-open, at once)."""
         self.down_until = time.monotonic() + self.retry_s
         self.failures += 1
+
+    def _down(self, e: Exception, sent: bool = False):
+        self._mark_down()
         raise (StateStoreReplyLost() if sent else StateStoreUnavailable()) from e
 
     async def reachable(self) -> bool:

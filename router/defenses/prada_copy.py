@@ -4,6 +4,7 @@ staged in it on their way into the store, and how a batch is taken out of it aga
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,10 +36,30 @@ class KeyCopy:
         seen = self.seen
         return seen is not None and (seen[0] > self.version or (self.state.flagged_at is not None and not seen[1]))
 
+    def stop_timer(self) -> None:
+        """No staged commit is due any more (it left, or there is none)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
     def behind(self) -> bool:
         """Whether the store holds writes this copy lacks: a newer version, or a flag an operator cleared."""
         moved, self.seen = self.moved(), None
         return moved
+
+
+class Mark(NamedTuple):
+    """A copy as it was before a batch (``undo_batch`` puts it back): per class the batch touched its group's row
+    count and sums (None: no group yet), and the key's counters and distance list with the length it had."""
+
+    touched: dict
+    n_distances: int
+    tested_at: int
+    w: float | None
+    flagged_at: int | None
+    samples: int
+    distances: list
+    distances_held: int
 
 
 class StagedCommit:
@@ -49,23 +70,23 @@ class StagedCommit:
 
     __slots__ = ("batches", "samples", "mark", "detected", "info", "parts", "count", "sent")
 
-    def __init__(self, mark: tuple):
+    def __init__(self, mark: Mark):
         self.batches: list[tuple[np.ndarray, np.ndarray]] = []
         self.samples, self.mark, self.detected = 0, mark, None  # detected: the flag one of them raised, if any
         self.info: dict = {}  # the last batch's audit fields
         self.parts, self.count, self.sent = b"", 0, None
 
 
-def mark_batch(s: _ClientState, classes) -> tuple:
+def mark_batch(s: _ClientState, classes) -> Mark:
     """What a batch of these classes changes, as it was before it (``undo_batch`` puts it back; None: no group yet)."""
     touched = {}
     for c in classes:
         g = s.groups.get(c)
         touched[c] = None if g is None else (g.n, g.d_n, g.d_sum, g.d_sumsq, g.threshold)
-    return touched, s.n_distances, s.tested_at, s.w, s.flagged_at, s.samples, s.distances, len(s.distances)
+    return Mark(touched, s.n_distances, s.tested_at, s.w, s.flagged_at, s.samples, s.distances, len(s.distances))
 
 
-def undo_batch(copy: KeyCopy, mark: tuple) -> None:
+def undo_batch(copy: KeyCopy, mark: Mark) -> None:
     s = copy.state
     touched, nd, s.tested_at, s.w, s.flagged_at, s.samples, held, held_len = mark
     for c, before in touched.items():

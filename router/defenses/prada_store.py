@@ -131,9 +131,7 @@ class StorePrada:
     def _flush(self, client: str, copy: KeyCopy) -> None:
         """Send the copy's pending batches as one commit whose reply nobody waits for (``_committed`` takes it);
         the key's next request on this worker waits for it (``settled``) before touching the copy."""
-        if copy.timer is not None:
-            copy.timer.cancel()
-            copy.timer = None
+        copy.stop_timer()
         if copy.pending is None or self.copies.get(client) is not copy:
             return
         if copy.settled is not None:  # a commit of the copy is still out (never expected): go after it
@@ -206,13 +204,13 @@ class StorePrada:
         if p is None:
             p = copy.pending = StagedCommit(mark)
         else:  # the copy before the first batch: a class first touched now is as it was before this one
-            for k, before in mark[0].items():
-                p.mark[0].setdefault(k, before)
+            for k, before in mark.touched.items():
+                p.mark.touched.setdefault(k, before)
         p.batches.append((x, labels))
         p.samples, p.info = p.samples + len(x), info
         if "detected" in info and p.detected is None:
             p.detected = info["detected"]
-        for k in mark[0]:
+        for k in mark.touched:
             g = s.groups[k]
             copy.sums[str(k)] = [g.d_n, g.d_sum, g.d_sumsq, g.threshold]
         return info
@@ -221,11 +219,9 @@ class StorePrada:
         """The pending batches' difference to the store (its reply waited for by ``_settle`` or handled by
         ``_committed``). Only the classes they touched are re-encoded, not every group's."""
         c, copy.pending = copy.pending, None
-        if copy.timer is not None:
-            copy.timer.cancel()
-            copy.timer = None
+        copy.stop_timer()
         s = copy.state
-        touched, nd, flagged_at = c.mark[0], c.mark[1], c.mark[4]
+        touched, nd, flagged_at = c.mark.touched, c.mark.n_distances, c.mark.flagged_at
         keys, constants, _ = self._keys_of(client)
         parts, count = [], 12
         for k, before in touched.items():
