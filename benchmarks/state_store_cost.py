@@ -67,6 +67,9 @@ PROFILES = {"budget_prada": ([BUDGET, {"name": "prada", "action": "log"}], {}),
             "slots": ([], {"max_in_flight_per_client": 16}),
             "budget_prada_slots": ([BUDGET, {"name": "prada", "action": "log"}], {"max_in_flight_per_client": 16})}
 KEYS = {f"bench-key-{i}": f"client-{i}" for i in range(64)}
+# the store-backed router's own settings a run may set (None: the router's default), and the router's names for them
+STORE_ROUTER_OPTIONS = {"budget_lease_samples": "state_store_budget_lease_samples",
+                        "prada_commit_ms": "state_store_prada_commit_ms", "slot_hold_ms": "state_store_slot_hold_ms"}
 
 
 @dataclass(frozen=True)
@@ -101,24 +104,20 @@ class StateStoreCostSettings:
         if self.store_workers < 1:
             raise ConfigError(f"--store-workers must be >= 1, got {self.store_workers}")
 
+    def _set_options(self) -> dict:
+        """The store router's options this run sets, under the settings' field names."""
+        return {f: v for f in STORE_ROUTER_OPTIONS if (v := getattr(self, f)) is not None}
+
     def store_router(self) -> dict:
         """The store-backed router's settings beyond the in-process one's."""
-        out = {} if self.budget_lease_samples is None else {
-            "state_store_budget_lease_samples": self.budget_lease_samples}
-        if self.prada_commit_ms is not None:
-            out["state_store_prada_commit_ms"] = self.prada_commit_ms
-        if self.slot_hold_ms is not None:
-            out["state_store_slot_hold_ms"] = self.slot_hold_ms
-        return out | ({"workers": self.store_workers} if self.store_workers > 1 else {})
+        return {STORE_ROUTER_OPTIONS[f]: v for f, v in self._set_options().items()} | (
+            {"workers": self.store_workers} if self.store_workers > 1 else {})
 
     def as_dict(self) -> dict:
         """The settings under the names the result file has always used (its command-line flags)."""
         return {"zoo": str(self.zoo_dir), "concurrency": list(self.concurrencies),
                 "requests_per_round": self.requests_per_round, "rounds": self.rounds, "batch": self.batch_size,
-                "backend": self.backend, "seed": self.seed, "defenses": self.defenses} | (
-                {} if self.budget_lease_samples is None else {"budget_lease_samples": self.budget_lease_samples}) | (
-                {} if self.prada_commit_ms is None else {"prada_commit_ms": self.prada_commit_ms}) | (
-                {} if self.slot_hold_ms is None else {"slot_hold_ms": self.slot_hold_ms}) | (
+                "backend": self.backend, "seed": self.seed, "defenses": self.defenses} | self._set_options() | (
                 {} if self.store_workers == 1 else {"store_workers": self.store_workers})
 
 
